@@ -1,0 +1,109 @@
+namespace FastBlockDiff.Kernels;
+
+/// <summary>Hyper-parameters of one fused AdamW update.</summary>
+/// <param name="GradScale">multiplies every gradient first (1/accumulation × clip factor).</param>
+public readonly record struct AdamWStep(float LearningRate, float Beta1, float Beta2, float Epsilon, float WeightDecay, int Step, float GradScale);
+
+/// <summary>
+/// The op set every backend implements with identical semantics (DESIGN.md section 3).
+/// All matrices are row-major. "Accumulates" means the op adds into its output; otherwise it overwrites.
+/// Ops are asynchronous on device backends; downloads and reductions returning a value synchronise.
+/// </summary>
+public interface IBackend : IDisposable
+{
+    /// <summary>Short name: cpu, cuda, ilgpu.</summary>
+    string Name { get; }
+    /// <summary>One line on the device, for logs.</summary>
+    string Description { get; }
+
+    FloatView AllocFloat(int length);
+    IntView AllocInt(int length);
+    void Upload(FloatView dst, ReadOnlySpan<float> src);
+    void Download(FloatView src, Span<float> dst);
+    void Upload(IntView dst, ReadOnlySpan<int> src);
+    void Download(IntView src, Span<int> dst);
+    void Synchronize();
+
+    // ---- elementwise and reductions ----
+    void Fill(FloatView x, float value);
+    void Copy(FloatView dst, FloatView src);
+    /// <summary>dst[r*dstStride + c] = src[r*srcStride + c] for r &lt; rows, c &lt; cols.</summary>
+    void CopyRows(FloatView dst, int dstStride, FloatView src, int srcStride, int rows, int cols);
+    /// <summary>y += alpha·x.</summary>
+    void Axpy(FloatView y, float alpha, FloatView x);
+    /// <summary>x = alpha·x + beta.</summary>
+    void ScaleShift(FloatView x, float alpha, float beta);
+    /// <summary>dst = a⊙b, or dst += a⊙b when accumulate.</summary>
+    void Mul(FloatView dst, FloatView a, FloatView b, bool accumulate);
+    /// <summary>Σ x² in double.</summary>
+    double SumSquares(FloatView x);
+    /// <summary>Σ x in double.</summary>
+    double Sum(FloatView x);
+    /// <summary>dst[c] (+)= Σ_r src[r, c] over a [rows, cols] matrix.</summary>
+    void ColumnSum(FloatView dst, FloatView src, int rows, int cols, bool accumulate);
+
+    // ---- dense algebra ----
+    /// <summary>
+    /// C = alpha·op(A)·op(B) + beta·C (+ bias[n] on every row), batched with element strides.
+    /// op(A) is M×K: A[m*lda+k], or A[k*lda+m] when transA. op(B) is K×N: B[k*ldb+n], or B[n*ldb+k] when transB.
+    /// </summary>
+    void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, FloatView a, int lda, FloatView b, int ldb,
+        float beta, FloatView c, int ldc, FloatView? bias = null, int batch = 1, long strideA = 0, long strideB = 0, long strideC = 0);
+
+    // ---- normalisation and activations ----
+    /// <summary>y = (x-mean)·rstd·weight (+bias) per row of dim; saves mean and rstd per row.</summary>
+    void LayerNormForward(FloatView x, FloatView weight, FloatView? bias, FloatView y, FloatView mean, FloatView rstd, int rows, int dim, float eps);
+    /// <summary>Accumulates dx, dWeight and dBias.</summary>
+    void LayerNormBackward(FloatView dy, FloatView x, FloatView weight, FloatView mean, FloatView rstd,
+        FloatView dx, FloatView dWeight, FloatView? dBias, int rows, int dim);
+    /// <summary>y = GELU_tanh(x).</summary>
+    void GeluForward(FloatView x, FloatView y);
+    /// <summary>dx = dy·GELU_tanh'(x); dx may alias dy.</summary>
+    void GeluBackward(FloatView x, FloatView dy, FloatView dx);
+    /// <summary>y = x·sigmoid(x).</summary>
+    void SiluForward(FloatView x, FloatView y);
+    /// <summary>dx = dy·SiLU'(x); dx may alias dy.</summary>
+    void SiluBackward(FloatView x, FloatView dy, FloatView dx);
+
+    // ---- transformer pieces ----
+    /// <summary>
+    /// In place half-split (GPT-NeoX) rotary on rows of [heads, headDim] at x[r*rowStride]; the angle of
+    /// pair i at position p is read from cos/sin tables laid out [maxPos, headDim/2]. inverse rotates by -θ (the backward).
+    /// </summary>
+    void Rotary(FloatView x, int rows, int rowStride, int heads, int headDim, IntView positions, FloatView cos, FloatView sin, bool inverse);
+    /// <summary>output[r] = table[ids[r]], rows of dim.</summary>
+    void EmbeddingForward(IntView ids, FloatView table, FloatView output, int rows, int dim);
+    /// <summary>dTable[ids[r]] += dOutput[r].</summary>
+    void EmbeddingBackward(IntView ids, FloatView dOutput, FloatView dTable, int rows, int dim);
+    /// <summary>x[r,c] += gate[c]·dropout(y[r,c]); dropout keeps with <see cref="Dropout.Keep"/> and scales by 1/(1-p).</summary>
+    void ResidualGatedForward(FloatView x, FloatView y, FloatView gate, int rows, int dim, float dropP, ulong seed);
+    /// <summary>dy = dx·gate·mask/(1-p) (overwrites), dGate[c] += Σ_r dx·dropout(y).</summary>
+    void ResidualGatedBackward(FloatView dx, FloatView y, FloatView gate, FloatView dy, FloatView dGate, int rows, int dim, float dropP, ulong seed);
+
+    // ---- attention ----
+    /// <summary>Attention over qkv [B, T, 3, H, hd] into output [B, T, H·hd], saving logsumexp [B, H, T]. Empty tiles are skipped.</summary>
+    void AttentionForward(AttentionShape shape, FloatView qkv, FloatView output, FloatView lse);
+    /// <summary>Writes dQkv (same layout as qkv) from dOutput, recomputing probabilities from lse.</summary>
+    void AttentionBackward(AttentionShape shape, FloatView qkv, FloatView output, FloatView lse, FloatView dOutput, FloatView dQkv);
+    /// <summary>Block queries against the KV cache plus the block itself (bidirectional inside the block).</summary>
+    void DecodeAttention(DecodeShape shape, FloatView qkv, FloatView kCache, FloatView vCache, FloatView output);
+
+    // ---- loss, optimiser, sampling ----
+    /// <summary>
+    /// Fused SUBS log-softmax + weighted cross-entropy on [rows, vocab] logits. The column maskId is treated
+    /// as -inf. Rows with weight 0 (unmasked input, carried over) give loss 0 and zero gradient.
+    /// loss[r] = weight[r]·(logsumexp - logit[target]). With writeGrad the logits are overwritten by
+    /// gradScale·weight[r]·(softmax - onehot(target)) (0 in the mask column).
+    /// </summary>
+    void SubsCrossEntropy(FloatView logits, IntView targets, FloatView weights, FloatView loss, int rows, int vocab, int maskId, float gradScale, bool writeGrad);
+    /// <summary>Fused AdamW over flat param/grad/moment buffers (decoupled weight decay, bias-corrected).</summary>
+    void AdamW(FloatView param, FloatView grad, FloatView m, FloatView v, AdamWStep step);
+    /// <summary>ema = decay·ema + (1-decay)·param.</summary>
+    void Ema(FloatView ema, FloatView param, float decay);
+    /// <summary>
+    /// Per row: p = softmax(logits/temperature) with the mask column excluded, restricted to the smallest
+    /// nucleus of mass ≥ topP and renormalised; draws a token by inverse CDF with uniforms[r] ∈ [0,1)
+    /// and writes it with its (renormalised) probability.
+    /// </summary>
+    void SampleCategorical(FloatView logits, int rows, int vocab, int maskId, float temperature, float topP, FloatView uniforms, IntView tokens, FloatView probs);
+}
