@@ -1,0 +1,626 @@
+using ILGPU;
+
+namespace FastBlockDiff.Kernels.Ilgpu;
+
+/// <summary>Scalar arguments of the GEMM kernel (one struct keeps the kernel signature short).</summary>
+public struct GemmArgs
+{
+    public int M, N, K, Lda, Ldb, Ldc, TransA, TransB, HasBias;
+    public float Alpha, Beta;
+    public long StrideA, StrideB, StrideC;
+}
+
+/// <summary>Scalar arguments of the attention kernels.</summary>
+public struct AttnArgs
+{
+    public int Batch, Heads, HeadDim, SeqLen, Kind, BlockSize;
+    public float Scale;
+}
+
+/// <summary>Scalar arguments of decode attention.</summary>
+public struct DecodeArgs
+{
+    public int Batch, Heads, HeadDim, BlockLen, CacheLen, CacheCapacity;
+    public float Scale;
+}
+
+/// <summary>The ILGPU kernels. Static methods, compiled once per accelerator by <see cref="IlgpuBackend"/>.</summary>
+public static class IlgpuKernels
+{
+    // ------------------------------------------------------------ elementwise
+    public static void Fill(Index1D i, ArrayView<float> x, float v) => x[i] = v;
+    public static void Copy(Index1D i, ArrayView<float> dst, ArrayView<float> src) => dst[i] = src[i];
+    public static void CopyRows(Index1D i, ArrayView<float> dst, int dstStride, ArrayView<float> src, int srcStride, int cols)
+    {
+        int r = i / cols, c = i - r * cols;
+        dst[(long)r * dstStride + c] = src[(long)r * srcStride + c];
+    }
+    public static void Axpy(Index1D i, ArrayView<float> y, float alpha, ArrayView<float> x) => y[i] = alpha * x[i] + y[i];
+    public static void ScaleShift(Index1D i, ArrayView<float> x, float alpha, float beta) => x[i] = x[i] * alpha + beta;
+    public static void Mul(Index1D i, ArrayView<float> dst, ArrayView<float> a, ArrayView<float> b, int accumulate) =>
+        dst[i] = accumulate != 0 ? a[i] * b[i] + dst[i] : a[i] * b[i];
+
+    /// <summary>Thread t sums x[t], x[t+P], ... (plain or squared) in float; the host combines the P partials in double.</summary>
+    public static void PartialSums(Index1D t, ArrayView<float> x, ArrayView<float> partial, int n, int parts, int squares)
+    {
+        float s = 0;
+        for (int i = t; i < n; i += parts) { float v = x[i]; s += squares != 0 ? v * v : v; }
+        partial[t] = s;
+    }
+
+    public static void ColumnSum(Index1D c, ArrayView<float> dst, ArrayView<float> src, int rows, int cols, int accumulate)
+    {
+        float s = accumulate != 0 ? dst[c] : 0f;
+        for (int r = 0; r < rows; r++) s += src[(long)r * cols + c];
+        dst[c] = s;
+    }
+
+    // ------------------------------------------------------------ GEMM
+    public const int GemmTile = 32, GemmTileK = 16, GemmThreads = 64; // 8×8 threads, each a 4×4 register tile (stride 8)
+
+    /// <summary>Shared-memory tiled GEMM: grid (⌈N/32⌉, ⌈M/32⌉, batch), 64 threads per group.</summary>
+    public static void Gemm(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> bias, GemmArgs p)
+    {
+        var As = SharedMemory.Allocate<float>(GemmTile * GemmTileK);
+        var Bs = SharedMemory.Allocate<float>(GemmTile * GemmTileK);
+        int t = Group.IdxX, tx = t % 8, ty = t / 8;
+        int n0 = Grid.IdxX * GemmTile, m0 = Grid.IdxY * GemmTile, z = Grid.IdxZ;
+        long ao = z * p.StrideA, bo = z * p.StrideB, co = z * p.StrideC;
+        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        for (int k0 = 0; k0 < p.K; k0 += GemmTileK)
+        {
+            for (int e = 0; e < GemmTile * GemmTileK / GemmThreads; e++)
+            {
+                int idx = t + GemmThreads * e;
+                int mm, kk;
+                if (p.TransA == 0) { mm = idx / GemmTileK; kk = idx % GemmTileK; }
+                else { kk = idx / GemmTile; mm = idx % GemmTile; }
+                int gm = m0 + mm, gk = k0 + kk;
+                float v = 0;
+                if (gm < p.M && gk < p.K) v = p.TransA == 0 ? a[ao + (long)gm * p.Lda + gk] : a[ao + (long)gk * p.Lda + gm];
+                As[kk * GemmTile + mm] = v;
+                int nn;
+                if (p.TransB == 0) { kk = idx / GemmTile; nn = idx % GemmTile; }
+                else { nn = idx / GemmTileK; kk = idx % GemmTileK; }
+                int gn = n0 + nn; gk = k0 + kk;
+                float w = 0;
+                if (gn < p.N && gk < p.K) w = p.TransB == 0 ? b[bo + (long)gk * p.Ldb + gn] : b[bo + (long)gn * p.Ldb + gk];
+                Bs[kk * GemmTile + nn] = w;
+            }
+            Group.Barrier();
+            for (int kk = 0; kk < GemmTileK; kk++)
+            {
+                int ab = kk * GemmTile + ty, bb = kk * GemmTile + tx;
+                float a0 = As[ab], a1 = As[ab + 8], a2 = As[ab + 16], a3 = As[ab + 24];
+                float b0 = Bs[bb], b1 = Bs[bb + 8], b2 = Bs[bb + 16], b3 = Bs[bb + 24];
+                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+            }
+            Group.Barrier();
+        }
+        int m = m0 + ty, n = n0 + tx;
+        GemmStore(c, bias, p, co, m, n, c00); GemmStore(c, bias, p, co, m, n + 8, c01); GemmStore(c, bias, p, co, m, n + 16, c02); GemmStore(c, bias, p, co, m, n + 24, c03);
+        GemmStore(c, bias, p, co, m + 8, n, c10); GemmStore(c, bias, p, co, m + 8, n + 8, c11); GemmStore(c, bias, p, co, m + 8, n + 16, c12); GemmStore(c, bias, p, co, m + 8, n + 24, c13);
+        GemmStore(c, bias, p, co, m + 16, n, c20); GemmStore(c, bias, p, co, m + 16, n + 8, c21); GemmStore(c, bias, p, co, m + 16, n + 16, c22); GemmStore(c, bias, p, co, m + 16, n + 24, c23);
+        GemmStore(c, bias, p, co, m + 24, n, c30); GemmStore(c, bias, p, co, m + 24, n + 8, c31); GemmStore(c, bias, p, co, m + 24, n + 16, c32); GemmStore(c, bias, p, co, m + 24, n + 24, c33);
+    }
+
+    static void GemmStore(ArrayView<float> c, ArrayView<float> bias, GemmArgs p, long co, int m, int n, float acc)
+    {
+        if (m >= p.M || n >= p.N) return;
+        long ci = co + (long)m * p.Ldc + n;
+        float v = p.Alpha * acc;
+        if (p.Beta != 0f) v += p.Beta * c[ci]; // beta = 0 never reads C (it may hold NaN)
+        if (p.HasBias != 0) v += bias[n];
+        c[ci] = v;
+    }
+
+    // ------------------------------------------------------------ reductions inside a group
+    public const int RowThreads = 64;
+
+    /// <summary>Tree sum over the group's RowThreads values in shared memory; every thread gets the total.</summary>
+    static float GroupSum(ArrayView<float> sh, int t, float v)
+    {
+        sh[t] = v;
+        Group.Barrier();
+        for (int s = RowThreads / 2; s > 0; s >>= 1)
+        {
+            if (t < s) sh[t] += sh[t + s];
+            Group.Barrier();
+        }
+        float r = sh[0];
+        Group.Barrier();
+        return r;
+    }
+
+    static float GroupMax(ArrayView<float> sh, int t, float v)
+    {
+        sh[t] = v;
+        Group.Barrier();
+        for (int s = RowThreads / 2; s > 0; s >>= 1)
+        {
+            if (t < s) sh[t] = XMax(sh[t], sh[t + s]);
+            Group.Barrier();
+        }
+        float r = sh[0];
+        Group.Barrier();
+        return r;
+    }
+
+    static float XMax(float a, float b) => a > b ? a : b;
+
+    // ------------------------------------------------------------ layer norm
+    /// <summary>One group of RowThreads per row.</summary>
+    public static void LayerNormForward(ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, int hasBias, ArrayView<float> y,
+        ArrayView<float> mean, ArrayView<float> rstd, int dim, float eps)
+    {
+        var sh = SharedMemory.Allocate<float>(RowThreads);
+        int r = Grid.IdxX, t = Group.IdxX;
+        long o = (long)r * dim;
+        float s = 0;
+        for (int c = t; c < dim; c += RowThreads) s += x[o + c];
+        float mu = GroupSum(sh, t, s) / dim;
+        float q = 0;
+        for (int c = t; c < dim; c += RowThreads) { float d = x[o + c] - mu; q += d * d; }
+        float rs = 1f / MathF.Sqrt(GroupSum(sh, t, q) / dim + eps);
+        if (t == 0) { mean[r] = mu; rstd[r] = rs; }
+        for (int c = t; c < dim; c += RowThreads)
+        {
+            float v = (x[o + c] - mu) * rs * w[c];
+            if (hasBias != 0) v += bias[c];
+            y[o + c] = v;
+        }
+    }
+
+    /// <summary>dx (accumulated), one group per row.</summary>
+    public static void LayerNormBackwardDx(ArrayView<float> dy, ArrayView<float> x, ArrayView<float> w, ArrayView<float> mean,
+        ArrayView<float> rstd, ArrayView<float> dx, int dim)
+    {
+        var sh = SharedMemory.Allocate<float>(RowThreads);
+        int r = Grid.IdxX, t = Group.IdxX;
+        long o = (long)r * dim;
+        float mu = mean[r], rs = rstd[r];
+        float sg = 0, sgx = 0;
+        for (int c = t; c < dim; c += RowThreads)
+        {
+            float g = dy[o + c] * w[c], xh = (x[o + c] - mu) * rs;
+            sg += g; sgx += g * xh;
+        }
+        float meanG = GroupSum(sh, t, sg) / dim;
+        float meanGX = GroupSum(sh, t, sgx) / dim;
+        for (int c = t; c < dim; c += RowThreads)
+        {
+            float g = dy[o + c] * w[c], xh = (x[o + c] - mu) * rs;
+            dx[o + c] += rs * (g - xh * meanGX - meanG);
+        }
+    }
+
+    /// <summary>dWeight and dBias (accumulated), one thread per column.</summary>
+    public static void LayerNormBackwardDw(Index1D c, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd,
+        ArrayView<float> dw, ArrayView<float> db, int hasBias, int rows, int dim)
+    {
+        float sw = 0, sb = 0;
+        for (int r = 0; r < rows; r++)
+        {
+            long i = (long)r * dim + c;
+            float g = dy[i];
+            sw += g * (x[i] - mean[r]) * rstd[r];
+            sb += g;
+        }
+        dw[c] += sw;
+        if (hasBias != 0) db[c] += sb;
+    }
+
+    // ------------------------------------------------------------ activations
+    const float GeluC = 0.7978845608028654f, GeluA = 0.044715f;
+
+    public static void GeluForward(Index1D i, ArrayView<float> x, ArrayView<float> y)
+    {
+        float v = x[i];
+        y[i] = 0.5f * v * (1f + MathF.Tanh(GeluC * (v + GeluA * v * v * v)));
+    }
+
+    public static void GeluBackward(Index1D i, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dx)
+    {
+        float v = x[i];
+        float t = MathF.Tanh(GeluC * (v + GeluA * v * v * v));
+        float d = 0.5f * (1f + t) + 0.5f * v * (1f - t * t) * GeluC * (1f + 3f * GeluA * v * v);
+        dx[i] = dy[i] * d;
+    }
+
+    public static void SiluForward(Index1D i, ArrayView<float> x, ArrayView<float> y)
+    {
+        float v = x[i];
+        y[i] = v / (1f + MathF.Exp(-v));
+    }
+
+    public static void SiluBackward(Index1D i, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dx)
+    {
+        float v = x[i], s = 1f / (1f + MathF.Exp(-v));
+        dx[i] = dy[i] * s * (1f + v * (1f - s));
+    }
+
+    // ------------------------------------------------------------ transformer pieces
+    /// <summary>One thread per (row, head, pair).</summary>
+    public static void Rotary(Index1D idx, ArrayView<float> x, int rowStride, int heads, int headDim, ArrayView<int> pos,
+        ArrayView<float> cos, ArrayView<float> sin, float sign)
+    {
+        int half = headDim / 2;
+        int i = idx % half, rh = idx / half, h = rh % heads, r = rh / heads;
+        int p = pos[r];
+        float c = cos[(long)p * half + i], s = sign * sin[(long)p * half + i];
+        long b = (long)r * rowStride + h * headDim;
+        float x1 = x[b + i], x2 = x[b + half + i];
+        x[b + i] = x1 * c - x2 * s;
+        x[b + half + i] = x2 * c + x1 * s;
+    }
+
+    public static void EmbeddingForward(Index1D idx, ArrayView<int> ids, ArrayView<float> table, ArrayView<float> output, int dim, int tableRows)
+    {
+        int r = idx / dim, c = idx - r * dim;
+        int id = ids[r];
+        output[idx] = (uint)id < (uint)tableRows ? table[(long)id * dim + c] : 0f;
+    }
+
+    public static void EmbeddingBackward(Index1D idx, ArrayView<int> ids, ArrayView<float> dOut, ArrayView<float> dTable, int dim, int tableRows)
+    {
+        int r = idx / dim, c = idx - r * dim;
+        int id = ids[r];
+        if ((uint)id < (uint)tableRows) Atomic.Add(ref dTable[(long)id * dim + c], dOut[idx]);
+    }
+
+    public static void ResidualGatedForward(Index1D i, ArrayView<float> x, ArrayView<float> y, ArrayView<float> gate, int dim, float dropP, float keepScale, ulong seed)
+    {
+        int c = i % dim;
+        if (IlgpuMask.Keep(seed, (ulong)(int)i, dropP)) x[i] += gate[c] * keepScale * y[i];
+    }
+
+    public static void ResidualGatedBackwardDy(Index1D i, ArrayView<float> dx, ArrayView<float> gate, ArrayView<float> dy, int dim, float dropP, float keepScale, ulong seed)
+    {
+        int c = i % dim;
+        float k = IlgpuMask.Keep(seed, (ulong)(int)i, dropP) ? keepScale : 0f;
+        dy[i] = dx[i] * gate[c] * k;
+    }
+
+    public static void ResidualGatedBackwardGate(Index1D c, ArrayView<float> dx, ArrayView<float> y, ArrayView<float> dGate, int rows, int dim, float dropP, float keepScale, ulong seed)
+    {
+        float s = 0;
+        for (int r = 0; r < rows; r++)
+        {
+            int i = r * dim + c;
+            float k = IlgpuMask.Keep(seed, (ulong)i, dropP) ? keepScale : 0f;
+            s += dx[i] * k * y[i];
+        }
+        dGate[c] += s;
+    }
+
+    // ------------------------------------------------------------ attention
+    public const int AttnTile = 32, MaxHeadDim = 128;
+
+    /// <summary>
+    /// Forward: grid (⌈T/32⌉, heads, batch), 32 threads per group, one query each. K/V tiles of 32 keys go through
+    /// shared memory; tiles are classified once per group (empty skipped, full unmasked, partial masked per element);
+    /// online softmax with one rescale per tile.
+    /// </summary>
+    public static void AttentionForward(ArrayView<float> qkv, ArrayView<float> output, ArrayView<float> lse, AttnArgs p)
+    {
+        var Ks = SharedMemory.Allocate<float>(AttnTile * MaxHeadDim);
+        var Vs = SharedMemory.Allocate<float>(AttnTile * MaxHeadDim);
+        var q = LocalMemory.Allocate<float>(MaxHeadDim);
+        var acc = LocalMemory.Allocate<float>(MaxHeadDim);
+        var sc = LocalMemory.Allocate<float>(AttnTile);
+        int t = Group.IdxX, q0 = Grid.IdxX * AttnTile, h = Grid.IdxY, b = Grid.IdxZ;
+        int T = p.SeqLen, hd = p.HeadDim, D = p.Heads * hd;
+        int i = q0 + t;
+        int q1 = q0 + AttnTile < T ? q0 + AttnTile : T;
+        bool active = i < T;
+        long rowStride = 3L * D, baseRow = (long)b * T;
+        if (active)
+        {
+            long qo = (baseRow + i) * rowStride + h * hd;
+            for (int d = 0; d < hd; d++) { q[d] = qkv[qo + d] * p.Scale; acc[d] = 0f; }
+        }
+        float m = float.NegativeInfinity, l = 0f;
+        for (int k0 = 0; k0 < T; k0 += AttnTile)
+        {
+            int k1 = k0 + AttnTile < T ? k0 + AttnTile : T;
+            int kind = IlgpuMask.ClassifyTile(p.Kind, T, p.BlockSize, q0, q1, k0, k1);
+            if (kind == IlgpuMask.TileEmpty) continue; // uniform over the group
+            int nk = k1 - k0;
+            for (int e = t; e < nk * hd; e += AttnTile)
+            {
+                int j = e / hd, d = e - j * hd;
+                long ko = (baseRow + k0 + j) * rowStride + D + h * hd + d;
+                Ks[j * MaxHeadDim + d] = qkv[ko];
+                Vs[j * MaxHeadDim + d] = qkv[ko + D];
+            }
+            Group.Barrier();
+            if (active)
+            {
+                float tmax = float.NegativeInfinity;
+                for (int j = 0; j < nk; j++)
+                {
+                    float s = float.NegativeInfinity;
+                    if (kind == IlgpuMask.TileFull || IlgpuMask.Allowed(p.Kind, T, p.BlockSize, i, k0 + j))
+                    {
+                        s = 0f;
+                        for (int d = 0; d < hd; d++) s += q[d] * Ks[j * MaxHeadDim + d];
+                    }
+                    sc[j] = s;
+                    tmax = tmax > s ? tmax : s;
+                }
+                if (tmax > float.NegativeInfinity)
+                {
+                    float mNew = m > tmax ? m : tmax;
+                    float corr = MathF.Exp(m - mNew);
+                    l *= corr;
+                    for (int d = 0; d < hd; d++) acc[d] *= corr;
+                    for (int j = 0; j < nk; j++)
+                    {
+                        float s = sc[j];
+                        if (s == float.NegativeInfinity) continue;
+                        float pj = MathF.Exp(s - mNew);
+                        l += pj;
+                        for (int d = 0; d < hd; d++) acc[d] += pj * Vs[j * MaxHeadDim + d];
+                    }
+                    m = mNew;
+                }
+            }
+            Group.Barrier();
+        }
+        if (active)
+        {
+            long oo = (baseRow + i) * D + h * hd;
+            float inv = l > 0f ? 1f / l : 0f;
+            for (int d = 0; d < hd; d++) output[oo + d] = acc[d] * inv;
+            lse[((long)b * p.Heads + h) * T + i] = l > 0f ? m + MathF.Log(l) : float.NegativeInfinity;
+        }
+    }
+
+    /// <summary>D[b,h,i] = Σ_d dO·O, one thread per (b, h, i).</summary>
+    public static void AttentionDelta(Index1D idx, ArrayView<float> output, ArrayView<float> dOutput, ArrayView<float> delta, AttnArgs p)
+    {
+        int T = p.SeqLen, hd = p.HeadDim, D = p.Heads * hd;
+        int i = idx % T, bh = idx / T, h = bh % p.Heads, b = bh / p.Heads;
+        long o = ((long)b * T + i) * D + h * hd;
+        float s = 0;
+        for (int d = 0; d < hd; d++) s += output[o + d] * dOutput[o + d];
+        delta[idx] = s;
+    }
+
+    /// <summary>dQ, one thread per (b, h, i); key tiles classified against the query's 32-row tile.</summary>
+    public static void AttentionBackwardDq(Index1D idx, ArrayView<float> qkv, ArrayView<float> lse, ArrayView<float> delta,
+        ArrayView<float> dOutput, ArrayView<float> dQkv, AttnArgs p)
+    {
+        var dq = LocalMemory.Allocate<float>(MaxHeadDim);
+        int T = p.SeqLen, hd = p.HeadDim, D = p.Heads * hd;
+        int i = idx % T, bh = idx / T, h = bh % p.Heads, b = bh / p.Heads;
+        long rowStride = 3L * D, baseRow = (long)b * T;
+        long qo = (baseRow + i) * rowStride + h * hd, oo = (baseRow + i) * D + h * hd;
+        float li = lse[idx], di = delta[idx];
+        for (int d = 0; d < hd; d++) dq[d] = 0f;
+        int q0 = i / AttnTile * AttnTile, q1 = q0 + AttnTile < T ? q0 + AttnTile : T;
+        for (int k0 = 0; k0 < T; k0 += AttnTile)
+        {
+            int k1 = k0 + AttnTile < T ? k0 + AttnTile : T;
+            int kind = IlgpuMask.ClassifyTile(p.Kind, T, p.BlockSize, q0, q1, k0, k1);
+            if (kind == IlgpuMask.TileEmpty) continue;
+            for (int j = k0; j < k1; j++)
+            {
+                if (kind != IlgpuMask.TileFull && !IlgpuMask.Allowed(p.Kind, T, p.BlockSize, i, j)) continue;
+                long ko = (baseRow + j) * rowStride + D + h * hd;
+                float s = 0, dp = 0;
+                for (int d = 0; d < hd; d++) { s += qkv[qo + d] * qkv[ko + d]; dp += dOutput[oo + d] * qkv[ko + D + d]; }
+                float pij = MathF.Exp(s * p.Scale - li);
+                float ds = pij * (dp - di);
+                for (int d = 0; d < hd; d++) dq[d] += ds * qkv[ko + d];
+            }
+        }
+        for (int d = 0; d < hd; d++) dQkv[qo + d] = dq[d] * p.Scale;
+    }
+
+    /// <summary>dK and dV, one thread per (b, h, j); query tiles classified against the key's 32-row tile.</summary>
+    public static void AttentionBackwardDkv(Index1D idx, ArrayView<float> qkv, ArrayView<float> lse, ArrayView<float> delta,
+        ArrayView<float> dOutput, ArrayView<float> dQkv, AttnArgs p)
+    {
+        var dk = LocalMemory.Allocate<float>(MaxHeadDim);
+        var dv = LocalMemory.Allocate<float>(MaxHeadDim);
+        int T = p.SeqLen, hd = p.HeadDim, D = p.Heads * hd;
+        int j = idx % T, bh = idx / T, h = bh % p.Heads, b = bh / p.Heads;
+        long rowStride = 3L * D, baseRow = (long)b * T;
+        long ko = (baseRow + j) * rowStride + D + h * hd;
+        long lb = ((long)b * p.Heads + h) * T;
+        for (int d = 0; d < hd; d++) { dk[d] = 0f; dv[d] = 0f; }
+        int k0 = j / AttnTile * AttnTile, k1 = k0 + AttnTile < T ? k0 + AttnTile : T;
+        for (int q0 = 0; q0 < T; q0 += AttnTile)
+        {
+            int q1 = q0 + AttnTile < T ? q0 + AttnTile : T;
+            int kind = IlgpuMask.ClassifyTile(p.Kind, T, p.BlockSize, q0, q1, k0, k1);
+            if (kind == IlgpuMask.TileEmpty) continue;
+            for (int i = q0; i < q1; i++)
+            {
+                if (kind != IlgpuMask.TileFull && !IlgpuMask.Allowed(p.Kind, T, p.BlockSize, i, j)) continue;
+                long qo = (baseRow + i) * rowStride + h * hd, oo = (baseRow + i) * D + h * hd;
+                float s = 0, dp = 0;
+                for (int d = 0; d < hd; d++) { s += qkv[qo + d] * qkv[ko + d]; dp += dOutput[oo + d] * qkv[ko + D + d]; }
+                float pij = MathF.Exp(s * p.Scale - lse[lb + i]);
+                float ds = pij * (dp - delta[lb + i]) * p.Scale;
+                for (int d = 0; d < hd; d++) { dv[d] += pij * dOutput[oo + d]; dk[d] += ds * qkv[qo + d]; }
+            }
+        }
+        for (int d = 0; d < hd; d++) { dQkv[ko + d] = dk[d]; dQkv[ko + D + d] = dv[d]; }
+    }
+
+    /// <summary>Decode: one thread per (b, h, i); cache rows then the block's own keys, online softmax per key.</summary>
+    public static void DecodeAttention(Index1D idx, ArrayView<float> qkv, ArrayView<float> kCache, ArrayView<float> vCache,
+        ArrayView<float> output, DecodeArgs p)
+    {
+        var acc = LocalMemory.Allocate<float>(MaxHeadDim);
+        int Lb = p.BlockLen, hd = p.HeadDim, D = p.Heads * hd;
+        int i = idx % Lb, bh = idx / Lb, h = bh % p.Heads, b = bh / p.Heads;
+        long rowStride = 3L * D, baseRow = (long)b * Lb;
+        long qo = (baseRow + i) * rowStride + h * hd;
+        for (int d = 0; d < hd; d++) acc[d] = 0f;
+        float m = float.NegativeInfinity, l = 0f;
+        for (int j = 0; j < p.CacheLen; j++)
+        {
+            long ko = ((long)b * p.CacheCapacity + j) * D + h * hd;
+            float s = 0;
+            for (int d = 0; d < hd; d++) s += qkv[qo + d] * kCache[ko + d];
+            s *= p.Scale;
+            float mNew = m > s ? m : s;
+            float corr = MathF.Exp(m - mNew), pj = MathF.Exp(s - mNew);
+            l = l * corr + pj;
+            for (int d = 0; d < hd; d++) acc[d] = acc[d] * corr + pj * vCache[ko + d];
+            m = mNew;
+        }
+        for (int j = 0; j < Lb; j++)
+        {
+            long ko = (baseRow + j) * rowStride + D + h * hd;
+            float s = 0;
+            for (int d = 0; d < hd; d++) s += qkv[qo + d] * qkv[ko + d];
+            s *= p.Scale;
+            float mNew = m > s ? m : s;
+            float corr = MathF.Exp(m - mNew), pj = MathF.Exp(s - mNew);
+            l = l * corr + pj;
+            for (int d = 0; d < hd; d++) acc[d] = acc[d] * corr + pj * qkv[ko + D + d];
+            m = mNew;
+        }
+        long oo = (baseRow + i) * D + h * hd;
+        for (int d = 0; d < hd; d++) output[oo + d] = acc[d] / l;
+    }
+
+    // ------------------------------------------------------------ loss
+    /// <summary>Fused SUBS cross-entropy, one group of RowThreads per row.</summary>
+    public static void SubsCrossEntropy(ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> weights, ArrayView<float> loss,
+        int vocab, int maskId, float gradScale, int writeGrad)
+    {
+        var sh = SharedMemory.Allocate<float>(RowThreads);
+        int r = Grid.IdxX, t = Group.IdxX;
+        long o = (long)r * vocab;
+        float w = weights[r];
+        if (w == 0f) // uniform over the group
+        {
+            if (t == 0) loss[r] = 0f;
+            if (writeGrad != 0) for (int c = t; c < vocab; c += RowThreads) logits[o + c] = 0f;
+            return;
+        }
+        float mx = float.NegativeInfinity;
+        for (int c = t; c < vocab; c += RowThreads) if (c != maskId) mx = XMax(mx, logits[o + c]);
+        mx = GroupMax(sh, t, mx);
+        float s = 0;
+        for (int c = t; c < vocab; c += RowThreads) if (c != maskId) s += MathF.Exp(logits[o + c] - mx);
+        float lse = mx + MathF.Log(GroupSum(sh, t, s));
+        int target = targets[r];
+        if (t == 0) loss[r] = w * (lse - logits[o + target]);
+        Group.Barrier(); // everybody has read logits[target] before it is overwritten
+        if (writeGrad != 0)
+        {
+            float g = gradScale * w;
+            for (int c = t; c < vocab; c += RowThreads)
+            {
+                float v = c == maskId ? 0f : MathF.Exp(logits[o + c] - lse) * g;
+                if (c == target) v -= g;
+                logits[o + c] = v;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ optimiser
+    public static void AdamW(Index1D i, ArrayView<float> param, ArrayView<float> grad, ArrayView<float> m, ArrayView<float> v,
+        float beta1, float beta2, float eps, float gradScale, float decay, float stepSize, float sqrtBc2)
+    {
+        float g = grad[i] * gradScale;
+        float mi = beta1 * m[i] + (1f - beta1) * g;
+        float vi = beta2 * v[i] + (1f - beta2) * g * g;
+        m[i] = mi; v[i] = vi;
+        param[i] = param[i] * decay - stepSize * mi / (MathF.Sqrt(vi) / sqrtBc2 + eps);
+    }
+
+    public static void Ema(Index1D i, ArrayView<float> ema, ArrayView<float> param, float decay) =>
+        ema[i] = decay * ema[i] + (1f - decay) * param[i];
+
+    // ------------------------------------------------------------ sampling
+    /// <summary>
+    /// One thread per row. Probabilities are recomputed from the logits on the fly; with topP &lt; 1 the descending
+    /// order (ties by id) is walked by repeated selection of the next element, O(vocab · nucleus size).
+    /// </summary>
+    public static void SampleCategorical(Index1D r, ArrayView<float> logits, int vocab, int maskId, float temperature, float topP,
+        ArrayView<float> uniforms, ArrayView<int> tokens, ArrayView<float> probs)
+    {
+        long o = (long)(int)r * vocab;
+        if (temperature <= 0f)
+        {
+            int best = -1; float bv = float.NegativeInfinity;
+            for (int c = 0; c < vocab; c++)
+            {
+                float v = c == maskId ? float.NegativeInfinity : logits[o + c];
+                if (best < 0 || v > bv) { best = c; bv = v; }
+            }
+            tokens[r] = best; probs[r] = 1f;
+            return;
+        }
+        float inv = 1f / temperature;
+        float mx = float.NegativeInfinity;
+        for (int c = 0; c < vocab; c++) if (c != maskId) mx = XMax(mx, logits[o + c] * inv);
+        float sum = 0;
+        for (int c = 0; c < vocab; c++) if (c != maskId) sum += MathF.Exp(logits[o + c] * inv - mx);
+        float rsum = 1f / sum;
+        double target = uniforms[r];
+        int pick = -1;
+        if (topP >= 1f)
+        {
+            double acc = 0;
+            for (int c = 0; c < vocab; c++)
+            {
+                float pc = c == maskId ? 0f : MathF.Exp(logits[o + c] * inv - mx) * rsum;
+                if (pc <= 0f) continue;
+                pick = c; acc += pc;
+                if (target < acc) break;
+            }
+            tokens[r] = pick;
+            probs[r] = pick < 0 ? 0f : Prob(logits, o, pick, maskId, inv, mx, rsum);
+            return;
+        }
+        // First pass: the nucleus size n and its mass.
+        double cum = 0; int n = 0;
+        float pv = float.PositiveInfinity; int pid = -1;
+        while (n < vocab && cum < topP)
+        {
+            Next(logits, o, vocab, maskId, inv, mx, rsum, ref pv, ref pid);
+            cum += pv; n++;
+        }
+        double total = cum;
+        target *= total;
+        double acc2 = 0;
+        pv = float.PositiveInfinity; pid = -1;
+        for (int k = 0; k < n; k++)
+        {
+            Next(logits, o, vocab, maskId, inv, mx, rsum, ref pv, ref pid);
+            if (pv <= 0f) continue;
+            pick = pid; acc2 += pv;
+            if (target < acc2) break;
+        }
+        tokens[r] = pick;
+        probs[r] = pick < 0 ? 0f : (float)(Prob(logits, o, pick, maskId, inv, mx, rsum) / total);
+    }
+
+    static float Prob(ArrayView<float> logits, long o, int c, int maskId, float inv, float mx, float rsum) =>
+        c == maskId ? 0f : MathF.Exp(logits[o + c] * inv - mx) * rsum;
+
+    /// <summary>The element after (pv, pid) in the order (probability descending, id ascending).</summary>
+    static void Next(ArrayView<float> logits, long o, int vocab, int maskId, float inv, float mx, float rsum, ref float pv, ref int pid)
+    {
+        float bestV = -1f; int best = -1;
+        for (int c = 0; c < vocab; c++)
+        {
+            float pc = Prob(logits, o, c, maskId, inv, mx, rsum);
+            bool after = pc < pv || (pc == pv && c > pid);
+            if (after && pc > bestV) { bestV = pc; best = c; }
+        }
+        pv = bestV; pid = best;
+    }
+}
