@@ -509,6 +509,59 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
         Close(Down(C, cp), Down(G, gp), "sample probs");
     }
 
+    // ---------------------------------------------------------------- code generation for the GPU backends
+    /// <summary>The kernels that use shared memory and barriers (launched with explicit groups).</summary>
+    static readonly string[] ExplicitlyGrouped = ["Gemm", "LayerNormForward", "LayerNormBackwardDx", "AttentionForward", "SubsCrossEntropy"];
+
+    static IEnumerable<System.Reflection.MethodInfo> KernelMethods() =>
+        typeof(IlgpuKernels).GetMethods(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Static)
+            .Where(m => m.ReturnType == typeof(void));
+
+    static ILGPU.Backends.EntryPoints.EntryPointDescription Entry(System.Reflection.MethodInfo m) =>
+        ExplicitlyGrouped.Contains(m.Name)
+            ? ILGPU.Backends.EntryPoints.EntryPointDescription.FromExplicitlyGroupedKernel(m)
+            : ILGPU.Backends.EntryPoints.EntryPointDescription.FromImplicitlyGroupedKernel(m);
+
+    /// <summary>
+    /// Every kernel compiles to PTX (sm_90) and to OpenCL C without a device: catches kernel code that only the CPU
+    /// accelerator accepts. No GPU needed.
+    /// </summary>
+    [Fact]
+    public void EveryKernelCompilesForPtxAndOpenCl()
+    {
+        using var ctx = ILGPU.Context.Create(b => b.Optimize(ILGPU.OptimizationLevel.O1));
+        var arch = ILGPU.Runtime.Cuda.CudaArchitecture.SM_90;
+        using var ptx = new ILGPU.Backends.PTX.PTXBackend(ctx, new ILGPU.Runtime.Cuda.CudaCapabilityContext(arch), arch,
+            ILGPU.Runtime.Cuda.CudaInstructionSet.ISA_80, null);
+        using var cl = new ILGPU.Backends.OpenCL.CLBackend(ctx, new ILGPU.Runtime.OpenCL.CLCapabilityContext(true, true, true, true, true),
+            ILGPU.Runtime.OpenCL.CLDeviceVendor.Nvidia, ILGPU.Backends.OpenCL.CLCVersion.CL20);
+        var dump = Environment.GetEnvironmentVariable("FASTBLOCKDIFF_DUMP_PTX");
+        int n = 0;
+        var failures = new List<string>();
+        static string Innermost(Exception e) { while (e.InnerException != null) e = e.InnerException; return $"{e.GetType().Name}: {e.Message}"; }
+        foreach (var m in KernelMethods())
+        {
+            var entry = Entry(m);
+            n++;
+            try
+            {
+                var k = (ILGPU.Backends.PTX.PTXCompiledKernel)ptx.Compile(entry, default);
+                Assert.Contains(".entry", k.PTXAssembly);
+                if (!string.IsNullOrEmpty(dump)) { Directory.CreateDirectory(dump); File.WriteAllText(Path.Combine(dump, m.Name + ".ptx"), k.PTXAssembly); }
+            }
+            catch (Exception e) { failures.Add($"PTX {m.Name}: {Innermost(e)}"); }
+            try
+            {
+                var c = (ILGPU.Backends.OpenCL.CLCompiledKernel)cl.Compile(entry, default);
+                Assert.Contains("kernel", c.Source);
+                if (!string.IsNullOrEmpty(dump)) { Directory.CreateDirectory(dump); File.WriteAllText(Path.Combine(dump, m.Name + ".cl"), c.Source); }
+            }
+            catch (Exception e) { failures.Add($"OpenCL {m.Name}: {Innermost(e)}"); }
+        }
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+        Assert.True(n >= 30, $"only {n} kernels found");
+    }
+
     // ---------------------------------------------------------------- selection
     [Fact]
     public void SelectorExplainsMissingGpuPieces()

@@ -2,6 +2,17 @@ using ILGPU;
 
 namespace FastBlockDiff.Kernels.Ilgpu;
 
+/// <summary>
+/// exp and log through the base-2 intrinsics, the only ones ILGPU's PTX backend implements without the Algorithms
+/// library (ex2.approx / lg2.approx: about 2^-22 relative error, plus the rounding of the base change).
+/// </summary>
+public static class Fm
+{
+    const float Log2E = 1.44269504088896341f, Ln2 = 0.693147180559945309f;
+    public static float Exp(float x) => IntrinsicMath.CPUOnly.Exp2(x * Log2E);
+    public static float Log(float x) => IntrinsicMath.CPUOnly.Log2(x) * Ln2;
+}
+
 /// <summary>Scalar arguments of the GEMM kernel (one struct keeps the kernel signature short).</summary>
 public struct GemmArgs
 {
@@ -220,26 +231,28 @@ public static class IlgpuKernels
     public static void GeluForward(Index1D i, ArrayView<float> x, ArrayView<float> y)
     {
         float v = x[i];
-        y[i] = 0.5f * v * (1f + MathF.Tanh(GeluC * (v + GeluA * v * v * v)));
+        // 0.5·v·(1 + tanh(u)) = v·σ(2u): no tanh intrinsic (PTX has only tanh.approx) and no cancellation
+        y[i] = v / (1f + Fm.Exp(-2f * GeluC * (v + GeluA * v * v * v)));
     }
 
     public static void GeluBackward(Index1D i, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dx)
     {
         float v = x[i];
-        float t = MathF.Tanh(GeluC * (v + GeluA * v * v * v));
-        float d = 0.5f * (1f + t) + 0.5f * v * (1f - t * t) * GeluC * (1f + 3f * GeluA * v * v);
+        // with s = σ(2u): 0.5(1+tanh u) = s and 1 - tanh²u = 4s(1-s)
+        float s = 1f / (1f + Fm.Exp(-2f * GeluC * (v + GeluA * v * v * v)));
+        float d = s + 2f * v * s * (1f - s) * GeluC * (1f + 3f * GeluA * v * v);
         dx[i] = dy[i] * d;
     }
 
     public static void SiluForward(Index1D i, ArrayView<float> x, ArrayView<float> y)
     {
         float v = x[i];
-        y[i] = v / (1f + MathF.Exp(-v));
+        y[i] = v / (1f + Fm.Exp(-v));
     }
 
     public static void SiluBackward(Index1D i, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dx)
     {
-        float v = x[i], s = 1f / (1f + MathF.Exp(-v));
+        float v = x[i], s = 1f / (1f + Fm.Exp(-v));
         dx[i] = dy[i] * s * (1f + v * (1f - s));
     }
 
@@ -355,14 +368,14 @@ public static class IlgpuKernels
                 if (tmax > float.NegativeInfinity)
                 {
                     float mNew = m > tmax ? m : tmax;
-                    float corr = MathF.Exp(m - mNew);
+                    float corr = Fm.Exp(m - mNew);
                     l *= corr;
                     for (int d = 0; d < hd; d++) acc[d] *= corr;
                     for (int j = 0; j < nk; j++)
                     {
                         float s = sc[j];
                         if (s == float.NegativeInfinity) continue;
-                        float pj = MathF.Exp(s - mNew);
+                        float pj = Fm.Exp(s - mNew);
                         l += pj;
                         for (int d = 0; d < hd; d++) acc[d] += pj * Vs[j * MaxHeadDim + d];
                     }
@@ -376,7 +389,7 @@ public static class IlgpuKernels
             long oo = (baseRow + i) * D + h * hd;
             float inv = l > 0f ? 1f / l : 0f;
             for (int d = 0; d < hd; d++) output[oo + d] = acc[d] * inv;
-            lse[((long)b * p.Heads + h) * T + i] = l > 0f ? m + MathF.Log(l) : float.NegativeInfinity;
+            lse[((long)b * p.Heads + h) * T + i] = l > 0f ? m + Fm.Log(l) : float.NegativeInfinity;
         }
     }
 
@@ -414,7 +427,7 @@ public static class IlgpuKernels
                 long ko = (baseRow + j) * rowStride + D + h * hd;
                 float s = 0, dp = 0;
                 for (int d = 0; d < hd; d++) { s += qkv[qo + d] * qkv[ko + d]; dp += dOutput[oo + d] * qkv[ko + D + d]; }
-                float pij = MathF.Exp(s * p.Scale - li);
+                float pij = Fm.Exp(s * p.Scale - li);
                 float ds = pij * (dp - di);
                 for (int d = 0; d < hd; d++) dq[d] += ds * qkv[ko + d];
             }
@@ -446,7 +459,7 @@ public static class IlgpuKernels
                 long qo = (baseRow + i) * rowStride + h * hd, oo = (baseRow + i) * D + h * hd;
                 float s = 0, dp = 0;
                 for (int d = 0; d < hd; d++) { s += qkv[qo + d] * qkv[ko + d]; dp += dOutput[oo + d] * qkv[ko + D + d]; }
-                float pij = MathF.Exp(s * p.Scale - lse[lb + i]);
+                float pij = Fm.Exp(s * p.Scale - lse[lb + i]);
                 float ds = pij * (dp - delta[lb + i]) * p.Scale;
                 for (int d = 0; d < hd; d++) { dv[d] += pij * dOutput[oo + d]; dk[d] += ds * qkv[qo + d]; }
             }
@@ -472,7 +485,7 @@ public static class IlgpuKernels
             for (int d = 0; d < hd; d++) s += qkv[qo + d] * kCache[ko + d];
             s *= p.Scale;
             float mNew = m > s ? m : s;
-            float corr = MathF.Exp(m - mNew), pj = MathF.Exp(s - mNew);
+            float corr = Fm.Exp(m - mNew), pj = Fm.Exp(s - mNew);
             l = l * corr + pj;
             for (int d = 0; d < hd; d++) acc[d] = acc[d] * corr + pj * vCache[ko + d];
             m = mNew;
@@ -484,7 +497,7 @@ public static class IlgpuKernels
             for (int d = 0; d < hd; d++) s += qkv[qo + d] * qkv[ko + d];
             s *= p.Scale;
             float mNew = m > s ? m : s;
-            float corr = MathF.Exp(m - mNew), pj = MathF.Exp(s - mNew);
+            float corr = Fm.Exp(m - mNew), pj = Fm.Exp(s - mNew);
             l = l * corr + pj;
             for (int d = 0; d < hd; d++) acc[d] = acc[d] * corr + pj * qkv[ko + D + d];
             m = mNew;
@@ -512,8 +525,8 @@ public static class IlgpuKernels
         for (int c = t; c < vocab; c += RowThreads) if (c != maskId) mx = XMax(mx, logits[o + c]);
         mx = GroupMax(sh, t, mx);
         float s = 0;
-        for (int c = t; c < vocab; c += RowThreads) if (c != maskId) s += MathF.Exp(logits[o + c] - mx);
-        float lse = mx + MathF.Log(GroupSum(sh, t, s));
+        for (int c = t; c < vocab; c += RowThreads) if (c != maskId) s += Fm.Exp(logits[o + c] - mx);
+        float lse = mx + Fm.Log(GroupSum(sh, t, s));
         int target = targets[r];
         if (t == 0) loss[r] = w * (lse - logits[o + target]);
         Group.Barrier(); // everybody has read logits[target] before it is overwritten
@@ -522,7 +535,7 @@ public static class IlgpuKernels
             float g = gradScale * w;
             for (int c = t; c < vocab; c += RowThreads)
             {
-                float v = c == maskId ? 0f : MathF.Exp(logits[o + c] - lse) * g;
+                float v = c == maskId ? 0f : Fm.Exp(logits[o + c] - lse) * g;
                 if (c == target) v -= g;
                 logits[o + c] = v;
             }
@@ -567,7 +580,7 @@ public static class IlgpuKernels
         float mx = float.NegativeInfinity;
         for (int c = 0; c < vocab; c++) if (c != maskId) mx = XMax(mx, logits[o + c] * inv);
         float sum = 0;
-        for (int c = 0; c < vocab; c++) if (c != maskId) sum += MathF.Exp(logits[o + c] * inv - mx);
+        for (int c = 0; c < vocab; c++) if (c != maskId) sum += Fm.Exp(logits[o + c] * inv - mx);
         float rsum = 1f / sum;
         double target = uniforms[r];
         int pick = -1;
@@ -576,7 +589,7 @@ public static class IlgpuKernels
             double acc = 0;
             for (int c = 0; c < vocab; c++)
             {
-                float pc = c == maskId ? 0f : MathF.Exp(logits[o + c] * inv - mx) * rsum;
+                float pc = c == maskId ? 0f : Fm.Exp(logits[o + c] * inv - mx) * rsum;
                 if (pc <= 0f) continue;
                 pick = c; acc += pc;
                 if (target < acc) break;
@@ -609,7 +622,7 @@ public static class IlgpuKernels
     }
 
     static float Prob(ArrayView<float> logits, long o, int c, int maskId, float inv, float mx, float rsum) =>
-        c == maskId ? 0f : MathF.Exp(logits[o + c] * inv - mx) * rsum;
+        c == maskId ? 0f : Fm.Exp(logits[o + c] * inv - mx) * rsum;
 
     /// <summary>The element after (pv, pid) in the order (probability descending, id ascending).</summary>
     static void Next(ArrayView<float> logits, long o, int vocab, int maskId, float inv, float mx, float rsum, ref float pv, ref int pid)
