@@ -494,24 +494,30 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
     [InlineData(0.7f, 0.9f)]
     [InlineData(1.3f, 0.5f)]
     [InlineData(0f, 1f)]
+    [InlineData(1f, 0.999f)]
+    [InlineData(0.5f, 0.2f)]
     public void SampleCategoricalMatchesCpu(float temperature, float topP)
     {
-        int rows = 9, vocab = 70, maskId = 69;
-        var logits = Rand(rows * vocab, 111, 3f);
-        var u = Rand(rows, 112).Select(v => Math.Abs(v) * 0.999f).ToArray();
-        u[0] = 0f; u[1] = 0.9999f;
-        var gt = G.AllocInt(rows); var ct = C.AllocInt(rows); var gp = G.AllocFloat(rows); var cp = C.AllocFloat(rows);
-        C.SampleCategorical(Up(C, logits), rows, vocab, maskId, temperature, topP, Up(C, u), ct, cp);
-        G.SampleCategorical(Up(G, logits), rows, vocab, maskId, temperature, topP, Up(G, u), gt, gp);
-        var tokens = Down(G, gt);
-        Assert.Equal(Down(C, ct), tokens);
-        Assert.DoesNotContain(maskId, tokens);
-        Close(Down(C, cp), Down(G, gp), "sample probs");
+        foreach (var (vocab, maskId, ties) in new[] { (70, 69, false), (1000, 3, false), (300, 299, true), (5, 0, true) })
+        {
+            int rows = 12;
+            var logits = Rand(rows * vocab, 111 + vocab, 3f);
+            if (ties) for (int i = 0; i < logits.Length; i++) logits[i] = MathF.Round(logits[i]); // many equal probabilities: order by id
+            var u = Rand(rows, 112).Select(v => Math.Abs(v) * 0.999f).ToArray();
+            u[0] = 0f; u[1] = 0.99999f;
+            var gt = G.AllocInt(rows); var ct = C.AllocInt(rows); var gp = G.AllocFloat(rows); var cp = C.AllocFloat(rows);
+            C.SampleCategorical(Up(C, logits), rows, vocab, maskId, temperature, topP, Up(C, u), ct, cp);
+            G.SampleCategorical(Up(G, logits), rows, vocab, maskId, temperature, topP, Up(G, u), gt, gp);
+            var tokens = Down(G, gt);
+            Assert.Equal(Down(C, ct), tokens);
+            Assert.DoesNotContain(maskId, tokens);
+            Close(Down(C, cp), Down(G, gp), $"sample probs vocab={vocab} ties={ties}");
+        }
     }
 
     // ---------------------------------------------------------------- code generation for the GPU backends
     /// <summary>The kernels that use shared memory and barriers (launched with explicit groups).</summary>
-    static readonly string[] ExplicitlyGrouped = ["Gemm", "LayerNormForward", "LayerNormBackwardDx", "AttentionForward", "SubsCrossEntropy"];
+    static readonly string[] ExplicitlyGrouped = ["Gemm", "LayerNormForward", "LayerNormBackwardDx", "AttentionForward", "SubsCrossEntropy", "SampleCategorical"];
 
     static IEnumerable<System.Reflection.MethodInfo> KernelMethods() =>
         typeof(IlgpuKernels).GetMethods(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Static)

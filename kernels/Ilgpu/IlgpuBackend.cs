@@ -37,9 +37,9 @@ public sealed class IlgpuBackend : IBackend
 
     /// <summary>
     /// The ILGPU CPU accelerator simulates groups with OS threads: 64 threads per group (the largest group the
-    /// kernels use), one simulated multiprocessor per core.
+    /// kernels use), one simulated multiprocessor per two cores (group barriers get slow when threads oversubscribe the cores).
     /// </summary>
-    static CPUDevice CpuDevice => new(4, 16, Math.Max(1, Environment.ProcessorCount));
+    static CPUDevice CpuDevice => new(4, 16, Math.Max(1, Environment.ProcessorCount / 2));
 
     /// <param name="device">auto (a GPU accelerator if ILGPU finds one, else the CPU accelerator), cuda, opencl or cpu.</param>
     public IlgpuBackend(string device = "auto")
@@ -162,7 +162,7 @@ public sealed class IlgpuBackend : IBackend
     Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, float, int>? kCe;
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, float, float, float, float, float, float>? kAdam;
     Action<Index1D, ArrayView<float>, ArrayView<float>, float>? kEma;
-    Action<Index1D, ArrayView<float>, int, int, float, float, ArrayView<float>, ArrayView<int>, ArrayView<float>>? kSample;
+    Action<KernelConfig, ArrayView<float>, int, int, float, float, ArrayView<float>, ArrayView<int>, ArrayView<float>>? kSample;
 
     // ------------------------------------------------------------ elementwise and reductions
     public void Fill(FloatView x, float value)
@@ -406,7 +406,7 @@ public sealed class IlgpuBackend : IBackend
     public void SampleCategorical(FloatView logits, int rows, int vocab, int maskId, float temperature, float topP, FloatView uniforms, IntView tokens, FloatView probs)
     {
         if (rows == 0) return;
-        (kSample ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, int, float, float, ArrayView<float>, ArrayView<int>, ArrayView<float>>(IlgpuKernels.SampleCategorical))(
-            rows, V(logits), vocab, maskId, temperature, topP, V(uniforms), V(tokens), V(probs));
+        (kSample ??= acc.LoadStreamKernel<ArrayView<float>, int, int, float, float, ArrayView<float>, ArrayView<int>, ArrayView<float>>(IlgpuKernels.SampleCategorical))(
+            Rows(rows), V(logits), vocab, maskId, temperature, topP, V(uniforms), V(tokens), V(probs));
     }
 }

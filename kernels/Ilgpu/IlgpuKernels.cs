@@ -558,82 +558,242 @@ public static class IlgpuKernels
 
     // ------------------------------------------------------------ sampling
     /// <summary>
-    /// One thread per row. Probabilities are recomputed from the logits on the fly; with topP &lt; 1 the descending
-    /// order (ties by id) is walked by repeated selection of the next element, O(vocab · nucleus size).
+    /// One group of RowThreads per row. The CPU backend walks the probabilities sorted descending (ties by id); here no
+    /// sort is needed: the element where the running sum in that order first reaches a threshold is found by a radix
+    /// select on the probability's float bits (<see cref="RadixFind"/>), then walking the ties of that value in id order.
+    /// Costs a few passes over the row per draw, whatever the nucleus size.
     /// </summary>
-    public static void SampleCategorical(Index1D r, ArrayView<float> logits, int vocab, int maskId, float temperature, float topP,
+    public static void SampleCategorical(ArrayView<float> logits, int vocab, int maskId, float temperature, float topP,
         ArrayView<float> uniforms, ArrayView<int> tokens, ArrayView<float> probs)
     {
-        long o = (long)(int)r * vocab;
+        var shf = SharedMemory.Allocate<float>(RowThreads);
+        var shd = SharedMemory.Allocate<double>(RowThreads);
+        var shi = SharedMemory.Allocate<int>(RowThreads);
+        var bins = SharedMemory.Allocate<double>(RadixBins);
+        int r = Grid.IdxX, t = Group.IdxX;
+        long o = (long)r * vocab;
         if (temperature <= 0f)
         {
-            int best = -1; float bv = float.NegativeInfinity;
-            for (int c = 0; c < vocab; c++)
+            // argmax, first index among equals (as TensorPrimitives.IndexOfMax)
+            float bv = float.NegativeInfinity; int bi = int.MaxValue;
+            for (int c = t; c < vocab; c += RowThreads)
             {
                 float v = c == maskId ? float.NegativeInfinity : logits[o + c];
-                if (best < 0 || v > bv) { best = c; bv = v; }
+                if (bi == int.MaxValue || v > bv) { bv = v; bi = c; }
             }
-            tokens[r] = best; probs[r] = 1f;
+            shf[t] = bv; shi[t] = bi;
+            Group.Barrier();
+            for (int st = RowThreads / 2; st > 0; st >>= 1)
+            {
+                if (t < st)
+                {
+                    float v2 = shf[t + st]; int i2 = shi[t + st];
+                    if (i2 != int.MaxValue && (shi[t] == int.MaxValue || v2 > shf[t] || (v2 == shf[t] && i2 < shi[t]))) { shf[t] = v2; shi[t] = i2; }
+                }
+                Group.Barrier();
+            }
+            if (t == 0) { tokens[r] = shi[0]; probs[r] = 1f; }
             return;
         }
         float inv = 1f / temperature;
         float mx = float.NegativeInfinity;
-        for (int c = 0; c < vocab; c++) if (c != maskId) mx = XMax(mx, logits[o + c] * inv);
+        for (int c = t; c < vocab; c += RowThreads) if (c != maskId) mx = XMax(mx, logits[o + c] * inv);
+        mx = GroupMax(shf, t, mx);
         float sum = 0;
-        for (int c = 0; c < vocab; c++) if (c != maskId) sum += Fm.Exp(logits[o + c] * inv - mx);
-        float rsum = 1f / sum;
-        double target = uniforms[r];
-        int pick = -1;
+        for (int c = t; c < vocab; c += RowThreads) if (c != maskId) sum += Fm.Exp(logits[o + c] * inv - mx);
+        float rsum = 1f / GroupSum(shf, t, sum);
+        double u = uniforms[r];
+        int pick; double total;
         if (topP >= 1f)
         {
-            double acc = 0;
-            for (int c = 0; c < vocab; c++)
+            total = 1.0;
+            // vocabulary order: the first positive entry where the running sum exceeds u (else the last positive one)
+            pick = FirstCrossing(logits, o, vocab, maskId, inv, mx, rsum, shd, shi, t, 0f, 0.0, u, true, out _);
+        }
+        else
+        {
+            // nucleus end: the first element (in sorted order) where the running mass reaches topP
+            int cN = -1; float pN = 0f;
+            float vN = RadixFind(logits, o, vocab, maskId, inv, mx, rsum, bins, shi, shd, t, topP, false, out double baseN);
+            if (vN > 0f)
             {
-                float pc = c == maskId ? 0f : Fm.Exp(logits[o + c] * inv - mx) * rsum;
-                if (pc <= 0f) continue;
-                pick = c; acc += pc;
-                if (target < acc) break;
+                cN = FirstCrossing(logits, o, vocab, maskId, inv, mx, rsum, shd, shi, t, vN, baseN, topP, false, out total);
+                pN = Prob(logits, o, cN, maskId, inv, mx, rsum);
             }
+            else total = MassAbove(logits, o, vocab, maskId, inv, mx, rsum, shd, t, 0f); // the whole vocabulary is the nucleus
+            double target = u * total;
+            pick = -1;
+            float vW = RadixFind(logits, o, vocab, maskId, inv, mx, rsum, bins, shi, shd, t, target, true, out double baseW);
+            if (vW > 0f)
+            {
+                pick = FirstCrossing(logits, o, vocab, maskId, inv, mx, rsum, shd, shi, t, vW, baseW, target, true, out _);
+                if (pick >= 0 && cN >= 0)
+                {
+                    float pp = Prob(logits, o, pick, maskId, inv, mx, rsum);
+                    if (pp < pN || (pp == pN && pick > cN)) pick = -1; // past the nucleus (rounding): the nucleus end stands
+                }
+            }
+            if (pick < 0 && cN >= 0 && pN > 0f) pick = cN;
+            if (pick < 0) pick = LastPositive(logits, o, vocab, maskId, inv, mx, rsum, shf, shi, t);
+        }
+        if (t == 0)
+        {
             tokens[r] = pick;
-            probs[r] = pick < 0 ? 0f : Prob(logits, o, pick, maskId, inv, mx, rsum);
-            return;
+            probs[r] = pick < 0 ? 0f : (float)(Prob(logits, o, pick, maskId, inv, mx, rsum) / total);
         }
-        // First pass: the nucleus size n and its mass.
-        double cum = 0; int n = 0;
-        float pv = float.PositiveInfinity; int pid = -1;
-        while (n < vocab && cum < topP)
-        {
-            Next(logits, o, vocab, maskId, inv, mx, rsum, ref pv, ref pid);
-            cum += pv; n++;
-        }
-        double total = cum;
-        target *= total;
-        double acc2 = 0;
-        pv = float.PositiveInfinity; pid = -1;
-        for (int k = 0; k < n; k++)
-        {
-            Next(logits, o, vocab, maskId, inv, mx, rsum, ref pv, ref pid);
-            if (pv <= 0f) continue;
-            pick = pid; acc2 += pv;
-            if (target < acc2) break;
-        }
-        tokens[r] = pick;
-        probs[r] = pick < 0 ? 0f : (float)(Prob(logits, o, pick, maskId, inv, mx, rsum) / total);
     }
 
     static float Prob(ArrayView<float> logits, long o, int c, int maskId, float inv, float mx, float rsum) =>
         c == maskId ? 0f : Fm.Exp(logits[o + c] * inv - mx) * rsum;
 
-    /// <summary>The element after (pv, pid) in the order (probability descending, id ascending).</summary>
-    static void Next(ArrayView<float> logits, long o, int vocab, int maskId, float inv, float mx, float rsum, ref float pv, ref int pid)
+    static double GroupSumD(ArrayView<double> sh, int t, double v)
     {
-        float bestV = -1f; int best = -1;
-        for (int c = 0; c < vocab; c++)
+        sh[t] = v;
+        Group.Barrier();
+        for (int s = RowThreads / 2; s > 0; s >>= 1)
         {
-            float pc = Prob(logits, o, c, maskId, inv, mx, rsum);
-            bool after = pc < pv || (pc == pv && c > pid);
-            if (after && pc > bestV) { bestV = pc; best = c; }
+            if (t < s) sh[t] += sh[t + s];
+            Group.Barrier();
         }
-        pv = bestV; pid = best;
+        double r = sh[0];
+        Group.Barrier();
+        return r;
+    }
+
+    static int GroupMinI(ArrayView<int> sh, int t, int v)
+    {
+        sh[t] = v;
+        Group.Barrier();
+        for (int s = RowThreads / 2; s > 0; s >>= 1)
+        {
+            if (t < s && sh[t + s] < sh[t]) sh[t] = sh[t + s];
+            Group.Barrier();
+        }
+        int r = sh[0];
+        Group.Barrier();
+        return r;
+    }
+
+    /// <summary>Σ p over p &gt; v (v = 0: all positive mass).</summary>
+    static double MassAbove(ArrayView<float> logits, long o, int vocab, int maskId, float inv, float mx, float rsum, ArrayView<double> shd, int t, float v)
+    {
+        double s = 0;
+        for (int c = t; c < vocab; c += RowThreads) { float p = Prob(logits, o, c, maskId, inv, mx, rsum); if (p > v) s += p; }
+        return GroupSumD(shd, t, s);
+    }
+
+    public const int RadixBins = 256;
+
+    /// <summary>
+    /// The probability v of the element where the running sum in descending order first satisfies (sum ≥ threshold, or
+    /// &gt; when strict), found by a 4-pass radix select over the float bits (non-negative floats order as their bits):
+    /// each pass bins the mass of the candidates by the next 8 bits and keeps the bin where the condition is first met.
+    /// Returns 0 when even the whole positive mass does not satisfy the condition; <paramref name="above"/> gets Σ_{p &gt; v} p.
+    /// </summary>
+    static float RadixFind(ArrayView<float> logits, long o, int vocab, int maskId, float inv, float mx, float rsum, ArrayView<double> bins,
+        ArrayView<int> shi, ArrayView<double> shd, int t, double threshold, bool strict, out double above)
+    {
+        uint prefix = 0, mask = 0;
+        double run = 0;
+        for (int pass = 0; pass < 4; pass++)
+        {
+            int shift = 24 - 8 * pass;
+            for (int b = t; b < RadixBins; b += RowThreads) bins[b] = 0;
+            Group.Barrier();
+            for (int c = t; c < vocab; c += RowThreads)
+            {
+                float p = Prob(logits, o, c, maskId, inv, mx, rsum);
+                if (p <= 0f) continue;
+                uint bits = (uint)Interop.FloatAsInt(p);
+                if ((bits & mask) == prefix) Atomic.Add(ref bins[(int)((bits >> shift) & 255u)], (double)p);
+            }
+            Group.Barrier();
+            if (t == 0)
+            {
+                double acc = run;
+                int sel = -1;
+                for (int b = RadixBins - 1; b >= 0; b--)
+                {
+                    double next = acc + bins[b];
+                    if (bins[b] > 0 && (strict ? next > threshold : next >= threshold)) { sel = b; break; }
+                    acc = next;
+                }
+                shi[0] = sel; shd[0] = acc;
+            }
+            Group.Barrier();
+            int selBin = shi[0];
+            run = shd[0];
+            Group.Barrier();
+            if (selBin < 0) { above = run; return 0f; } // uniform over the group
+            prefix |= (uint)selBin << shift;
+            mask |= 255u << shift;
+        }
+        above = run;
+        return Interop.IntAsFloat(prefix);
+    }
+
+    /// <summary>
+    /// Among the entries with p == v (or all positive entries when v = 0), in id order, starting from mass baseMass: the first
+    /// whose running mass satisfies the condition, with that mass; else the last such entry and the final mass.
+    /// Contiguous chunks per thread, an exclusive scan of the chunk sums, then each thread walks its own chunk.
+    /// </summary>
+    static int FirstCrossing(ArrayView<float> logits, long o, int vocab, int maskId, float inv, float mx, float rsum, ArrayView<double> shd,
+        ArrayView<int> shi, int t, float v, double baseMass, double threshold, bool strict, out double massAt)
+    {
+        int chunk = (vocab + RowThreads - 1) / RowThreads;
+        int c0 = t * chunk, c1 = c0 + chunk < vocab ? c0 + chunk : vocab;
+        double local = 0;
+        int last = -1;
+        for (int c = c0; c < c1; c++)
+        {
+            float p = Prob(logits, o, c, maskId, inv, mx, rsum);
+            if (v > 0f ? p == v : p > 0f) { local += p; last = c; }
+        }
+        shd[t] = local;
+        Group.Barrier();
+        if (t == 0)
+        {
+            double run = baseMass;
+            for (int k = 0; k < RowThreads; k++) { double x = shd[k]; shd[k] = run; run += x; }
+        }
+        Group.Barrier();
+        double acc = shd[t];
+        Group.Barrier();
+        int cand = int.MaxValue;
+        double candMass = 0;
+        for (int c = c0; c < c1; c++)
+        {
+            float p = Prob(logits, o, c, maskId, inv, mx, rsum);
+            if (!(v > 0f ? p == v : p > 0f)) continue;
+            acc += p;
+            if (strict ? acc > threshold : acc >= threshold) { cand = c; candMass = acc; break; }
+        }
+        int win = GroupMinI(shi, t, cand);
+        if (win != int.MaxValue)
+        {
+            if (cand == win) shd[0] = candMass;
+            Group.Barrier();
+            massAt = shd[0];
+            Group.Barrier();
+            return win;
+        }
+        // no crossing: the last selected entry and the total mass
+        int lastAll = -GroupMinI(shi, t, -last);
+        if (last == lastAll && last >= 0) shd[0] = acc;
+        Group.Barrier();
+        massAt = lastAll >= 0 ? shd[0] : baseMass;
+        Group.Barrier();
+        return lastAll;
+    }
+
+    /// <summary>The last positive entry in descending order: the smallest positive probability, largest id among equals.</summary>
+    static int LastPositive(ArrayView<float> logits, long o, int vocab, int maskId, float inv, float mx, float rsum, ArrayView<float> shf, ArrayView<int> shi, int t)
+    {
+        float mn = float.PositiveInfinity;
+        for (int c = t; c < vocab; c += RowThreads) { float p = Prob(logits, o, c, maskId, inv, mx, rsum); if (p > 0f && p < mn) mn = p; }
+        mn = -GroupMax(shf, t, -mn);
+        int best = -1;
+        for (int c = t; c < vocab; c += RowThreads) if (Prob(logits, o, c, maskId, inv, mx, rsum) == mn) best = c;
+        return -GroupMinI(shi, t, -best);
     }
 }
