@@ -27,7 +27,7 @@ public sealed class IlgpuBackend : IBackend
     readonly Context context;
     readonly Accelerator acc;
     readonly IlgpuStorage<float> dummy;
-    MemoryBuffer1D<float, Stride1D.Dense>? scratch;
+    MemoryBuffer1D<float, Stride1D.Dense>? scratch, deltaBuf;
 
     public string Name => "ilgpu";
     public string Description { get; }
@@ -89,6 +89,7 @@ public sealed class IlgpuBackend : IBackend
     public void Dispose()
     {
         scratch?.Dispose();
+        deltaBuf?.Dispose();
         dummy.Dispose();
         acc.Dispose();
         context.Dispose();
@@ -108,32 +109,32 @@ public sealed class IlgpuBackend : IBackend
 
     public void Upload(FloatView dst, ReadOnlySpan<float> src)
     {
-        if (src.Length != dst.Length) throw new ArgumentException($"upload of {src.Length} floats into a view of {dst.Length}");
+        if (src.Length > dst.Length) throw new ArgumentException($"upload of {src.Length} floats into a view of {dst.Length}");
         if (src.Length == 0) return;
         V(dst).CopyFromCPU(ref Unsafe.AsRef(in MemoryMarshal.GetReference(src)), src.Length);
     }
 
     public void Download(FloatView src, Span<float> dst)
     {
-        if (src.Length != dst.Length) throw new ArgumentException($"download of a view of {src.Length} into {dst.Length} floats");
-        if (dst.Length == 0) return;
+        if (src.Length > dst.Length) throw new ArgumentException($"download of a view of {src.Length} into {dst.Length} floats");
+        if (src.Length == 0) return;
         acc.Synchronize();
-        V(src).CopyToCPU(ref MemoryMarshal.GetReference(dst), dst.Length);
+        V(src).CopyToCPU(ref MemoryMarshal.GetReference(dst), src.Length);
     }
 
     public void Upload(IntView dst, ReadOnlySpan<int> src)
     {
-        if (src.Length != dst.Length) throw new ArgumentException($"upload of {src.Length} ints into a view of {dst.Length}");
+        if (src.Length > dst.Length) throw new ArgumentException($"upload of {src.Length} ints into a view of {dst.Length}");
         if (src.Length == 0) return;
         V(dst).CopyFromCPU(ref Unsafe.AsRef(in MemoryMarshal.GetReference(src)), src.Length);
     }
 
     public void Download(IntView src, Span<int> dst)
     {
-        if (src.Length != dst.Length) throw new ArgumentException($"download of a view of {src.Length} into {dst.Length} ints");
-        if (dst.Length == 0) return;
+        if (src.Length > dst.Length) throw new ArgumentException($"download of a view of {src.Length} into {dst.Length} ints");
+        if (src.Length == 0) return;
         acc.Synchronize();
-        V(src).CopyToCPU(ref MemoryMarshal.GetReference(dst), dst.Length);
+        V(src).CopyToCPU(ref MemoryMarshal.GetReference(dst), src.Length);
     }
 
     // ------------------------------------------------------------ kernel cache
@@ -173,7 +174,7 @@ public sealed class IlgpuBackend : IBackend
 
     public void Copy(FloatView dst, FloatView src)
     {
-        if (src.Length != dst.Length) throw new ArgumentException($"copy of {src.Length} into {dst.Length}");
+        if (src.Length > dst.Length) throw new ArgumentException($"copy of {src.Length} into {dst.Length}");
         if (src.Length == 0) return;
         (kCopy ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(IlgpuKernels.Copy))(src.Length, V(dst), V(src));
     }
@@ -356,14 +357,19 @@ public sealed class IlgpuBackend : IBackend
     {
         var p = Args(shape);
         int n = shape.Batch * shape.Heads * shape.SeqLen;
-        using var delta = acc.Allocate1D<float>(n);
+        if (deltaBuf == null || deltaBuf.Length < n)
+        {
+            acc.Synchronize(); // kernels still queued may use the old buffer
+            deltaBuf?.Dispose();
+            deltaBuf = acc.Allocate1D<float>(n);
+        }
+        var delta = ((ArrayView<float>)deltaBuf.View).SubView(0, n);
         (kAttnDelta ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttnArgs>(IlgpuKernels.AttentionDelta))(
-            n, V(output), V(dOutput), delta.View, p);
+            n, V(output), V(dOutput), delta, p);
         (kAttnDq ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttnArgs>(IlgpuKernels.AttentionBackwardDq))(
-            n, V(qkv), V(lse), delta.View, V(dOutput), V(dQkv), p);
+            n, V(qkv), V(lse), delta, V(dOutput), V(dQkv), p);
         (kAttnDkv ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttnArgs>(IlgpuKernels.AttentionBackwardDkv))(
-            n, V(qkv), V(lse), delta.View, V(dOutput), V(dQkv), p);
-        acc.Synchronize(); // the temporary delta buffer is freed on return
+            n, V(qkv), V(lse), delta, V(dOutput), V(dQkv), p);
     }
 
     public void DecodeAttention(DecodeShape shape, FloatView qkv, FloatView kCache, FloatView vCache, FloatView output)
