@@ -57,7 +57,7 @@ public static class CpuAttention
         {
             Q = new float[QueryTile * hd]; O = new float[QueryTile * hd];
             K = new float[KeyTile * hd]; V = new float[KeyTile * hd];
-            S = new float[KeyTile]; P = new float[KeyTile];
+            S = new float[KeyTile + 1]; P = new float[KeyTile + 1]; // +1: a slice may start at n1 = KeyTile with n2 = 0
             M = new float[QueryTile]; L = new float[QueryTile];
             Row = new float[hd];
             R = new int[QueryTile * 4];
@@ -433,7 +433,7 @@ public static class CpuAttention
             Q = new float[QueryTile * hd]; DQ = new float[QueryTile * hd];
             K = new float[KeyTile * hd]; V = new float[KeyTile * hd];
             DK = new float[KeyTile * hd]; DV = new float[KeyTile * hd];
-            S = new float[KeyTile]; P = new float[KeyTile]; Row = new float[hd];
+            S = new float[KeyTile + 1]; P = new float[KeyTile + 1]; Row = new float[hd]; // S, P +1: a slice may start at n1 = KeyTile with n2 = 0
             R = new int[QueryTile * 4];
         }
     }
