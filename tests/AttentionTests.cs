@@ -148,8 +148,9 @@ public class AttentionTests
         foreach (int l in new[] { 12, 20, 36, 40, 80, 100 })
             foreach (int bs in new[] { 1, 2, 4, 8, 16, l }.Distinct().Where(b => l % b == 0))
             {
-                data.Add(MaskKind.Bd3, l, bs, headDims[k++ % 4]);
-                data.Add(MaskKind.BlockCausal, l, bs, headDims[k++ % 4]);
+                data.Add(MaskKind.Bd3, l, bs, headDims[k % 4]);
+                data.Add(MaskKind.BlockCausal, l, bs, headDims[(k + 1) % 4]);
+                k++;
             }
         foreach (int t in new[] { 1, 12, 37, 100 })
         {
@@ -158,6 +159,8 @@ public class AttentionTests
         }
         // head dims that are not a multiple of the SIMD width take the portable path
         data.Add(MaskKind.Bd3, 20, 4, 12);
+        data.Add(MaskKind.Bd3, 64, 4, 64);   // the default size class: L' = 4, head dim 64
+        data.Add(MaskKind.Bd3, 100, 1, 64);
         data.Add(MaskKind.Causal, 33, 1, 5);
         return data;
     }
