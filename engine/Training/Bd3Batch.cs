@@ -28,9 +28,10 @@ public sealed class Bd3Batch
     /// <summary>
     /// Draws one t per (sequence, block), stratified over the whole batch (low-discrepancy, as bd3lms), and masks
     /// each token with probability t. With a clipped range, a block whose realised mask fraction falls outside
-    /// [β, ω] is re-masked (bounded retries), as the reference does.
+    /// [β, ω] is re-masked (bounded retries) when <paramref name="resample"/> is set, as the reference does in
+    /// training. Evaluation must not resample: forcing a mask into a block drawn at small t would bias the bound.
     /// </summary>
-    public void Noise(ReadOnlySpan<int> clean, NoiseSchedule schedule, int maskId, Rng rng, bool stratified = true)
+    public void Noise(ReadOnlySpan<int> clean, NoiseSchedule schedule, int maskId, Rng rng, bool resample = false, bool stratified = true)
     {
         clean.CopyTo(Clean);
         int n = Rates.Length;
@@ -42,7 +43,7 @@ public sealed class Bd3Batch
         }
         // shuffle the strata so a sequence's blocks are not ordered by t
         for (int i = n - 1; i > 0; i--) { int j = rng.NextInt(i + 1); (Rates[i], Rates[j]) = (Rates[j], Rates[i]); }
-        bool clipped = schedule.Min > 0f || schedule.Max < 1f;
+        bool clipped = resample && (schedule.Min > 0f || schedule.Max < 1f);
         for (int blk = 0; blk < n; blk++) NoiseBlock(blk, Rates[blk], maskId, rng, clipped ? schedule : null);
     }
 

@@ -19,7 +19,8 @@ public sealed class Evaluator(Denoiser model)
     readonly Bd3Objective _objective = new(model);
 
     /// <summary>Evaluates every row of <paramref name="rows"/> (each L tokens) in batches, with a fixed seed.</summary>
-    public EvalResult Evaluate(IReadOnlyList<int[]> rows, int batchSize, NoiseSchedule? schedule = null, ulong seed = 1234)
+    /// <param name="resample">re-mask blocks outside [β, ω] as training does (the schedule search measures the training estimator).</param>
+    public EvalResult Evaluate(IReadOnlyList<int[]> rows, int batchSize, NoiseSchedule? schedule = null, ulong seed = 1234, bool resample = false)
     {
         if (rows.Count == 0) throw new UserInputException("no validation rows to evaluate (corpus too small for one sequence of L tokens?)");
         var sched = schedule ?? NoiseSchedule.Eval;
@@ -32,7 +33,7 @@ public sealed class Evaluator(Denoiser model)
             var batch = new Bd3Batch(b, length, model.Config.BlockSize);
             var flat = new int[b * length];
             for (int i = 0; i < b; i++) rows[start + i].AsSpan(0, length).CopyTo(flat.AsSpan(i * length));
-            batch.Noise(flat, sched, model.Config.MaskId, rng);
+            batch.Noise(flat, sched, model.Config.MaskId, rng, resample);
             _objective.Run(batch, backward: false);
             perSeq.AddRange(_objective.PerSequenceLoss(batch));
         }
@@ -67,7 +68,7 @@ public static class ScheduleSearch
         {
             var s = new NoiseSchedule(lo, hi);
             s.Validate();
-            var r = eval.Evaluate(rows, batchSize, s, seed);
+            var r = eval.Evaluate(rows, batchSize, s, seed, resample: true);
             var cell = new ScheduleCell(lo, hi, r.Nelbo, r.Variance);
             cells.Add(cell);
             onCell?.Invoke(cell);

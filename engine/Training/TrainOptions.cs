@@ -20,6 +20,8 @@ public sealed record TrainOptions
     public ulong Seed { get; init; } = 1;
     public int EvalEvery { get; init; } = 0;
     public int EvalBatches { get; init; } = 4;
+    /// <summary>Validation rows scored by the final evaluation (0 = the whole validation split).</summary>
+    public int FinalEvalSequences { get; init; } = 256;
     public int CheckpointEvery { get; init; } = 0;
     /// <summary>Re-run the (β, ω) variance search every N steps (0 = never).</summary>
     public int ScheduleSearchEvery { get; init; } = 0;

@@ -49,7 +49,7 @@ public sealed class Trainer
     public (double Loss, double GradNorm, float Lr) TrainStep()
     {
         _data.Next(_rows, Options.BatchSize);
-        _batch.Noise(_rows, Schedule, Model.Config.MaskId, Rng);
+        _batch.Noise(_rows, Schedule, Model.Config.MaskId, Rng, resample: true);
         ulong dropSeed = Rng.NextUInt64();
         float dropout = Options.Dropout ? Model.Config.Dropout : 0f;
         _b.Fill(Model.Grads, 0f);
