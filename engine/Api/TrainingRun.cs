@@ -84,7 +84,7 @@ public static class TrainingRun
         var (backend, reason) = BackendChoice.Create(req.Backend);
         Say($"backend {reason}");
         var data = TokenDataset.FromCorpus(req.DataPath, tokenizer, config.ModelLength, req.ValidFraction,
-            cacheDir: Path.Combine(req.OutputDirectory, "cache"));
+            cacheDir: TokenCacheDirectory());
         if (data.TrainRows.Count == 0) throw new UserInputException($"corpus '{req.DataPath}' is too small for one sequence of {config.ModelLength} tokens");
         Say($"data: {data.StreamTokens:N0} tokens → {data.TrainRows.Count} train / {data.ValidRows.Count} validation rows of {config.ModelLength}");
 
@@ -140,6 +140,11 @@ public static class TrainingRun
         var log = trainer.LossLog;
         return new TrainingReport(trainer.Step - startStep, log.Count > 0 ? log[^1].Loss : double.NaN, final, tps, clock.Elapsed, log, req.OutputDirectory, cancelled);
     }
+
+    /// <summary>Tokenised corpora are cached per user ($XDG_CACHE_HOME or ~/.cache), never inside an output directory.</summary>
+    public static string TokenCacheDirectory() =>
+        Path.Combine(Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } x ? x
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache"), "fastblockdiff", "tokens");
 
     static ModelConfig BuildConfig(TrainingRequest req, ITextTokenizer tok)
     {
