@@ -28,6 +28,7 @@ public class BrownCorpusTests
     {
         Assert.Equal("1/2", BrownCorpus.StripTag("1/2/cd"));
         Assert.Equal("word", BrownCorpus.StripTag("word"));
+        Assert.Equal("By Ivan Allen Jr. Then; more.", BrownCorpus.Detokenize(["By", "Ivan", "Allen", "Jr.", ".", "Then", ";", ";", "more", "."]));
         Assert.Equal("He said \"no\", then (quietly) left; 'ok' -- fine?",
             BrownCorpus.Detokenize(["He", "said", "``", "no", "''", ",", "then", "(", "quietly", ")", "left", ";", "'", "ok", "'", "--", "fine", "?"]));
     }

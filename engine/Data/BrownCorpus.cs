@@ -22,7 +22,8 @@ public sealed record BrownStats(int Files, int Paragraphs, int Sentences, long T
 /// Detokenisation: tags are stripped at the last '/'; <c>``</c> and <c>''</c> become '"';
 /// no space before , . ; : ! ? ) ] } and closing quotes, none after ( [ { and opening quotes;
 /// a lone <c>'</c> token alternates between opening and closing single quote within a paragraph;
-/// the doubled semicolon the corpus puts at the end of a sentence line (<c>;/. ;/.</c>) becomes one.
+/// the doubled semicolon the corpus puts at the end of a sentence line (<c>;/. ;/.</c>) becomes one,
+/// and a sentence-final "." after an abbreviation that already ends in "." ("Jr. .") is dropped.
 /// </para>
 /// </summary>
 public static class BrownCorpus
@@ -136,6 +137,8 @@ public static class BrownCorpus
         {
             // The corpus doubles a semicolon that ends a sentence line (";/. ;/."): keep one.
             if (w == ";" && previous == ";") continue;
+            // "Jr./np ./." : an abbreviation's period already ends the sentence.
+            if (w == "." && previous != null && previous.Length > 1 && previous.EndsWith('.')) continue;
             previous = w;
             string text = w;
             bool noBefore, noAfter;
