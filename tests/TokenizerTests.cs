@@ -121,6 +121,55 @@ public class TokenizerTests
         Assert.Throws<UserInputException>(() => TokenizerFactory.Load(""));
     }
 
+    [Fact]
+    public void Gpt2ByteLevelHandlesNonAsciiAndLoneBytes()
+    {
+        using var tmp = new TempDir();
+        string dir = Path.Combine(tmp.Path, "utf8");
+        Directory.CreateDirectory(dir);
+        // 'é' is UTF-8 C3 A9, which GPT-2's byte-to-unicode table writes as "Ã" (U+00C3) and "©" (U+00A9).
+        File.WriteAllText(Path.Combine(dir, "vocab.json"), "{\"Ã\":0,\"©\":1,\"Ã©\":2,\"x\":3,\"<|endoftext|>\":4}");
+        File.WriteAllText(Path.Combine(dir, "merges.txt"), "#version: 0.2\nÃ ©\n");
+        var t = TokenizerFactory.Load(dir);
+        Assert.Equal([2, 3], t.Encode("éx"));
+        Assert.Equal("éx", t.Decode([0, 1, 3]));
+        var lone = t.Decode([0, 3]); // invalid UTF-8 (a lead byte alone) must not throw
+        Assert.EndsWith("x", lone);
+    }
+
+    [Fact]
+    public void TiktokenFileNamedLikeAKnownEncodingMatchesTheBuiltIn()
+    {
+        // Extract the cl100k rank file shipped inside the NuGet data package and load it as a file.
+        using var tmp = new TempDir();
+        var asm = System.Reflection.Assembly.Load("Microsoft.ML.Tokenizers.Data.Cl100kBase");
+        string res = asm.GetManifestResourceNames().Single(n => n.Contains("cl100k_base.tiktoken"));
+        string file = Path.Combine(tmp.Path, "cl100k_base.tiktoken");
+        using (var src = asm.GetManifestResourceStream(res)!)
+        {
+            Stream data = res.EndsWith(".deflate") ? new System.IO.Compression.DeflateStream(src, System.IO.Compression.CompressionMode.Decompress) : src;
+            // The package stores "Capacity: N" then one base64 token per line (rank = line index);
+            // rewrite it in the standard tiktoken layout "base64 rank".
+            using var reader = new StreamReader(data);
+            using var w = new StreamWriter(file);
+            int rank = 0;
+            for (string? line; (line = reader.ReadLine()) != null;)
+            {
+                if (line.Length == 0 || line.StartsWith("Capacity:")) continue;
+                int sp = line.IndexOf(' ');
+                w.Write(sp > 0 ? line : $"{line} {rank}");
+                w.Write('\n');
+                rank++;
+            }
+        }
+        var fromFile = TokenizerFactory.Load("tiktoken:" + file);
+        var builtIn = TokenizerFactory.Load("cl100k");
+        Assert.Equal(builtIn.VocabSize, fromFile.VocabSize);
+        Assert.Equal(builtIn.EosId, fromFile.EosId);
+        string s = "Block diffusion  models, 1234567 tokens!\n\nÜber<|endoftext|>";
+        Assert.Equal(builtIn.Encode(s), fromFile.Encode(s));
+    }
+
     private static string WriteTinyTiktoken(string path)
     {
         var sb = new StringBuilder();
