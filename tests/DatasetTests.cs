@@ -143,6 +143,9 @@ public class DatasetTests
         Assert.Equal(saved, k.State);
 
         Assert.Throws<UserInputException>(() => r.Restore(new SamplerState(0, 10_000, 42)));
+
+        var big = new SamplerState(3, 17, ulong.MaxValue - 5);
+        Assert.Equal(big, SamplerState.FromInt64s(big.ToInt64s()));
     }
 
     private sealed class CountingTokenizer(ITextTokenizer inner) : ITextTokenizer

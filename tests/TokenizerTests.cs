@@ -81,7 +81,11 @@ public class TokenizerTests
             var d = t.Describe();
             Assert.Equal("gpt2", d.Kind);
             Assert.Equal(2, d.Files.Count);
-            var again = TokenizerFactory.Load(d);
+            var json = System.Text.Json.JsonSerializer.Serialize(d);
+            var d2 = System.Text.Json.JsonSerializer.Deserialize<TokenizerDescriptor>(json)!;
+            Assert.Equal(d.Spec, d2.Spec);
+            Assert.Equal(d.Files, d2.Files);
+            var again = TokenizerFactory.Load(d2);
             Assert.Equal(t.Encode("hello world"), again.Encode("hello world"));
         }
     }
