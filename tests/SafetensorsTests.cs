@@ -49,6 +49,7 @@ public class SafetensorsTests
         Assert.Empty(f.ReadFloat32("empty"));
         Assert.Equal(steps, f.ReadInt64("state.step"));
         Assert.Equal([-7, 9], f.ReadInt32("ints"));
+        Assert.Equal(["backbone.a", "scalar", "empty"], f.ReadAllFloat32().Keys);
         Assert.Equal(0, (8 + BinaryPrimitives.ReadInt64LittleEndian(File.ReadAllBytes(path).AsSpan(0, 8))) % 8);
 
         // The tuple overloads.

@@ -205,6 +205,19 @@ public class TokenizerTests
     }
 
     [Fact]
+    public void TiktokenFileNamedR50kGetsGpt2Specials()
+    {
+        using var tmp = new TempDir();
+        var sb = new StringBuilder();
+        for (int b = 0; b < 256; b++) sb.Append(Convert.ToBase64String([(byte)b])).Append(' ').Append(b).Append('\n');
+        string file = Path.Combine(tmp.Path, "r50k_base.tiktoken");
+        File.WriteAllText(file, sb.ToString());
+        var t = TokenizerFactory.Load(file);
+        Assert.Equal((50256, 50256, 50257, 50257), (t.BosId, t.EosId, t.VocabSize, t.MaskId));
+        Assert.Equal([104, 105, 50256], t.Encode("hi<|endoftext|>"));
+    }
+
+    [Fact]
     public void MalformedTiktokenFileIsRejectedWithLineNumber()
     {
         using var tmp = new TempDir();
