@@ -81,7 +81,11 @@ public class TokenizerTests
             var d = t.Describe();
             Assert.Equal("gpt2", d.Kind);
             Assert.Equal(2, d.Files.Count);
-            var again = TokenizerFactory.Load(d);
+            var json = System.Text.Json.JsonSerializer.Serialize(d);
+            var d2 = System.Text.Json.JsonSerializer.Deserialize<TokenizerDescriptor>(json)!;
+            Assert.Equal(d.Spec, d2.Spec);
+            Assert.Equal(d.Files, d2.Files);
+            var again = TokenizerFactory.Load(d2);
             Assert.Equal(t.Encode("hello world"), again.Encode("hello world"));
         }
     }
@@ -121,6 +125,55 @@ public class TokenizerTests
         Assert.Throws<UserInputException>(() => TokenizerFactory.Load(""));
     }
 
+    [Fact]
+    public void Gpt2ByteLevelHandlesNonAsciiAndLoneBytes()
+    {
+        using var tmp = new TempDir();
+        string dir = Path.Combine(tmp.Path, "utf8");
+        Directory.CreateDirectory(dir);
+        // 'é' is UTF-8 C3 A9, which GPT-2's byte-to-unicode table writes as "Ã" (U+00C3) and "©" (U+00A9).
+        File.WriteAllText(Path.Combine(dir, "vocab.json"), "{\"Ã\":0,\"©\":1,\"Ã©\":2,\"x\":3,\"<|endoftext|>\":4}");
+        File.WriteAllText(Path.Combine(dir, "merges.txt"), "#version: 0.2\nÃ ©\n");
+        var t = TokenizerFactory.Load(dir);
+        Assert.Equal([2, 3], t.Encode("éx"));
+        Assert.Equal("éx", t.Decode([0, 1, 3]));
+        var lone = t.Decode([0, 3]); // invalid UTF-8 (a lead byte alone) must not throw
+        Assert.EndsWith("x", lone);
+    }
+
+    [Fact]
+    public void TiktokenFileNamedLikeAKnownEncodingMatchesTheBuiltIn()
+    {
+        // Extract the cl100k rank file shipped inside the NuGet data package and load it as a file.
+        using var tmp = new TempDir();
+        var asm = System.Reflection.Assembly.Load("Microsoft.ML.Tokenizers.Data.Cl100kBase");
+        string res = asm.GetManifestResourceNames().Single(n => n.Contains("cl100k_base.tiktoken"));
+        string file = Path.Combine(tmp.Path, "cl100k_base.tiktoken");
+        using (var src = asm.GetManifestResourceStream(res)!)
+        {
+            Stream data = res.EndsWith(".deflate") ? new System.IO.Compression.DeflateStream(src, System.IO.Compression.CompressionMode.Decompress) : src;
+            // The package stores "Capacity: N" then one base64 token per line (rank = line index);
+            // rewrite it in the standard tiktoken layout "base64 rank".
+            using var reader = new StreamReader(data);
+            using var w = new StreamWriter(file);
+            int rank = 0;
+            for (string? line; (line = reader.ReadLine()) != null;)
+            {
+                if (line.Length == 0 || line.StartsWith("Capacity:")) continue;
+                int sp = line.IndexOf(' ');
+                w.Write(sp > 0 ? line : $"{line} {rank}");
+                w.Write('\n');
+                rank++;
+            }
+        }
+        var fromFile = TokenizerFactory.Load("tiktoken:" + file);
+        var builtIn = TokenizerFactory.Load("cl100k");
+        Assert.Equal(builtIn.VocabSize, fromFile.VocabSize);
+        Assert.Equal(builtIn.EosId, fromFile.EosId);
+        string s = "Block diffusion  models, 1234567 tokens!\n\nÜber<|endoftext|>";
+        Assert.Equal(builtIn.Encode(s), fromFile.Encode(s));
+    }
+
     private static string WriteTinyTiktoken(string path)
     {
         var sb = new StringBuilder();
@@ -149,6 +202,19 @@ public class TokenizerTests
             Assert.Equal([259, 260], t.Encode("hello<|endoftext|>"));
             Assert.Equal("tiktoken", t.Describe().Kind);
         }
+    }
+
+    [Fact]
+    public void TiktokenFileNamedR50kGetsGpt2Specials()
+    {
+        using var tmp = new TempDir();
+        var sb = new StringBuilder();
+        for (int b = 0; b < 256; b++) sb.Append(Convert.ToBase64String([(byte)b])).Append(' ').Append(b).Append('\n');
+        string file = Path.Combine(tmp.Path, "r50k_base.tiktoken");
+        File.WriteAllText(file, sb.ToString());
+        var t = TokenizerFactory.Load(file);
+        Assert.Equal((50256, 50256, 50257, 50257), (t.BosId, t.EosId, t.VocabSize, t.MaskId));
+        Assert.Equal([104, 105, 50256], t.Encode("hi<|endoftext|>"));
     }
 
     [Fact]

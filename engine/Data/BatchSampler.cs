@@ -5,7 +5,18 @@ namespace FastBlockDiff.Engine.Data;
 /// and the seed the per-epoch permutations are derived from. Saving this in a checkpoint and
 /// restoring it makes a resumed run see exactly the batches it would have seen.
 /// </summary>
-public readonly record struct SamplerState(long Epoch, long Cursor, ulong Seed);
+public readonly record struct SamplerState(long Epoch, long Cursor, ulong Seed)
+{
+    /// <summary>[Epoch, Cursor, Seed (bit pattern)] — e.g. for an I64 tensor in a safetensors checkpoint.</summary>
+    public long[] ToInt64s() => [Epoch, Cursor, unchecked((long)Seed)];
+
+    /// <summary>Inverse of <see cref="ToInt64s"/>.</summary>
+    public static SamplerState FromInt64s(ReadOnlySpan<long> v)
+    {
+        if (v.Length != 3) throw new UserInputException($"data position must hold 3 integers (epoch, cursor, seed), found {v.Length}");
+        return new SamplerState(v[0], v[1], unchecked((ulong)v[2]));
+    }
+}
 
 /// <summary>
 /// Yields batches [batch, SeqLen] of rows from a <see cref="TokenDataset"/> (train or validation

@@ -21,7 +21,9 @@ public sealed record BrownStats(int Files, int Paragraphs, int Sentences, long T
 /// <para>
 /// Detokenisation: tags are stripped at the last '/'; <c>``</c> and <c>''</c> become '"';
 /// no space before , . ; : ! ? ) ] } and closing quotes, none after ( [ { and opening quotes;
-/// a lone <c>'</c> token alternates between opening and closing single quote within a paragraph.
+/// a lone <c>'</c> token alternates between opening and closing single quote within a paragraph;
+/// the doubled semicolon the corpus puts at the end of a sentence line (<c>;/. ;/.</c>) becomes one,
+/// and a sentence-final "." after an abbreviation that already ends in "." ("Jr. .") is dropped.
 /// </para>
 /// </summary>
 public static class BrownCorpus
@@ -130,8 +132,14 @@ public static class BrownCorpus
         var sb = new StringBuilder();
         bool suppressNext = true;   // no space at the start
         bool singleOpen = false;    // inside a '...' quotation
+        string? previous = null;
         foreach (var w in words)
         {
+            // The corpus doubles a semicolon that ends a sentence line (";/. ;/."): keep one.
+            if (w == ";" && previous == ";") continue;
+            // "Jr./np ./." : an abbreviation's period already ends the sentence.
+            if (w == "." && previous != null && previous.Length > 1 && previous.EndsWith('.')) continue;
+            previous = w;
             string text = w;
             bool noBefore, noAfter;
             if (w == "``") { text = "\""; noBefore = false; noAfter = true; }

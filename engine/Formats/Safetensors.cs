@@ -364,6 +364,11 @@ public sealed class SafetensorsFile : IDisposable
         return result;
     }
 
+    /// <summary>Reads every floating-point tensor as float32, by name (integer tensors are skipped).</summary>
+    public Dictionary<string, float[]> ReadAllFloat32()
+        => Tensors.Where(t => t.DType is SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16 or SafetensorsDType.F64)
+                  .ToDictionary(t => t.Name, t => ReadFloat32(t.Name), StringComparer.Ordinal);
+
     /// <summary>Reads an integer tensor as int32 (values must fit).</summary>
     public int[] ReadInt32(string name)
     {

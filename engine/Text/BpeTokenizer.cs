@@ -98,7 +98,7 @@ public sealed class BpeTokenizer : ITextTokenizer
         if (!Directory.Exists(dir))
             throw new UserInputException($"GPT-2 tokenizer directory '{dir}' does not exist");
         string vocab = Path.Combine(dir, "vocab.json"), merges = Path.Combine(dir, "merges.txt");
-        return FromGpt2Files(vocab, merges, maskId, $"gpt2:{dir}");
+        return FromGpt2Files(vocab, merges, maskId, $"gpt2:{Path.GetFullPath(dir)}");
     }
 
     public static BpeTokenizer FromGpt2Files(string vocabJson, string mergesTxt, int? maskId = null, string? spec = null)
@@ -166,7 +166,7 @@ public sealed class BpeTokenizer : ITextTokenizer
                       : file.StartsWith("r50k_base") || file.StartsWith("gpt2") ? "gpt2"
                       : file.StartsWith("p50k_base") ? "text-davinci-003"
                       : null;
-        string spec = $"tiktoken:{path}";
+        string spec = $"tiktoken:{Path.GetFullPath(path)}";
         TiktokenTokenizer inner;
         try
         {

@@ -4,7 +4,8 @@ namespace FastBlockDiff.Engine.Text;
 /// A text tokenizer as the engine sees it. Ids 0..VocabSize-1 are the ids the model can emit
 /// (ordinary tokens plus BOS/EOS/PAD); <see cref="MaskId"/> is the diffusion [MASK] id, which
 /// is <see cref="VocabSize"/> unless configured otherwise. The model's embedding/output width is
-/// <see cref="ModelVocabSize"/>.
+/// <see cref="ModelVocabSize"/>. Implementations must be safe to call from several threads at
+/// once (datasets encode documents in parallel).
 /// </summary>
 public interface ITextTokenizer
 {
