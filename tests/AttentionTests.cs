@@ -396,9 +396,8 @@ public class AttentionTests
                 pairs += Math.Max(0, a1 - a0) + Math.Max(0, b1 - b0);
             }
             double gflop = 4.0 * pairs * 64 * 4 / 1e9; // 2 matmuls × 2 flops, 4 heads
-            TestContext.Current.SendDiagnosticMessage(
+            TestContext.Current.TestOutputHelper?.WriteLine(
                 $"{kind} T={seq} L'=4 H=4 d=64: fwd {fwd:F2} ms ({gflop / fwd * 1e3:F1} GFLOP/s useful), bwd {bwd:F2} ms");
-            Console.WriteLine($"{kind} T={seq} L'=4 H=4 d=64: fwd {fwd:F2} ms ({gflop / fwd * 1e3:F1} GFLOP/s useful), bwd {bwd:F2} ms");
         }
     }
 }
