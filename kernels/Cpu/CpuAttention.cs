@@ -347,10 +347,31 @@ public static class CpuAttention
                 int q1 = Math.Min(T, q0 + QueryTile);
                 var kind = Bd3Mask.ClassifyTile(s.Mask, T, s.BlockSize, q0, q1, k0, k1);
                 if (kind == TileKind.Empty) continue;
-                for (int i = q0; i < q1; i++)
+                int nq = q1 - q0;
+                // P and dS of this query tile × key tile, stored key-major (Pt[j, r]) so that dV_j and dK_j
+                // accumulate in registers over the query rows; lo/hi bound the rows that touched key j.
+                for (int r = 0; r < nq; r++)
                 {
+                    TensorPrimitives.Multiply(qkv.AsSpan(qBase + (q0 + r) * stride, hd), scale, sc.Q.AsSpan(r * hd, hd));
+                    dO.AsSpan(dOBase + (q0 + r) * D, hd).CopyTo(sc.DOt.AsSpan(r * hd, hd));
+                }
+                if (kind == TileKind.Partial)
+                {
+                    sc.Pt.AsSpan(0, nk * QueryTile).Clear();
+                    sc.DSt.AsSpan(0, nk * QueryTile).Clear();
+                }
+                sc.Lo.AsSpan(0, nk).Fill(nq);
+                sc.Hi.AsSpan(0, nk).Clear();
+                for (int r = 0; r < nq; r++)
+                {
+                    int i = q0 + r;
                     float li = lse[lBase + i];
-                    if (float.IsNegativeInfinity(li) || float.IsNaN(li)) continue;
+                    if (float.IsNegativeInfinity(li) || float.IsNaN(li))
+                    {
+                        // a row that saw no key has no gradient; a Full tile did not clear its stale entries
+                        for (int j = 0; j < nk; j++) sc.Pt[j * QueryTile + r] = sc.DSt[j * QueryTile + r] = 0;
+                        continue;
+                    }
                     int a0 = 0, n1 = nk, b0 = 0, n2 = 0;
                     if (kind == TileKind.Partial)
                     {
@@ -358,18 +379,23 @@ public static class CpuAttention
                         Local(sc.R, 0, k0, k1, out a0, out n1, out b0, out n2);
                     }
                     if (n1 + n2 == 0) continue;
-                    TensorPrimitives.Multiply(qkv.AsSpan(qBase + i * stride, hd), scale, sc.Row);
-                    ref float qs = ref sc.Row[0];
-                    ref float dOi = ref dO[dOBase + i * D];
-                    float di = delta[deltaBase + i];
-                    RowProbabilities(sc, ref qs, ref dOi, li, di, hd, a0, n1, b0, n2);
-                    // S holds P, P holds dS (already including nothing of the scale: qs carries it).
+                    RowProbabilities(sc, ref sc.Q[r * hd], ref sc.DOt[r * hd], li, delta[deltaBase + i], hd, a0, n1, b0, n2);
                     for (int t = 0; t < n1 + n2; t++)
                     {
                         int j = t < n1 ? a0 + t : b0 + t - n1;
-                        Axpy(ref sc.DV[j * hd], sc.S[t], ref dOi, hd);
-                        Axpy(ref sc.DK[j * hd], sc.P[t], ref qs, hd);
+                        sc.Pt[j * QueryTile + r] = sc.S[t];
+                        sc.DSt[j * QueryTile + r] = sc.P[t];
+                        if (r < sc.Lo[j]) sc.Lo[j] = r;
+                        sc.Hi[j] = r + 1;
                     }
+                }
+                // dV_j += Σ_r P[r, j]·dO_r;  dK_j += Σ_r dS[r, j]·(scale·q_r)  (rows in [lo, hi) not touching j hold 0)
+                for (int j = 0; j < nk; j++)
+                {
+                    int lo = sc.Lo[j], cnt = sc.Hi[j] - lo;
+                    if (cnt <= 0) continue;
+                    AccumulateRows(ref sc.DV[j * hd], ref sc.DOt[0], lo, cnt, hd, ref sc.Pt[j * QueryTile + lo]);
+                    AccumulateRows(ref sc.DK[j * hd], ref sc.Q[0], lo, cnt, hd, ref sc.DSt[j * QueryTile + lo]);
                 }
             }
             for (int j = 0; j < nk; j++)
@@ -426,10 +452,12 @@ public static class CpuAttention
 
     sealed class BackScratch
     {
-        public readonly float[] Q, DQ, K, V, DK, DV, S, P, Row;
-        public readonly int[] R;
+        public readonly float[] Q, DQ, K, V, DK, DV, S, P, Row, DOt, Pt, DSt;
+        public readonly int[] R, Lo, Hi;
         public BackScratch(int hd)
         {
+            DOt = new float[QueryTile * hd]; Pt = new float[KeyTile * QueryTile]; DSt = new float[KeyTile * QueryTile];
+            Lo = new int[KeyTile]; Hi = new int[KeyTile];
             Q = new float[QueryTile * hd]; DQ = new float[QueryTile * hd];
             K = new float[KeyTile * hd]; V = new float[KeyTile * hd];
             DK = new float[KeyTile * hd]; DV = new float[KeyTile * hd];
