@@ -217,7 +217,8 @@ public class AttentionTests
 
     // ------------------------------------------------------------------ backward
 
-    float[] RunBackward(AttentionShape s, float[] qkvHost, float[] dOHost)
+    /// <summary>fused: null = the backend's own choice (IBackend path), true/false force the CPU kernel's variant.</summary>
+    float[] RunBackward(AttentionShape s, float[] qkvHost, float[] dOHost, bool? fused = null)
     {
         int bt = s.Batch * s.SeqLen;
         var qkv = be.AllocFloat(qkvHost.Length); be.Upload(qkv, qkvHost);
@@ -227,7 +228,8 @@ public class AttentionTests
         var dO = be.AllocFloat(dOHost.Length); be.Upload(dO, dOHost);
         var dQkv = be.AllocFloat(qkvHost.Length);
         be.Fill(dQkv, float.NaN); // must be overwritten everywhere
-        be.AttentionBackward(s, qkv, o, lse, dO, dQkv);
+        if (fused is null) be.AttentionBackward(s, qkv, o, lse, dO, dQkv);
+        else CpuAttention.Backward(s, qkv, o, lse, dO, dQkv, fused);
         return CpuBackend.Span(dQkv).ToArray();
     }
 
@@ -246,8 +248,6 @@ public class AttentionTests
         int bt = s.Batch * s.SeqLen;
         var qkv = Random(bt * s.QkvRowStride, 100 + l * 3 + bs);
         var w = Random(bt * s.ModelDim, 200 + l);
-        var got = RunBackward(s, qkv, w);
-
         var x = ToDouble(qkv);
         double Loss()
         {
@@ -266,8 +266,11 @@ public class AttentionTests
             x[i] = keep;
             fd[i] = (up - down) / (2 * h);
         }
-        double err = RelErr(got, fd);
-        Assert.True(err < 1e-4, $"gradient rel err vs finite differences {err}");
+        foreach (bool? fused in new bool?[] { null, true, false })
+        {
+            double err = RelErr(RunBackward(s, qkv, w, fused), fd);
+            Assert.True(err < 1e-4, $"fused={fused}: gradient rel err vs finite differences {err}");
+        }
     }
 
     public static TheoryData<MaskKind, int, int, int> BigBackwardCases() => new()
@@ -286,10 +289,19 @@ public class AttentionTests
         int bt = s.Batch * s.SeqLen;
         var qkv = Random(bt * s.QkvRowStride, 7 * l + bs, amp: 1.5f);
         var dO = Random(bt * s.ModelDim, 3 * l + hd);
-        var got = RunBackward(s, qkv, dO);
         var want = AttentionReference.Backward(s, ToDouble(qkv), ToDouble(dO));
         // check each of dq, dk, dv on its own, so a small dk cannot hide behind a large dv
         int D = s.ModelDim;
+        foreach (bool fused in new[] { true, false })
+        {
+            var got = RunBackward(s, qkv, dO, fused);
+            CompareParts(got, want, bt, D, $"fused={fused}");
+        }
+    }
+
+
+    static void CompareParts(float[] got, double[] want, int bt, int D, string what)
+    {
         for (int part = 0; part < 3; part++)
         {
             double num = 0, den = 1e-30;
@@ -300,7 +312,7 @@ public class AttentionTests
                     num = Math.Max(num, Math.Abs(got[idx] - want[idx]));
                     den = Math.Max(den, Math.Abs(want[idx]));
                 }
-            Assert.True(num / den < 1e-4, $"part {part}: rel err {num / den}");
+            Assert.True(num / den < 1e-4, $"{what} part {part}: rel err {num / den}");
         }
     }
 

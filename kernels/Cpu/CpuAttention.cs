@@ -299,7 +299,9 @@ public static class CpuAttention
     // ------------------------------------------------------------------ backward
 
     /// <summary>Backward over views of the CPU backend. See <see cref="IBackend.AttentionBackward"/>.</summary>
-    public static void Backward(AttentionShape shape, FloatView qkv, FloatView output, FloatView lse, FloatView dOutput, FloatView dQkv)
+    /// <param name="fused">true: one pass per (batch, head); false: key-tile pass then query-tile pass;
+    /// null: fused when there are at least twice as many (batch, head) pairs as processors.</param>
+    public static void Backward(AttentionShape shape, FloatView qkv, FloatView output, FloatView lse, FloatView dOutput, FloatView dQkv, bool? fused = null)
     {
         shape.Validate();
         long bt = (long)shape.Batch * shape.SeqLen;
@@ -309,11 +311,11 @@ public static class CpuAttention
         RequireView(dOutput, bt * shape.ModelDim, nameof(dOutput));
         RequireView(dQkv, bt * shape.QkvRowStride, nameof(dQkv));
         Backward(shape, CpuBackend.Storage(qkv), qkv.Offset, CpuBackend.Storage(output), output.Offset, CpuBackend.Storage(lse), lse.Offset,
-            CpuBackend.Storage(dOutput), dOutput.Offset, CpuBackend.Storage(dQkv), dQkv.Offset);
+            CpuBackend.Storage(dOutput), dOutput.Offset, CpuBackend.Storage(dQkv), dQkv.Offset, fused);
     }
 
     static void Backward(AttentionShape s, float[] qkv, int qkvOff, float[] o, int oOff, float[] lse, int lseOff,
-        float[] dO, int dOOff, float[] dQkv, int dOff)
+        float[] dO, int dOOff, float[] dQkv, int dOff, bool? fused)
     {
         int B = s.Batch, T = s.SeqLen, H = s.Heads, hd = s.HeadDim, stride = s.QkvRowStride, D = s.ModelDim;
         float scale = 1f / MathF.Sqrt(hd);
@@ -330,85 +332,35 @@ public static class CpuAttention
             }
         }, 16);
 
-        // Pass 1, key-tile outer: dK and dV of each key tile, accumulated over every query that sees it (no races).
-        int nkt = (T + KeyTile - 1) / KeyTile;
+        int nkt = (T + KeyTile - 1) / KeyTile, nqt = (T + QueryTile - 1) / QueryTile;
+        if (fused ?? B * H >= 2 * Environment.ProcessorCount)
+        {
+            // Enough (batch, head) pairs to fill the machine: one task per pair does everything in one pass
+            // (P recomputed once; dQ accumulated in a per-task buffer).
+            Parallel.For(0, B * H, () => (new BackScratch(hd), new float[T * hd]), (bh, _, st) =>
+            {
+                var (sc, dQacc) = st;
+                int h = bh % H, b = bh / H;
+                Array.Clear(dQacc);
+                for (int kt = 0; kt < nkt; kt++)
+                    BackwardKeyTile(s, sc, b, h, kt, scale, delta, dQacc, qkv, qkvOff, lse, lseOff, dO, dOOff, dQkv, dOff);
+                int qBase = dOff + b * T * stride + h * hd;
+                for (int i = 0; i < T; i++)
+                    TensorPrimitives.Multiply(dQacc.AsSpan(i * hd, hd), scale, dQkv.AsSpan(qBase + i * stride, hd));
+                return st;
+            }, _ => { });
+            return;
+        }
+
+        // Otherwise two passes with finer tasks. Pass 1, key-tile outer: dK and dV (no races: a task owns its keys).
         Parallel.For(0, B * H * nkt, () => new BackScratch(hd), (task, _, sc) =>
         {
             int kt = task % nkt, bh = task / nkt, h = bh % H, b = bh / H;
-            int k0 = kt * KeyTile, k1 = Math.Min(T, k0 + KeyTile), nk = k1 - k0;
-            int qBase = qkvOff + b * T * stride + h * hd, kBase = qBase + D, vBase = qBase + 2 * D;
-            int dOBase = dOOff + b * T * D + h * hd, lBase = lseOff + (b * H + h) * T, deltaBase = (b * H + h) * T;
-            Gather(qkv, kBase, stride, k0, k1, hd, sc.K);
-            Gather(qkv, vBase, stride, k0, k1, hd, sc.V);
-            sc.DK.AsSpan(0, nk * hd).Clear();
-            sc.DV.AsSpan(0, nk * hd).Clear();
-            for (int q0 = 0; q0 < T; q0 += QueryTile)
-            {
-                int q1 = Math.Min(T, q0 + QueryTile);
-                var kind = Bd3Mask.ClassifyTile(s.Mask, T, s.BlockSize, q0, q1, k0, k1);
-                if (kind == TileKind.Empty) continue;
-                int nq = q1 - q0;
-                // P and dS of this query tile × key tile, stored key-major (Pt[j, r]) so that dV_j and dK_j
-                // accumulate in registers over the query rows; lo/hi bound the rows that touched key j.
-                for (int r = 0; r < nq; r++)
-                {
-                    TensorPrimitives.Multiply(qkv.AsSpan(qBase + (q0 + r) * stride, hd), scale, sc.Q.AsSpan(r * hd, hd));
-                    dO.AsSpan(dOBase + (q0 + r) * D, hd).CopyTo(sc.DOt.AsSpan(r * hd, hd));
-                }
-                if (kind == TileKind.Partial)
-                {
-                    sc.Pt.AsSpan(0, nk * QueryTile).Clear();
-                    sc.DSt.AsSpan(0, nk * QueryTile).Clear();
-                }
-                sc.Lo.AsSpan(0, nk).Fill(nq);
-                sc.Hi.AsSpan(0, nk).Clear();
-                for (int r = 0; r < nq; r++)
-                {
-                    int i = q0 + r;
-                    float li = lse[lBase + i];
-                    if (float.IsNegativeInfinity(li) || float.IsNaN(li))
-                    {
-                        // a row that saw no key has no gradient; a Full tile did not clear its stale entries
-                        for (int j = 0; j < nk; j++) sc.Pt[j * QueryTile + r] = sc.DSt[j * QueryTile + r] = 0;
-                        continue;
-                    }
-                    int a0 = 0, n1 = nk, b0 = 0, n2 = 0;
-                    if (kind == TileKind.Partial)
-                    {
-                        KeyRanges(s.Mask, T, s.BlockSize, i, out sc.R[0], out sc.R[1], out sc.R[2], out sc.R[3]);
-                        Local(sc.R, 0, k0, k1, out a0, out n1, out b0, out n2);
-                    }
-                    if (n1 + n2 == 0) continue;
-                    RowProbabilities(sc, ref sc.Q[r * hd], ref sc.DOt[r * hd], li, delta[deltaBase + i], hd, a0, n1, b0, n2);
-                    for (int t = 0; t < n1 + n2; t++)
-                    {
-                        int j = t < n1 ? a0 + t : b0 + t - n1;
-                        sc.Pt[j * QueryTile + r] = sc.S[t];
-                        sc.DSt[j * QueryTile + r] = sc.P[t];
-                        if (r < sc.Lo[j]) sc.Lo[j] = r;
-                        sc.Hi[j] = r + 1;
-                    }
-                }
-                // dV_j += Σ_r P[r, j]·dO_r;  dK_j += Σ_r dS[r, j]·(scale·q_r)  (rows in [lo, hi) not touching j hold 0)
-                for (int j = 0; j < nk; j++)
-                {
-                    int lo = sc.Lo[j], cnt = sc.Hi[j] - lo;
-                    if (cnt <= 0) continue;
-                    AccumulateRows(ref sc.DV[j * hd], ref sc.DOt[0], lo, cnt, hd, ref sc.Pt[j * QueryTile + lo]);
-                    AccumulateRows(ref sc.DK[j * hd], ref sc.Q[0], lo, cnt, hd, ref sc.DSt[j * QueryTile + lo]);
-                }
-            }
-            for (int j = 0; j < nk; j++)
-            {
-                int row = dOff + (b * T + k0 + j) * stride + h * hd;
-                Array.Copy(sc.DK, j * hd, dQkv, row + D, hd);
-                Array.Copy(sc.DV, j * hd, dQkv, row + 2 * D, hd);
-            }
+            BackwardKeyTile(s, sc, b, h, kt, scale, delta, null, qkv, qkvOff, lse, lseOff, dO, dOOff, dQkv, dOff);
             return sc;
         }, _ => { });
 
         // Pass 2, query-tile outer: dQ = scale · Σ_j dS_ij k_j.
-        int nqt = (T + QueryTile - 1) / QueryTile;
         Parallel.For(0, B * H * nqt, () => new BackScratch(hd), (task, _, sc) =>
         {
             int qt = task % nqt, bh = task / nqt, h = bh % H, b = bh / H;
@@ -448,6 +400,90 @@ public static class CpuAttention
                 TensorPrimitives.Multiply(sc.DQ.AsSpan(r * hd, hd), scale, dQkv.AsSpan(dOff + (b * T + q0 + r) * stride + h * hd, hd));
             return sc;
         }, _ => { });
+    }
+
+    /// <summary>
+    /// dK and dV of key tile kt of (b, h), accumulated over every query that sees it, written to dQkv. With dQacc
+    /// (T×hd of this (b, h)) also accumulates the unscaled dQ = Σ_j dS_ij k_j: the fused single-pass backward.
+    /// </summary>
+    static void BackwardKeyTile(AttentionShape s, BackScratch sc, int b, int h, int kt, float scale, float[] delta, float[]? dQacc,
+        float[] qkv, int qkvOff, float[] lse, int lseOff, float[] dO, int dOOff, float[] dQkv, int dOff)
+    {
+        int T = s.SeqLen, H = s.Heads, hd = s.HeadDim, stride = s.QkvRowStride, D = s.ModelDim;
+        int k0 = kt * KeyTile, k1 = Math.Min(T, k0 + KeyTile), nk = k1 - k0;
+        int qBase = qkvOff + b * T * stride + h * hd, kBase = qBase + D, vBase = qBase + 2 * D;
+        int dOBase = dOOff + b * T * D + h * hd, lBase = lseOff + (b * H + h) * T, deltaBase = (b * H + h) * T;
+        Gather(qkv, kBase, stride, k0, k1, hd, sc.K);
+        Gather(qkv, vBase, stride, k0, k1, hd, sc.V);
+        sc.DK.AsSpan(0, nk * hd).Clear();
+        sc.DV.AsSpan(0, nk * hd).Clear();
+        for (int q0 = 0; q0 < T; q0 += QueryTile)
+        {
+            int q1 = Math.Min(T, q0 + QueryTile);
+            var kind = Bd3Mask.ClassifyTile(s.Mask, T, s.BlockSize, q0, q1, k0, k1);
+            if (kind == TileKind.Empty) continue;
+            int nq = q1 - q0;
+            // P and dS of this query tile × key tile, stored key-major (Pt[j, r]) so that dV_j and dK_j
+            // accumulate in registers over the query rows; lo/hi bound the rows that touched key j.
+            for (int r = 0; r < nq; r++)
+            {
+                TensorPrimitives.Multiply(qkv.AsSpan(qBase + (q0 + r) * stride, hd), scale, sc.Q.AsSpan(r * hd, hd));
+                dO.AsSpan(dOBase + (q0 + r) * D, hd).CopyTo(sc.DOt.AsSpan(r * hd, hd));
+            }
+            if (kind == TileKind.Partial)
+            {
+                sc.Pt.AsSpan(0, nk * QueryTile).Clear();
+                sc.DSt.AsSpan(0, nk * QueryTile).Clear();
+            }
+            sc.Lo.AsSpan(0, nk).Fill(nq);
+            sc.Hi.AsSpan(0, nk).Clear();
+            for (int r = 0; r < nq; r++)
+            {
+                int i = q0 + r;
+                float li = lse[lBase + i];
+                if (float.IsNegativeInfinity(li) || float.IsNaN(li))
+                {
+                    // a row that saw no key has no gradient; a Full tile did not clear its stale entries
+                    for (int j = 0; j < nk; j++) sc.Pt[j * QueryTile + r] = sc.DSt[j * QueryTile + r] = 0;
+                    continue;
+                }
+                int a0 = 0, n1 = nk, b0 = 0, n2 = 0;
+                if (kind == TileKind.Partial)
+                {
+                    KeyRanges(s.Mask, T, s.BlockSize, i, out sc.R[0], out sc.R[1], out sc.R[2], out sc.R[3]);
+                    Local(sc.R, 0, k0, k1, out a0, out n1, out b0, out n2);
+                }
+                if (n1 + n2 == 0) continue;
+                RowProbabilities(sc, ref sc.Q[r * hd], ref sc.DOt[r * hd], li, delta[deltaBase + i], hd, a0, n1, b0, n2);
+                if (dQacc != null)
+                {
+                    AccumulateRows(ref dQacc[i * hd], ref sc.K[0], a0, n1, hd, ref sc.P[0]);
+                    AccumulateRows(ref dQacc[i * hd], ref sc.K[0], b0, n2, hd, ref sc.P[n1]);
+                }
+                for (int t = 0; t < n1 + n2; t++)
+                {
+                    int j = t < n1 ? a0 + t : b0 + t - n1;
+                    sc.Pt[j * QueryTile + r] = sc.S[t];
+                    sc.DSt[j * QueryTile + r] = sc.P[t];
+                    if (r < sc.Lo[j]) sc.Lo[j] = r;
+                    sc.Hi[j] = r + 1;
+                }
+            }
+            // dV_j += Σ_r P[r, j]·dO_r;  dK_j += Σ_r dS[r, j]·(scale·q_r)  (rows in [lo, hi) not touching j hold 0)
+            for (int j = 0; j < nk; j++)
+            {
+                int lo = sc.Lo[j], cnt = sc.Hi[j] - lo;
+                if (cnt <= 0) continue;
+                AccumulateRows(ref sc.DV[j * hd], ref sc.DOt[0], lo, cnt, hd, ref sc.Pt[j * QueryTile + lo]);
+                AccumulateRows(ref sc.DK[j * hd], ref sc.Q[0], lo, cnt, hd, ref sc.DSt[j * QueryTile + lo]);
+            }
+        }
+        for (int j = 0; j < nk; j++)
+        {
+            int row = dOff + (b * T + k0 + j) * stride + h * hd;
+            Array.Copy(sc.DK, j * hd, dQkv, row + D, hd);
+            Array.Copy(sc.DV, j * hd, dQkv, row + 2 * D, hd);
+        }
     }
 
     sealed class BackScratch
