@@ -51,12 +51,13 @@ public static class CpuAttention
 
     sealed class Scratch
     {
-        public readonly float[] Q, O, K, V, S, P, M, L, Row;
+        public readonly float[] Q, O, K, V, S, S2, P, M, L, Row;
         public readonly int[] R;
         public Scratch(int hd)
         {
             Q = new float[QueryTile * hd]; O = new float[QueryTile * hd];
             K = new float[KeyTile * hd]; V = new float[KeyTile * hd];
+            S2 = new float[KeyTile];
             S = new float[KeyTile + 1]; P = new float[KeyTile + 1]; // +1: a slice may start at n1 = KeyTile with n2 = 0
             M = new float[QueryTile]; L = new float[QueryTile];
             Row = new float[hd];
@@ -104,10 +105,10 @@ public static class CpuAttention
                 if (kind == TileKind.Partial && !KeySpan(sc.R, nq, k0, k1, out g0, out g1)) continue;
                 Gather(qkv, kBase, stride, g0, g1, hd, sc.K);
                 Gather(qkv, vBase, stride, g0, g1, hd, sc.V);
+                if (kind == TileKind.Full) { UpdateAllRows(sc, nq, hd, g1 - g0); continue; }
                 for (int r = 0; r < nq; r++)
                 {
-                    int a0 = 0, n1 = g1 - g0, b0 = 0, n2 = 0;
-                    if (kind == TileKind.Partial) Local(sc.R, r, g0, g1, out a0, out n1, out b0, out n2);
+                    Local(sc.R, r, g0, g1, out int a0, out int n1, out int b0, out int n2);
                     if (n1 + n2 > 0) OnlineUpdate(sc, r, hd, a0, n1, b0, n2);
                 }
             }
@@ -157,28 +158,52 @@ public static class CpuAttention
     /// <summary>Online-softmax step of query row r over gathered keys [a0, a0+n1) ∪ [b0, b0+n2).</summary>
     static void OnlineUpdate(Scratch sc, int r, int hd, int a0, int n1, int b0, int n2)
     {
-        int n = n1 + n2;
         ref float q = ref sc.Q[r * hd];
         ref float s0 = ref sc.S[0];
         Dots(ref q, ref sc.K[0], a0, n1, hd, ref s0);
         Dots(ref q, ref sc.K[0], b0, n2, hd, ref Unsafe.Add(ref s0, n1));
-        var s = sc.S.AsSpan(0, n);
+        SoftmaxStep(sc, r, hd, sc.S.AsSpan(0, n1 + n2));
+        ref float or = ref sc.O[r * hd];
+        AccumulateRows(ref or, ref sc.V[0], a0, n1, hd, ref s0);
+        AccumulateRows(ref or, ref sc.V[0], b0, n2, hd, ref Unsafe.Add(ref s0, n1));
+    }
+
+    /// <summary>
+    /// Every row of the query tile against all n gathered keys (a Full tile): rows go in pairs through
+    /// two-row micro-kernels that share each key load.
+    /// </summary>
+    static void UpdateAllRows(Scratch sc, int nq, int hd, int n)
+    {
+        int r = 0;
+        if (Vector256.IsHardwareAccelerated && hd % 8 == 0)
+        {
+            for (; r + 1 < nq; r += 2)
+            {
+                Dots2(ref sc.Q[r * hd], ref sc.Q[(r + 1) * hd], ref sc.K[0], n, hd, ref sc.S[0], ref sc.S2[0]);
+                SoftmaxStep(sc, r, hd, sc.S.AsSpan(0, n));
+                SoftmaxStep(sc, r + 1, hd, sc.S2.AsSpan(0, n));
+                AccumulateRows2(ref sc.O[r * hd], ref sc.O[(r + 1) * hd], ref sc.V[0], n, hd, ref sc.S[0], ref sc.S2[0]);
+            }
+        }
+        for (; r < nq; r++) OnlineUpdate(sc, r, hd, 0, n, 0, 0);
+    }
+
+    /// <summary>Turns row r's new scores s into exp(s - m_new) in place and rescales its running O and l.</summary>
+    static void SoftmaxStep(Scratch sc, int r, int hd, Span<float> s)
+    {
         float mOld = sc.M[r], mNew = Math.Max(mOld, TensorPrimitives.Max(s));
         TensorPrimitives.Subtract(s, mNew, s);
         TensorPrimitives.Exp(s, s);
         float sum = TensorPrimitives.Sum(s);
-        var o = sc.O.AsSpan(r * hd, hd);
         if (mNew > mOld)
         {
             float corr = MathF.Exp(mOld - mNew); // 0 for the first keys of a row (mOld = -inf)
             sc.L[r] *= corr;
+            var o = sc.O.AsSpan(r * hd, hd);
             TensorPrimitives.Multiply(o, corr, o);
         }
         sc.L[r] += sum;
         sc.M[r] = mNew;
-        ref float or = ref sc.O[r * hd];
-        AccumulateRows(ref or, ref sc.V[0], a0, n1, hd, ref s0);
-        AccumulateRows(ref or, ref sc.V[0], b0, n2, hd, ref Unsafe.Add(ref s0, n1));
     }
 
     /// <summary>Writes O/l and lse = m + log l; rows that saw no key get 0 and -inf.</summary>
@@ -300,6 +325,88 @@ public static class CpuAttention
         var a = MemoryMarshal.CreateSpan(ref acc, hd);
         for (int t = 0; t < count; t++)
             TensorPrimitives.MultiplyAdd(MemoryMarshal.CreateReadOnlySpan(ref Unsafe.Add(ref r0, t * hd), hd), Unsafe.Add(ref w, t), a, a);
+    }
+
+    /// <summary>d0[t] = x0 · rows[t], d1[t] = x1 · rows[t] for t &lt; count (two query rows share each key load). hd % 8 == 0.</summary>
+    static void Dots2(ref float x0, ref float x1, ref float rows, int count, int hd, ref float d0, ref float d1)
+    {
+        int t = 0;
+        for (; t + 4 <= count; t += 4)
+        {
+            ref float r0 = ref Unsafe.Add(ref rows, t * hd);
+            ref float r1 = ref Unsafe.Add(ref r0, hd);
+            ref float r2 = ref Unsafe.Add(ref r1, hd);
+            ref float r3 = ref Unsafe.Add(ref r2, hd);
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
+            for (int c = 0; c < hd; c += 8)
+            {
+                var u = Vector256.LoadUnsafe(ref x0, (nuint)c);
+                var v = Vector256.LoadUnsafe(ref x1, (nuint)c);
+                var k = Vector256.LoadUnsafe(ref r0, (nuint)c);
+                a0 = Vector256.MultiplyAddEstimate(u, k, a0); b0 = Vector256.MultiplyAddEstimate(v, k, b0);
+                k = Vector256.LoadUnsafe(ref r1, (nuint)c);
+                a1 = Vector256.MultiplyAddEstimate(u, k, a1); b1 = Vector256.MultiplyAddEstimate(v, k, b1);
+                k = Vector256.LoadUnsafe(ref r2, (nuint)c);
+                a2 = Vector256.MultiplyAddEstimate(u, k, a2); b2 = Vector256.MultiplyAddEstimate(v, k, b2);
+                k = Vector256.LoadUnsafe(ref r3, (nuint)c);
+                a3 = Vector256.MultiplyAddEstimate(u, k, a3); b3 = Vector256.MultiplyAddEstimate(v, k, b3);
+            }
+            Unsafe.Add(ref d0, t) = Vector256.Sum(a0); Unsafe.Add(ref d1, t) = Vector256.Sum(b0);
+            Unsafe.Add(ref d0, t + 1) = Vector256.Sum(a1); Unsafe.Add(ref d1, t + 1) = Vector256.Sum(b1);
+            Unsafe.Add(ref d0, t + 2) = Vector256.Sum(a2); Unsafe.Add(ref d1, t + 2) = Vector256.Sum(b2);
+            Unsafe.Add(ref d0, t + 3) = Vector256.Sum(a3); Unsafe.Add(ref d1, t + 3) = Vector256.Sum(b3);
+        }
+        for (; t < count; t++)
+        {
+            ref float r0 = ref Unsafe.Add(ref rows, t * hd);
+            Vector256<float> a0 = default, b0 = default;
+            for (int c = 0; c < hd; c += 8)
+            {
+                var k = Vector256.LoadUnsafe(ref r0, (nuint)c);
+                a0 = Vector256.MultiplyAddEstimate(Vector256.LoadUnsafe(ref x0, (nuint)c), k, a0);
+                b0 = Vector256.MultiplyAddEstimate(Vector256.LoadUnsafe(ref x1, (nuint)c), k, b0);
+            }
+            Unsafe.Add(ref d0, t) = Vector256.Sum(a0);
+            Unsafe.Add(ref d1, t) = Vector256.Sum(b0);
+        }
+    }
+
+    /// <summary>acc0 += Σ_t w0[t]·rows[t], acc1 += Σ_t w1[t]·rows[t] (two rows share each key load). hd % 8 == 0.</summary>
+    static void AccumulateRows2(ref float acc0, ref float acc1, ref float rows, int count, int hd, ref float w0, ref float w1)
+    {
+        int c = 0;
+        for (; c + 16 <= hd; c += 16)
+        {
+            var a0 = Vector256.LoadUnsafe(ref acc0, (nuint)c);
+            var a1 = Vector256.LoadUnsafe(ref acc0, (nuint)(c + 8));
+            var b0 = Vector256.LoadUnsafe(ref acc1, (nuint)c);
+            var b1 = Vector256.LoadUnsafe(ref acc1, (nuint)(c + 8));
+            for (int t = 0; t < count; t++)
+            {
+                var u = Vector256.Create(Unsafe.Add(ref w0, t));
+                var v = Vector256.Create(Unsafe.Add(ref w1, t));
+                ref float rt = ref Unsafe.Add(ref rows, t * hd + c);
+                var k0 = Vector256.LoadUnsafe(ref rt);
+                var k1 = Vector256.LoadUnsafe(ref rt, 8);
+                a0 = Vector256.MultiplyAddEstimate(u, k0, a0); b0 = Vector256.MultiplyAddEstimate(v, k0, b0);
+                a1 = Vector256.MultiplyAddEstimate(u, k1, a1); b1 = Vector256.MultiplyAddEstimate(v, k1, b1);
+            }
+            a0.StoreUnsafe(ref acc0, (nuint)c); a1.StoreUnsafe(ref acc0, (nuint)(c + 8));
+            b0.StoreUnsafe(ref acc1, (nuint)c); b1.StoreUnsafe(ref acc1, (nuint)(c + 8));
+        }
+        if (c < hd)
+        {
+            var a0 = Vector256.LoadUnsafe(ref acc0, (nuint)c);
+            var b0 = Vector256.LoadUnsafe(ref acc1, (nuint)c);
+            for (int t = 0; t < count; t++)
+            {
+                var k0 = Vector256.LoadUnsafe(ref Unsafe.Add(ref rows, t * hd + c));
+                a0 = Vector256.MultiplyAddEstimate(Vector256.Create(Unsafe.Add(ref w0, t)), k0, a0);
+                b0 = Vector256.MultiplyAddEstimate(Vector256.Create(Unsafe.Add(ref w1, t)), k0, b0);
+            }
+            a0.StoreUnsafe(ref acc0, (nuint)c); b0.StoreUnsafe(ref acc1, (nuint)c);
+        }
     }
 
     /// <summary>y[c] += alpha·x[c] for c &lt; hd.</summary>
@@ -580,7 +687,7 @@ public static class CpuAttention
             int k1 = Math.Min(count, k0 + KeyTile);
             Gather(k, kBase, stride, k0, k1, hd, sc.K);
             Gather(v, vBase, stride, k0, k1, hd, sc.V);
-            for (int r = 0; r < nq; r++) OnlineUpdate(sc, r, hd, 0, k1 - k0, 0, 0);
+            UpdateAllRows(sc, nq, hd, k1 - k0);
         }
     }
 }
