@@ -316,6 +316,31 @@ public class AttentionTests
         }
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void BackwardRespectsViewOffsets(bool fused)
+    {
+        var s = Shape(MaskKind.Bd3, 20, 2, 16);
+        int bt = s.Batch * s.SeqLen, n = bt * s.QkvRowStride, m = bt * s.ModelDim, h = bt * s.Heads;
+        var host = Random(n, 41);
+        var dOHost = Random(m, 42);
+        var qkvAll = be.AllocFloat(n + 5); var oAll = be.AllocFloat(m + 6); var lseAll = be.AllocFloat(h + 7);
+        var dOAll = be.AllocFloat(m + 8); var dAll = be.AllocFloat(n + 9 + 4);
+        be.Fill(dAll, 123f);
+        var qkv = qkvAll.Slice(5, n); var o = oAll.Slice(6, m); var lse = lseAll.Slice(7, h);
+        var dO = dOAll.Slice(8, m); var d = dAll.Slice(9, n);
+        be.Upload(qkv, host); be.Upload(dO, dOHost);
+        be.AttentionForward(s, qkv, o, lse);
+        CpuAttention.Backward(s, qkv, o, lse, dO, d, fused);
+        var want = AttentionReference.Backward(s, ToDouble(host), ToDouble(dOHost));
+        CompareParts(CpuBackend.Span(d).ToArray(), want, bt, s.ModelDim, $"fused={fused}");
+        // nothing outside the view is touched
+        var all = CpuBackend.Span(dAll);
+        for (int i = 0; i < 9; i++) Assert.Equal(123f, all[i]);
+        for (int i = 9 + n; i < all.Length; i++) Assert.Equal(123f, all[i]);
+    }
+
     [Fact]
     public void ReferenceBackwardMatchesFiniteDifferences()
     {

@@ -51,16 +51,15 @@ public static class CpuAttention
 
     sealed class Scratch
     {
-        public readonly float[] Q, O, K, V, S, S2, P, M, L, Row;
+        public readonly float[] Q, O, K, V, S, S2, M, L;
         public readonly int[] R;
         public Scratch(int hd)
         {
             Q = new float[QueryTile * hd]; O = new float[QueryTile * hd];
             K = new float[KeyTile * hd]; V = new float[KeyTile * hd];
             S2 = new float[KeyTile];
-            S = new float[KeyTile + 1]; P = new float[KeyTile + 1]; // +1: a slice may start at n1 = KeyTile with n2 = 0
+            S = new float[KeyTile + 1]; // +1: a slice may start at n1 = KeyTile with n2 = 0
             M = new float[QueryTile]; L = new float[QueryTile];
-            Row = new float[hd];
             R = new int[QueryTile * 4];
         }
     }
@@ -616,7 +615,7 @@ public static class CpuAttention
 
     sealed class BackScratch
     {
-        public readonly float[] Q, DQ, K, V, DK, DV, S, P, Row, DOt, Pt, DSt;
+        public readonly float[] Q, DQ, K, V, DK, DV, S, P, DOt, Pt, DSt;
         public readonly int[] R, Lo, Hi;
         public BackScratch(int hd)
         {
@@ -625,7 +624,7 @@ public static class CpuAttention
             Q = new float[QueryTile * hd]; DQ = new float[QueryTile * hd];
             K = new float[KeyTile * hd]; V = new float[KeyTile * hd];
             DK = new float[KeyTile * hd]; DV = new float[KeyTile * hd];
-            S = new float[KeyTile + 1]; P = new float[KeyTile + 1]; Row = new float[hd]; // S, P +1: a slice may start at n1 = KeyTile with n2 = 0
+            S = new float[KeyTile + 1]; P = new float[KeyTile + 1]; // S, P +1: a slice may start at n1 = KeyTile with n2 = 0
             R = new int[QueryTile * 4];
         }
     }
