@@ -405,6 +405,54 @@ public class AttentionTests
         Assert.True(RelErr(got, want) < 1e-5, $"decode vs forward rel err {RelErr(got, want)}");
     }
 
+    [Theory]
+    [InlineData(12, 1, 16)]
+    [InlineData(12, 4, 8)]
+    [InlineData(40, 8, 24)]
+    [InlineData(36, 36, 16)]
+    public void Bd3EqualsPerBlockLoopOverCleanPrefix(int l, int bs, int hd)
+    {
+        // DESIGN 1.1 at the attention level: noisy block b of the 2L pass = decoding that block against the clean
+        // K/V of blocks < b; the clean half = BlockCausal attention over x_clean alone.
+        const int batch = 2, heads = 3;
+        var s = Shape(MaskKind.Bd3, l, bs, hd, batch, heads);
+        var (qkv, o, _) = RunForward(s, seed: l + bs);
+        int T = 2 * l, D = s.ModelDim, stride = 3 * D;
+        for (int blk = 0; blk < l / bs; blk++)
+        {
+            int cacheLen = blk * bs;
+            var kc = new float[batch * l * D]; var vc = new float[batch * l * D];
+            var bq = new float[batch * bs * stride];
+            for (int b = 0; b < batch; b++)
+            {
+                for (int t = 0; t < cacheLen; t++)
+                {
+                    Array.Copy(qkv, (b * T + l + t) * stride + D, kc, (b * l + t) * D, D);
+                    Array.Copy(qkv, (b * T + l + t) * stride + 2 * D, vc, (b * l + t) * D, D);
+                }
+                Array.Copy(qkv, (b * T + blk * bs) * stride, bq, b * bs * stride, bs * stride);
+            }
+            var bqv = be.AllocFloat(bq.Length); be.Upload(bqv, bq);
+            var kcv = be.AllocFloat(kc.Length); be.Upload(kcv, kc);
+            var vcv = be.AllocFloat(vc.Length); be.Upload(vcv, vc);
+            var outv = be.AllocFloat(batch * bs * D);
+            be.DecodeAttention(new DecodeShape(batch, heads, hd, bs, cacheLen, l), bqv, kcv, vcv, outv);
+            var want = new float[batch * bs * D];
+            for (int b = 0; b < batch; b++) Array.Copy(o, (b * T + blk * bs) * D, want, b * bs * D, bs * D);
+            Assert.True(RelErr(CpuBackend.Span(outv), want) < 1e-5, $"noisy block {blk}");
+        }
+        // clean half
+        var clean = new float[batch * l * stride];
+        for (int b = 0; b < batch; b++) Array.Copy(qkv, (b * T + l) * stride, clean, b * l * stride, l * stride);
+        var cs = new AttentionShape(batch, heads, hd, l, MaskKind.BlockCausal, bs);
+        var cv = be.AllocFloat(clean.Length); be.Upload(cv, clean);
+        var co = be.AllocFloat(batch * l * D); var cl = be.AllocFloat(batch * l * heads);
+        be.AttentionForward(cs, cv, co, cl);
+        var wantClean = new float[batch * l * D];
+        for (int b = 0; b < batch; b++) Array.Copy(o, (b * T + l) * D, wantClean, b * l * D, l * D);
+        Assert.True(RelErr(CpuBackend.Span(co), wantClean) < 1e-5, "clean half");
+    }
+
     // ------------------------------------------------------------------ timing (run explicitly)
 
     [Fact(Explicit = true)]
