@@ -458,9 +458,10 @@ public class AttentionTests
     [Fact(Explicit = true)]
     public void TimeBd3VersusFull()
     {
-        foreach (var (kind, seq) in new[] { (MaskKind.Bd3, 512), (MaskKind.Full, 512), (MaskKind.Bd3, 2048), (MaskKind.Full, 2048) })
+        foreach (var (kind, seq, bs) in new[] { (MaskKind.Bd3, 512, 4), (MaskKind.Bd3, 512, 1), (MaskKind.Bd3, 512, 16), (MaskKind.Full, 512, 1),
+            (MaskKind.Causal, 512, 1), (MaskKind.Bd3, 2048, 4), (MaskKind.Full, 2048, 1) })
         {
-            var s = new AttentionShape(1, 4, 64, seq, kind, 4);
+            var s = new AttentionShape(1, 4, 64, seq, kind, bs);
             int bt = s.SeqLen;
             var qkv = be.AllocFloat(bt * s.QkvRowStride); be.Upload(qkv, Random(bt * s.QkvRowStride, 1));
             var o = be.AllocFloat(bt * s.ModelDim); var lse = be.AllocFloat(bt * s.Heads);
@@ -485,12 +486,12 @@ public class AttentionTests
             long pairs = 0;
             for (int i = 0; i < seq; i++)
             {
-                CpuAttention.KeyRanges(kind, seq, 4, i, out int a0, out int a1, out int b0, out int b1);
+                CpuAttention.KeyRanges(kind, seq, bs, i, out int a0, out int a1, out int b0, out int b1);
                 pairs += Math.Max(0, a1 - a0) + Math.Max(0, b1 - b0);
             }
             double gflop = 4.0 * pairs * 64 * 4 / 1e9; // 2 matmuls × 2 flops, 4 heads
             TestContext.Current.TestOutputHelper?.WriteLine(
-                $"{kind} T={seq} L'=4 H=4 d=64: fwd {fwd:F2} ms wall, {fwdCpu:F2} ms cpu ({gflop / fwdCpu * 1e3:F1} useful GFLOP/s per cpu-s); " +
+                $"{kind} T={seq} L'={bs} H=4 d=64: fwd {fwd:F2} ms wall, {fwdCpu:F2} ms cpu ({gflop / fwdCpu * 1e3:F1} useful GFLOP/s per cpu-s); " +
                 $"bwd {bwd:F2} ms wall, {bwdCpu:F2} ms cpu");
         }
     }
