@@ -51,15 +51,15 @@ public static class CpuAttention
 
     sealed class Scratch
     {
-        public readonly float[] Q, O, K, V, S, P, M, L, Row;
+        public readonly float[] Q, O, K, V, S, S2, M, L;
         public readonly int[] R;
         public Scratch(int hd)
         {
             Q = new float[QueryTile * hd]; O = new float[QueryTile * hd];
             K = new float[KeyTile * hd]; V = new float[KeyTile * hd];
-            S = new float[KeyTile + 1]; P = new float[KeyTile + 1]; // +1: a slice may start at n1 = KeyTile with n2 = 0
+            S2 = new float[KeyTile];
+            S = new float[KeyTile + 1]; // +1: a slice may start at n1 = KeyTile with n2 = 0
             M = new float[QueryTile]; L = new float[QueryTile];
-            Row = new float[hd];
             R = new int[QueryTile * 4];
         }
     }
@@ -104,10 +104,10 @@ public static class CpuAttention
                 if (kind == TileKind.Partial && !KeySpan(sc.R, nq, k0, k1, out g0, out g1)) continue;
                 Gather(qkv, kBase, stride, g0, g1, hd, sc.K);
                 Gather(qkv, vBase, stride, g0, g1, hd, sc.V);
+                if (kind == TileKind.Full) { UpdateAllRows(sc, nq, hd, g1 - g0); continue; }
                 for (int r = 0; r < nq; r++)
                 {
-                    int a0 = 0, n1 = g1 - g0, b0 = 0, n2 = 0;
-                    if (kind == TileKind.Partial) Local(sc.R, r, g0, g1, out a0, out n1, out b0, out n2);
+                    Local(sc.R, r, g0, g1, out int a0, out int n1, out int b0, out int n2);
                     if (n1 + n2 > 0) OnlineUpdate(sc, r, hd, a0, n1, b0, n2);
                 }
             }
@@ -157,28 +157,52 @@ public static class CpuAttention
     /// <summary>Online-softmax step of query row r over gathered keys [a0, a0+n1) ∪ [b0, b0+n2).</summary>
     static void OnlineUpdate(Scratch sc, int r, int hd, int a0, int n1, int b0, int n2)
     {
-        int n = n1 + n2;
         ref float q = ref sc.Q[r * hd];
         ref float s0 = ref sc.S[0];
         Dots(ref q, ref sc.K[0], a0, n1, hd, ref s0);
         Dots(ref q, ref sc.K[0], b0, n2, hd, ref Unsafe.Add(ref s0, n1));
-        var s = sc.S.AsSpan(0, n);
+        SoftmaxStep(sc, r, hd, sc.S.AsSpan(0, n1 + n2));
+        ref float or = ref sc.O[r * hd];
+        AccumulateRows(ref or, ref sc.V[0], a0, n1, hd, ref s0);
+        AccumulateRows(ref or, ref sc.V[0], b0, n2, hd, ref Unsafe.Add(ref s0, n1));
+    }
+
+    /// <summary>
+    /// Every row of the query tile against all n gathered keys (a Full tile): rows go in pairs through
+    /// two-row micro-kernels that share each key load.
+    /// </summary>
+    static void UpdateAllRows(Scratch sc, int nq, int hd, int n)
+    {
+        int r = 0;
+        if (Vector256.IsHardwareAccelerated && hd % 8 == 0)
+        {
+            for (; r + 1 < nq; r += 2)
+            {
+                Dots2(ref sc.Q[r * hd], ref sc.Q[(r + 1) * hd], ref sc.K[0], n, hd, ref sc.S[0], ref sc.S2[0]);
+                SoftmaxStep(sc, r, hd, sc.S.AsSpan(0, n));
+                SoftmaxStep(sc, r + 1, hd, sc.S2.AsSpan(0, n));
+                AccumulateRows2(ref sc.O[r * hd], ref sc.O[(r + 1) * hd], ref sc.V[0], n, hd, ref sc.S[0], ref sc.S2[0]);
+            }
+        }
+        for (; r < nq; r++) OnlineUpdate(sc, r, hd, 0, n, 0, 0);
+    }
+
+    /// <summary>Turns row r's new scores s into exp(s - m_new) in place and rescales its running O and l.</summary>
+    static void SoftmaxStep(Scratch sc, int r, int hd, Span<float> s)
+    {
         float mOld = sc.M[r], mNew = Math.Max(mOld, TensorPrimitives.Max(s));
         TensorPrimitives.Subtract(s, mNew, s);
         TensorPrimitives.Exp(s, s);
         float sum = TensorPrimitives.Sum(s);
-        var o = sc.O.AsSpan(r * hd, hd);
         if (mNew > mOld)
         {
             float corr = MathF.Exp(mOld - mNew); // 0 for the first keys of a row (mOld = -inf)
             sc.L[r] *= corr;
+            var o = sc.O.AsSpan(r * hd, hd);
             TensorPrimitives.Multiply(o, corr, o);
         }
         sc.L[r] += sum;
         sc.M[r] = mNew;
-        ref float or = ref sc.O[r * hd];
-        AccumulateRows(ref or, ref sc.V[0], a0, n1, hd, ref s0);
-        AccumulateRows(ref or, ref sc.V[0], b0, n2, hd, ref Unsafe.Add(ref s0, n1));
     }
 
     /// <summary>Writes O/l and lse = m + log l; rows that saw no key get 0 and -inf.</summary>
@@ -253,6 +277,27 @@ public static class CpuAttention
         if (Vector256.IsHardwareAccelerated && hd % 8 == 0)
         {
             int c = 0;
+            for (; c + 32 <= hd; c += 32)
+            {
+                // four accumulators share each broadcast weight: 5 loads per 4 FMAs
+                var a0 = Vector256.LoadUnsafe(ref acc, (nuint)c);
+                var a1 = Vector256.LoadUnsafe(ref acc, (nuint)(c + 8));
+                var a2 = Vector256.LoadUnsafe(ref acc, (nuint)(c + 16));
+                var a3 = Vector256.LoadUnsafe(ref acc, (nuint)(c + 24));
+                for (int t = 0; t < count; t++)
+                {
+                    var wv = Vector256.Create(Unsafe.Add(ref w, t));
+                    ref float rt = ref Unsafe.Add(ref r0, t * hd + c);
+                    a0 = Vector256.MultiplyAddEstimate(wv, Vector256.LoadUnsafe(ref rt), a0);
+                    a1 = Vector256.MultiplyAddEstimate(wv, Vector256.LoadUnsafe(ref rt, 8), a1);
+                    a2 = Vector256.MultiplyAddEstimate(wv, Vector256.LoadUnsafe(ref rt, 16), a2);
+                    a3 = Vector256.MultiplyAddEstimate(wv, Vector256.LoadUnsafe(ref rt, 24), a3);
+                }
+                a0.StoreUnsafe(ref acc, (nuint)c);
+                a1.StoreUnsafe(ref acc, (nuint)(c + 8));
+                a2.StoreUnsafe(ref acc, (nuint)(c + 16));
+                a3.StoreUnsafe(ref acc, (nuint)(c + 24));
+            }
             for (; c + 16 <= hd; c += 16)
             {
                 var a0 = Vector256.LoadUnsafe(ref acc, (nuint)c);
@@ -281,6 +326,88 @@ public static class CpuAttention
             TensorPrimitives.MultiplyAdd(MemoryMarshal.CreateReadOnlySpan(ref Unsafe.Add(ref r0, t * hd), hd), Unsafe.Add(ref w, t), a, a);
     }
 
+    /// <summary>d0[t] = x0 · rows[t], d1[t] = x1 · rows[t] for t &lt; count (two query rows share each key load). hd % 8 == 0.</summary>
+    static void Dots2(ref float x0, ref float x1, ref float rows, int count, int hd, ref float d0, ref float d1)
+    {
+        int t = 0;
+        for (; t + 4 <= count; t += 4)
+        {
+            ref float r0 = ref Unsafe.Add(ref rows, t * hd);
+            ref float r1 = ref Unsafe.Add(ref r0, hd);
+            ref float r2 = ref Unsafe.Add(ref r1, hd);
+            ref float r3 = ref Unsafe.Add(ref r2, hd);
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
+            for (int c = 0; c < hd; c += 8)
+            {
+                var u = Vector256.LoadUnsafe(ref x0, (nuint)c);
+                var v = Vector256.LoadUnsafe(ref x1, (nuint)c);
+                var k = Vector256.LoadUnsafe(ref r0, (nuint)c);
+                a0 = Vector256.MultiplyAddEstimate(u, k, a0); b0 = Vector256.MultiplyAddEstimate(v, k, b0);
+                k = Vector256.LoadUnsafe(ref r1, (nuint)c);
+                a1 = Vector256.MultiplyAddEstimate(u, k, a1); b1 = Vector256.MultiplyAddEstimate(v, k, b1);
+                k = Vector256.LoadUnsafe(ref r2, (nuint)c);
+                a2 = Vector256.MultiplyAddEstimate(u, k, a2); b2 = Vector256.MultiplyAddEstimate(v, k, b2);
+                k = Vector256.LoadUnsafe(ref r3, (nuint)c);
+                a3 = Vector256.MultiplyAddEstimate(u, k, a3); b3 = Vector256.MultiplyAddEstimate(v, k, b3);
+            }
+            Unsafe.Add(ref d0, t) = Vector256.Sum(a0); Unsafe.Add(ref d1, t) = Vector256.Sum(b0);
+            Unsafe.Add(ref d0, t + 1) = Vector256.Sum(a1); Unsafe.Add(ref d1, t + 1) = Vector256.Sum(b1);
+            Unsafe.Add(ref d0, t + 2) = Vector256.Sum(a2); Unsafe.Add(ref d1, t + 2) = Vector256.Sum(b2);
+            Unsafe.Add(ref d0, t + 3) = Vector256.Sum(a3); Unsafe.Add(ref d1, t + 3) = Vector256.Sum(b3);
+        }
+        for (; t < count; t++)
+        {
+            ref float r0 = ref Unsafe.Add(ref rows, t * hd);
+            Vector256<float> a0 = default, b0 = default;
+            for (int c = 0; c < hd; c += 8)
+            {
+                var k = Vector256.LoadUnsafe(ref r0, (nuint)c);
+                a0 = Vector256.MultiplyAddEstimate(Vector256.LoadUnsafe(ref x0, (nuint)c), k, a0);
+                b0 = Vector256.MultiplyAddEstimate(Vector256.LoadUnsafe(ref x1, (nuint)c), k, b0);
+            }
+            Unsafe.Add(ref d0, t) = Vector256.Sum(a0);
+            Unsafe.Add(ref d1, t) = Vector256.Sum(b0);
+        }
+    }
+
+    /// <summary>acc0 += Σ_t w0[t]·rows[t], acc1 += Σ_t w1[t]·rows[t] (two rows share each key load). hd % 8 == 0.</summary>
+    static void AccumulateRows2(ref float acc0, ref float acc1, ref float rows, int count, int hd, ref float w0, ref float w1)
+    {
+        int c = 0;
+        for (; c + 16 <= hd; c += 16)
+        {
+            var a0 = Vector256.LoadUnsafe(ref acc0, (nuint)c);
+            var a1 = Vector256.LoadUnsafe(ref acc0, (nuint)(c + 8));
+            var b0 = Vector256.LoadUnsafe(ref acc1, (nuint)c);
+            var b1 = Vector256.LoadUnsafe(ref acc1, (nuint)(c + 8));
+            for (int t = 0; t < count; t++)
+            {
+                var u = Vector256.Create(Unsafe.Add(ref w0, t));
+                var v = Vector256.Create(Unsafe.Add(ref w1, t));
+                ref float rt = ref Unsafe.Add(ref rows, t * hd + c);
+                var k0 = Vector256.LoadUnsafe(ref rt);
+                var k1 = Vector256.LoadUnsafe(ref rt, 8);
+                a0 = Vector256.MultiplyAddEstimate(u, k0, a0); b0 = Vector256.MultiplyAddEstimate(v, k0, b0);
+                a1 = Vector256.MultiplyAddEstimate(u, k1, a1); b1 = Vector256.MultiplyAddEstimate(v, k1, b1);
+            }
+            a0.StoreUnsafe(ref acc0, (nuint)c); a1.StoreUnsafe(ref acc0, (nuint)(c + 8));
+            b0.StoreUnsafe(ref acc1, (nuint)c); b1.StoreUnsafe(ref acc1, (nuint)(c + 8));
+        }
+        if (c < hd)
+        {
+            var a0 = Vector256.LoadUnsafe(ref acc0, (nuint)c);
+            var b0 = Vector256.LoadUnsafe(ref acc1, (nuint)c);
+            for (int t = 0; t < count; t++)
+            {
+                var k0 = Vector256.LoadUnsafe(ref Unsafe.Add(ref rows, t * hd + c));
+                a0 = Vector256.MultiplyAddEstimate(Vector256.Create(Unsafe.Add(ref w0, t)), k0, a0);
+                b0 = Vector256.MultiplyAddEstimate(Vector256.Create(Unsafe.Add(ref w1, t)), k0, b0);
+            }
+            a0.StoreUnsafe(ref acc0, (nuint)c); b0.StoreUnsafe(ref acc1, (nuint)c);
+        }
+    }
+
     /// <summary>y[c] += alpha·x[c] for c &lt; hd.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void Axpy(ref float y, float alpha, ref float x, int hd)
@@ -299,7 +426,9 @@ public static class CpuAttention
     // ------------------------------------------------------------------ backward
 
     /// <summary>Backward over views of the CPU backend. See <see cref="IBackend.AttentionBackward"/>.</summary>
-    public static void Backward(AttentionShape shape, FloatView qkv, FloatView output, FloatView lse, FloatView dOutput, FloatView dQkv)
+    /// <param name="fused">true: one pass per (batch, head); false: key-tile pass then query-tile pass;
+    /// null: fused when there are at least twice as many (batch, head) pairs as processors.</param>
+    public static void Backward(AttentionShape shape, FloatView qkv, FloatView output, FloatView lse, FloatView dOutput, FloatView dQkv, bool? fused = null)
     {
         shape.Validate();
         long bt = (long)shape.Batch * shape.SeqLen;
@@ -309,11 +438,11 @@ public static class CpuAttention
         RequireView(dOutput, bt * shape.ModelDim, nameof(dOutput));
         RequireView(dQkv, bt * shape.QkvRowStride, nameof(dQkv));
         Backward(shape, CpuBackend.Storage(qkv), qkv.Offset, CpuBackend.Storage(output), output.Offset, CpuBackend.Storage(lse), lse.Offset,
-            CpuBackend.Storage(dOutput), dOutput.Offset, CpuBackend.Storage(dQkv), dQkv.Offset);
+            CpuBackend.Storage(dOutput), dOutput.Offset, CpuBackend.Storage(dQkv), dQkv.Offset, fused);
     }
 
     static void Backward(AttentionShape s, float[] qkv, int qkvOff, float[] o, int oOff, float[] lse, int lseOff,
-        float[] dO, int dOOff, float[] dQkv, int dOff)
+        float[] dO, int dOOff, float[] dQkv, int dOff, bool? fused)
     {
         int B = s.Batch, T = s.SeqLen, H = s.Heads, hd = s.HeadDim, stride = s.QkvRowStride, D = s.ModelDim;
         float scale = 1f / MathF.Sqrt(hd);
@@ -330,59 +459,35 @@ public static class CpuAttention
             }
         }, 16);
 
-        // Pass 1, key-tile outer: dK and dV of each key tile, accumulated over every query that sees it (no races).
-        int nkt = (T + KeyTile - 1) / KeyTile;
+        int nkt = (T + KeyTile - 1) / KeyTile, nqt = (T + QueryTile - 1) / QueryTile;
+        if (fused ?? B * H >= 2 * Environment.ProcessorCount)
+        {
+            // Enough (batch, head) pairs to fill the machine: one task per pair does everything in one pass
+            // (P recomputed once; dQ accumulated in a per-task buffer).
+            Parallel.For(0, B * H, () => (new BackScratch(hd), new float[T * hd]), (bh, _, st) =>
+            {
+                var (sc, dQacc) = st;
+                int h = bh % H, b = bh / H;
+                Array.Clear(dQacc);
+                for (int kt = 0; kt < nkt; kt++)
+                    BackwardKeyTile(s, sc, b, h, kt, scale, delta, dQacc, qkv, qkvOff, lse, lseOff, dO, dOOff, dQkv, dOff);
+                int qBase = dOff + b * T * stride + h * hd;
+                for (int i = 0; i < T; i++)
+                    TensorPrimitives.Multiply(dQacc.AsSpan(i * hd, hd), scale, dQkv.AsSpan(qBase + i * stride, hd));
+                return st;
+            }, _ => { });
+            return;
+        }
+
+        // Otherwise two passes with finer tasks. Pass 1, key-tile outer: dK and dV (no races: a task owns its keys).
         Parallel.For(0, B * H * nkt, () => new BackScratch(hd), (task, _, sc) =>
         {
             int kt = task % nkt, bh = task / nkt, h = bh % H, b = bh / H;
-            int k0 = kt * KeyTile, k1 = Math.Min(T, k0 + KeyTile), nk = k1 - k0;
-            int qBase = qkvOff + b * T * stride + h * hd, kBase = qBase + D, vBase = qBase + 2 * D;
-            int dOBase = dOOff + b * T * D + h * hd, lBase = lseOff + (b * H + h) * T, deltaBase = (b * H + h) * T;
-            Gather(qkv, kBase, stride, k0, k1, hd, sc.K);
-            Gather(qkv, vBase, stride, k0, k1, hd, sc.V);
-            sc.DK.AsSpan(0, nk * hd).Clear();
-            sc.DV.AsSpan(0, nk * hd).Clear();
-            for (int q0 = 0; q0 < T; q0 += QueryTile)
-            {
-                int q1 = Math.Min(T, q0 + QueryTile);
-                var kind = Bd3Mask.ClassifyTile(s.Mask, T, s.BlockSize, q0, q1, k0, k1);
-                if (kind == TileKind.Empty) continue;
-                for (int i = q0; i < q1; i++)
-                {
-                    float li = lse[lBase + i];
-                    if (float.IsNegativeInfinity(li) || float.IsNaN(li)) continue;
-                    int a0 = 0, n1 = nk, b0 = 0, n2 = 0;
-                    if (kind == TileKind.Partial)
-                    {
-                        KeyRanges(s.Mask, T, s.BlockSize, i, out sc.R[0], out sc.R[1], out sc.R[2], out sc.R[3]);
-                        Local(sc.R, 0, k0, k1, out a0, out n1, out b0, out n2);
-                    }
-                    if (n1 + n2 == 0) continue;
-                    TensorPrimitives.Multiply(qkv.AsSpan(qBase + i * stride, hd), scale, sc.Row);
-                    ref float qs = ref sc.Row[0];
-                    ref float dOi = ref dO[dOBase + i * D];
-                    float di = delta[deltaBase + i];
-                    RowProbabilities(sc, ref qs, ref dOi, li, di, hd, a0, n1, b0, n2);
-                    // S holds P, P holds dS (already including nothing of the scale: qs carries it).
-                    for (int t = 0; t < n1 + n2; t++)
-                    {
-                        int j = t < n1 ? a0 + t : b0 + t - n1;
-                        Axpy(ref sc.DV[j * hd], sc.S[t], ref dOi, hd);
-                        Axpy(ref sc.DK[j * hd], sc.P[t], ref qs, hd);
-                    }
-                }
-            }
-            for (int j = 0; j < nk; j++)
-            {
-                int row = dOff + (b * T + k0 + j) * stride + h * hd;
-                Array.Copy(sc.DK, j * hd, dQkv, row + D, hd);
-                Array.Copy(sc.DV, j * hd, dQkv, row + 2 * D, hd);
-            }
+            BackwardKeyTile(s, sc, b, h, kt, scale, delta, null, qkv, qkvOff, lse, lseOff, dO, dOOff, dQkv, dOff);
             return sc;
         }, _ => { });
 
         // Pass 2, query-tile outer: dQ = scale · Σ_j dS_ij k_j.
-        int nqt = (T + QueryTile - 1) / QueryTile;
         Parallel.For(0, B * H * nqt, () => new BackScratch(hd), (task, _, sc) =>
         {
             int qt = task % nqt, bh = task / nqt, h = bh % H, b = bh / H;
@@ -424,16 +529,102 @@ public static class CpuAttention
         }, _ => { });
     }
 
+    /// <summary>
+    /// dK and dV of key tile kt of (b, h), accumulated over every query that sees it, written to dQkv. With dQacc
+    /// (T×hd of this (b, h)) also accumulates the unscaled dQ = Σ_j dS_ij k_j: the fused single-pass backward.
+    /// </summary>
+    static void BackwardKeyTile(AttentionShape s, BackScratch sc, int b, int h, int kt, float scale, float[] delta, float[]? dQacc,
+        float[] qkv, int qkvOff, float[] lse, int lseOff, float[] dO, int dOOff, float[] dQkv, int dOff)
+    {
+        int T = s.SeqLen, H = s.Heads, hd = s.HeadDim, stride = s.QkvRowStride, D = s.ModelDim;
+        int k0 = kt * KeyTile, k1 = Math.Min(T, k0 + KeyTile), nk = k1 - k0;
+        int qBase = qkvOff + b * T * stride + h * hd, kBase = qBase + D, vBase = qBase + 2 * D;
+        int dOBase = dOOff + b * T * D + h * hd, lBase = lseOff + (b * H + h) * T, deltaBase = (b * H + h) * T;
+        Gather(qkv, kBase, stride, k0, k1, hd, sc.K);
+        Gather(qkv, vBase, stride, k0, k1, hd, sc.V);
+        sc.DK.AsSpan(0, nk * hd).Clear();
+        sc.DV.AsSpan(0, nk * hd).Clear();
+        for (int q0 = 0; q0 < T; q0 += QueryTile)
+        {
+            int q1 = Math.Min(T, q0 + QueryTile);
+            var kind = Bd3Mask.ClassifyTile(s.Mask, T, s.BlockSize, q0, q1, k0, k1);
+            if (kind == TileKind.Empty) continue;
+            int nq = q1 - q0;
+            // P and dS of this query tile × key tile, stored key-major (Pt[j, r]) so that dV_j and dK_j
+            // accumulate in registers over the query rows; lo/hi bound the rows that touched key j.
+            for (int r = 0; r < nq; r++)
+            {
+                TensorPrimitives.Multiply(qkv.AsSpan(qBase + (q0 + r) * stride, hd), scale, sc.Q.AsSpan(r * hd, hd));
+                dO.AsSpan(dOBase + (q0 + r) * D, hd).CopyTo(sc.DOt.AsSpan(r * hd, hd));
+            }
+            if (kind == TileKind.Partial)
+            {
+                sc.Pt.AsSpan(0, nk * QueryTile).Clear();
+                sc.DSt.AsSpan(0, nk * QueryTile).Clear();
+            }
+            sc.Lo.AsSpan(0, nk).Fill(nq);
+            sc.Hi.AsSpan(0, nk).Clear();
+            for (int r = 0; r < nq; r++)
+            {
+                int i = q0 + r;
+                float li = lse[lBase + i];
+                if (float.IsNegativeInfinity(li) || float.IsNaN(li))
+                {
+                    // a row that saw no key has no gradient; a Full tile did not clear its stale entries
+                    for (int j = 0; j < nk; j++) sc.Pt[j * QueryTile + r] = sc.DSt[j * QueryTile + r] = 0;
+                    continue;
+                }
+                int a0 = 0, n1 = nk, b0 = 0, n2 = 0;
+                if (kind == TileKind.Partial)
+                {
+                    KeyRanges(s.Mask, T, s.BlockSize, i, out sc.R[0], out sc.R[1], out sc.R[2], out sc.R[3]);
+                    Local(sc.R, 0, k0, k1, out a0, out n1, out b0, out n2);
+                }
+                if (n1 + n2 == 0) continue;
+                RowProbabilities(sc, ref sc.Q[r * hd], ref sc.DOt[r * hd], li, delta[deltaBase + i], hd, a0, n1, b0, n2);
+                if (dQacc != null)
+                {
+                    AccumulateRows(ref dQacc[i * hd], ref sc.K[0], a0, n1, hd, ref sc.P[0]);
+                    AccumulateRows(ref dQacc[i * hd], ref sc.K[0], b0, n2, hd, ref sc.P[n1]);
+                }
+                for (int t = 0; t < n1 + n2; t++)
+                {
+                    int j = t < n1 ? a0 + t : b0 + t - n1;
+                    sc.Pt[j * QueryTile + r] = sc.S[t];
+                    sc.DSt[j * QueryTile + r] = sc.P[t];
+                    if (r < sc.Lo[j]) sc.Lo[j] = r;
+                    sc.Hi[j] = r + 1;
+                }
+            }
+            // dV_j += Σ_r P[r, j]·dO_r;  dK_j += Σ_r dS[r, j]·(scale·q_r)  (rows in [lo, hi) not touching j hold 0)
+            for (int j = 0; j < nk; j++)
+            {
+                int lo = sc.Lo[j], cnt = sc.Hi[j] - lo;
+                if (cnt <= 0) continue;
+                AccumulateRows(ref sc.DV[j * hd], ref sc.DOt[0], lo, cnt, hd, ref sc.Pt[j * QueryTile + lo]);
+                AccumulateRows(ref sc.DK[j * hd], ref sc.Q[0], lo, cnt, hd, ref sc.DSt[j * QueryTile + lo]);
+            }
+        }
+        for (int j = 0; j < nk; j++)
+        {
+            int row = dOff + (b * T + k0 + j) * stride + h * hd;
+            Array.Copy(sc.DK, j * hd, dQkv, row + D, hd);
+            Array.Copy(sc.DV, j * hd, dQkv, row + 2 * D, hd);
+        }
+    }
+
     sealed class BackScratch
     {
-        public readonly float[] Q, DQ, K, V, DK, DV, S, P, Row;
-        public readonly int[] R;
+        public readonly float[] Q, DQ, K, V, DK, DV, S, P, DOt, Pt, DSt;
+        public readonly int[] R, Lo, Hi;
         public BackScratch(int hd)
         {
+            DOt = new float[QueryTile * hd]; Pt = new float[KeyTile * QueryTile]; DSt = new float[KeyTile * QueryTile];
+            Lo = new int[KeyTile]; Hi = new int[KeyTile];
             Q = new float[QueryTile * hd]; DQ = new float[QueryTile * hd];
             K = new float[KeyTile * hd]; V = new float[KeyTile * hd];
             DK = new float[KeyTile * hd]; DV = new float[KeyTile * hd];
-            S = new float[KeyTile + 1]; P = new float[KeyTile + 1]; Row = new float[hd]; // S, P +1: a slice may start at n1 = KeyTile with n2 = 0
+            S = new float[KeyTile + 1]; P = new float[KeyTile + 1]; // S, P +1: a slice may start at n1 = KeyTile with n2 = 0
             R = new int[QueryTile * 4];
         }
     }
@@ -495,7 +686,7 @@ public static class CpuAttention
             int k1 = Math.Min(count, k0 + KeyTile);
             Gather(k, kBase, stride, k0, k1, hd, sc.K);
             Gather(v, vBase, stride, k0, k1, hd, sc.V);
-            for (int r = 0; r < nq; r++) OnlineUpdate(sc, r, hd, 0, k1 - k0, 0, 0);
+            UpdateAllRows(sc, nq, hd, k1 - k0);
         }
     }
 }
