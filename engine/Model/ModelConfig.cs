@@ -1,0 +1,112 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace FastBlockDiff.Engine.Model;
+
+/// <summary>
+/// Architecture and training-time constants of a BD3-LM denoiser. Serialised as config.json using the
+/// key names of the bd3lms Hugging Face configs (hidden_dim, n_blocks, ...) plus our own extras.
+/// </summary>
+public sealed record ModelConfig
+{
+    /// <summary>Output/embedding rows, MASK included (bd3lms: 50258 for GPT-2).</summary>
+    public int VocabSize { get; init; }
+    public int HiddenDim { get; init; }
+    public int CondDim { get; init; }
+    public int Layers { get; init; }
+    public int Heads { get; init; }
+    /// <summary>Training sequence length L (the KV window when sampling).</summary>
+    public int ModelLength { get; init; }
+    /// <summary>Block size L'.</summary>
+    public int BlockSize { get; init; }
+    public float Dropout { get; init; } = 0.1f;
+    public int MaskId { get; init; }
+    /// <summary>Tokenizer spec understood by the tokenizer factory (e.g. "byte", "gpt2:DIR").</summary>
+    public string Tokenizer { get; init; } = "byte";
+    /// <summary>Clipped mask-rate range used in training, [β, ω].</summary>
+    public float ScheduleMin { get; init; } = 0f;
+    public float ScheduleMax { get; init; } = 1f;
+
+    public int HeadDim => HiddenDim / Heads;
+    public int MlpDim => 4 * HiddenDim;
+    public const int FrequencyDim = 256;
+
+    public static readonly string[] SizeNames = ["tiny", "small"];
+
+    /// <summary>Named sizes of DESIGN.md section 5 for a given vocabulary (MASK included) and length.</summary>
+    public static ModelConfig Named(string size, int vocabSize, int maskId, int? modelLength = null, int blockSize = 4) => size switch
+    {
+        "tiny" => new() { VocabSize = vocabSize, MaskId = maskId, HiddenDim = 256, CondDim = 128, Layers = 4, Heads = 4, ModelLength = modelLength ?? 256, BlockSize = blockSize },
+        "small" => new() { VocabSize = vocabSize, MaskId = maskId, HiddenDim = 768, CondDim = 128, Layers = 12, Heads = 12, ModelLength = modelLength ?? 1024, BlockSize = blockSize },
+        _ => throw new UserInputException($"unknown model size '{size}': use tiny, small, or custom dims"),
+    };
+
+    public void Validate()
+    {
+        void Require(bool ok, string what) { if (!ok) throw new UserInputException($"invalid model config: {what}"); }
+        Require(VocabSize > 1, $"vocab_size {VocabSize}");
+        Require(HiddenDim > 0 && Heads > 0 && HiddenDim % Heads == 0, $"hidden_dim {HiddenDim} must be a positive multiple of n_heads {Heads}");
+        Require(HeadDim % 2 == 0, $"head dim {HeadDim} must be even for rotary");
+        Require(Layers > 0 && CondDim > 0, "n_blocks and cond_dim must be positive");
+        Require(ModelLength > 0, $"model_length {ModelLength}");
+        Require(BlockSize > 0 && ModelLength % BlockSize == 0, $"sequence length {ModelLength} is not divisible by block size {BlockSize}");
+        Require(MaskId >= 0 && MaskId < VocabSize, $"mask id {MaskId} outside vocab {VocabSize}");
+        Require(Dropout is >= 0f and < 1f, $"dropout {Dropout}");
+        Require(ScheduleMin >= 0f && ScheduleMax <= 1f && ScheduleMin < ScheduleMax, $"schedule [β={ScheduleMin}, ω={ScheduleMax}] needs 0 ≤ β < ω ≤ 1");
+    }
+
+    public string ToJson()
+    {
+        var o = new JsonObject
+        {
+            ["model_type"] = "bd3lm",
+            ["architectures"] = new JsonArray("BD3LM"),
+            ["vocab_size"] = VocabSize,
+            ["hidden_dim"] = HiddenDim,
+            ["cond_dim"] = CondDim,
+            ["n_blocks"] = Layers,
+            ["n_heads"] = Heads,
+            ["model_length"] = ModelLength,
+            ["block_size"] = BlockSize,
+            ["dropout"] = Dropout,
+            ["time_conditioning"] = false,
+            ["adaln"] = true,
+            ["mask_index"] = MaskId,
+            ["tokenizer"] = Tokenizer,
+            ["sampling_eps_min"] = ScheduleMin,
+            ["sampling_eps_max"] = ScheduleMax,
+        };
+        return o.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }
+
+    /// <summary>Reads our config.json or a bd3lms one (missing mask index → vocab_size-1, missing tokenizer → gpt2 when vocab is 50258).</summary>
+    public static ModelConfig FromJson(string json, string source)
+    {
+        JsonNode? root;
+        try { root = JsonNode.Parse(json); }
+        catch (JsonException e) { throw new UserInputException($"{source}: not valid JSON ({e.Message})"); }
+        if (root is not JsonObject o) throw new UserInputException($"{source}: expected a JSON object");
+        int Int(string key, int? fallback = null) => o[key] is JsonValue v && v.TryGetValue<int>(out var i) ? i
+            : o[key] is JsonValue d && d.TryGetValue<double>(out var dd) ? (int)dd
+            : fallback ?? throw new UserInputException($"{source}: missing integer '{key}'");
+        float Float(string key, float fallback) => o[key] is JsonValue v && v.TryGetValue<double>(out var d) ? (float)d : fallback;
+        int vocab = Int("vocab_size");
+        var cfg = new ModelConfig
+        {
+            VocabSize = vocab,
+            HiddenDim = Int("hidden_dim"),
+            CondDim = Int("cond_dim"),
+            Layers = Int("n_blocks"),
+            Heads = Int("n_heads"),
+            ModelLength = Int("model_length"),
+            BlockSize = Int("block_size"),
+            Dropout = Float("dropout", 0.1f),
+            MaskId = Int("mask_index", vocab - 1),
+            Tokenizer = o["tokenizer"]?.GetValue<string>() ?? (vocab == 50258 ? "gpt2" : "byte"),
+            ScheduleMin = Float("sampling_eps_min", 0f),
+            ScheduleMax = Float("sampling_eps_max", 1f),
+        };
+        cfg.Validate();
+        return cfg;
+    }
+}

@@ -1,0 +1,100 @@
+using FastBlockDiff.Kernels;
+
+namespace FastBlockDiff.Engine.Training;
+
+/// <summary>
+/// One BD3 training batch on the host: the noised copy of each clean row, the per-(sequence, block) mask
+/// rates and the per-token NELBO weights. Laid out for the vectorised pass over x_noisy ⊕ x_clean (DESIGN.md 1.1).
+/// </summary>
+public sealed class Bd3Batch
+{
+    public readonly int Batch, Length, BlockSize;
+    public readonly int[] Clean, Noisy;
+    /// <summary>Mask rate t of each (sequence, block).</summary>
+    public readonly float[] Rates;
+    /// <summary>1/t where the token is masked, 0 where it is carried over.</summary>
+    public readonly float[] Weights;
+
+    public int Blocks => Length / BlockSize;
+
+    public Bd3Batch(int batch, int length, int blockSize)
+    {
+        if (length % blockSize != 0) throw new UserInputException($"sequence length {length} is not divisible by block size {blockSize}");
+        Batch = batch; Length = length; BlockSize = blockSize;
+        Clean = new int[batch * length]; Noisy = new int[batch * length];
+        Rates = new float[batch * (length / blockSize)]; Weights = new float[batch * length];
+    }
+
+    /// <summary>
+    /// Draws one t per (sequence, block), stratified over the whole batch (low-discrepancy, as bd3lms), and masks
+    /// each token with probability t. With a clipped range, a block whose realised mask fraction falls outside
+    /// [β, ω] is re-masked (bounded retries) when <paramref name="resample"/> is set, as the reference does in
+    /// training. Evaluation must not resample: forcing a mask into a block drawn at small t would bias the bound.
+    /// </summary>
+    public void Noise(ReadOnlySpan<int> clean, NoiseSchedule schedule, int maskId, Rng rng, bool resample = false, bool stratified = true)
+    {
+        clean.CopyTo(Clean);
+        int n = Rates.Length;
+        double offset = rng.NextDouble();
+        for (int i = 0; i < n; i++)
+        {
+            double u = stratified ? (offset + (double)i / n) % 1.0 : rng.NextDouble();
+            Rates[i] = schedule.MaskRate(u);
+        }
+        // shuffle the strata so a sequence's blocks are not ordered by t
+        for (int i = n - 1; i > 0; i--) { int j = rng.NextInt(i + 1); (Rates[i], Rates[j]) = (Rates[j], Rates[i]); }
+        bool clipped = resample && (schedule.Min > 0f || schedule.Max < 1f);
+        for (int blk = 0; blk < n; blk++) NoiseBlock(blk, Rates[blk], maskId, rng, clipped ? schedule : null);
+    }
+
+    /// <summary>Noises with given per-block rates (tests, AR special case with t = 1).</summary>
+    public void NoiseWithRates(ReadOnlySpan<int> clean, ReadOnlySpan<float> rates, int maskId, Rng rng)
+    {
+        clean.CopyTo(Clean);
+        rates.CopyTo(Rates);
+        for (int blk = 0; blk < Rates.Length; blk++) NoiseBlock(blk, Rates[blk], maskId, rng, null);
+    }
+
+    void NoiseBlock(int blk, float t, int maskId, Rng rng, NoiseSchedule? clip)
+    {
+        int start = blk * BlockSize;
+        for (int attempt = 0; ; attempt++)
+        {
+            int masked = 0;
+            for (int i = start; i < start + BlockSize; i++)
+            {
+                bool m = rng.NextDouble() < t;
+                Noisy[i] = m ? maskId : Clean[i];
+                Weights[i] = m ? NoiseSchedule.Weight(t) : 0f;
+                masked += m ? 1 : 0;
+            }
+            if (clip is not { } c || attempt >= 64) return;
+            float frac = (float)masked / BlockSize;
+            // a fraction can only land in [β, ω] if some multiple of 1/L' does; otherwise accept the draw
+            bool reachable = Math.Floor(c.Max * BlockSize) >= Math.Ceiling(c.Min * BlockSize);
+            if (!reachable || (frac >= c.Min && frac <= c.Max)) return;
+        }
+    }
+
+    /// <summary>Token ids [Batch, 2L] = noisy ⊕ clean per sequence.</summary>
+    public int[] FullIds()
+    {
+        var ids = new int[Batch * 2 * Length];
+        for (int s = 0; s < Batch; s++)
+        {
+            Noisy.AsSpan(s * Length, Length).CopyTo(ids.AsSpan(s * 2 * Length));
+            Clean.AsSpan(s * Length, Length).CopyTo(ids.AsSpan(s * 2 * Length + Length));
+        }
+        return ids;
+    }
+
+    /// <summary>Rotary positions of the 2L layout: both halves use 0..L-1.</summary>
+    public int[] FullPositions()
+    {
+        var pos = new int[Batch * 2 * Length];
+        for (int i = 0; i < pos.Length; i++) pos[i] = i % Length;
+        return pos;
+    }
+
+    public AttentionShape Shape(Model.ModelConfig c) => new(Batch, c.Heads, c.HeadDim, 2 * Length, MaskKind.Bd3, BlockSize);
+}

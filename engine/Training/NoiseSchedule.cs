@@ -1,0 +1,26 @@
+namespace FastBlockDiff.Engine.Training;
+
+/// <summary>
+/// The linear masking schedule α_t = 1 - t (mask rate t) and its clipped variant: the mask rate is drawn from
+/// U[β, ω] instead of U[0, 1]. The NELBO weight of a masked token is |α'_t| / (1 - α_t) = 1/t.
+/// </summary>
+public readonly record struct NoiseSchedule(float Min, float Max)
+{
+    /// <summary>The full-range schedule evaluation uses (t ∈ [1e-3, 1], as bd3lms reports perplexity).</summary>
+    public static readonly NoiseSchedule Eval = new(1e-3f, 1f);
+    public static readonly NoiseSchedule Linear = new(0f, 1f);
+
+    public void Validate()
+    {
+        if (!(Min >= 0f && Max <= 1f && Min < Max))
+            throw new UserInputException($"noise schedule needs 0 ≤ β < ω ≤ 1, got β={Min}, ω={Max}");
+    }
+
+    /// <summary>Maps a uniform u ∈ [0,1) to a mask rate in [β, ω], never exactly 0 (the weight 1/t must stay finite).</summary>
+    public float MaskRate(double u) => (float)Math.Max(Min + (Max - Min) * u, 1e-4);
+
+    /// <summary>NELBO weight α'/(α-1) of a masked token at mask rate t.</summary>
+    public static float Weight(float t) => 1f / t;
+
+    public override string ToString() => Min == 0f && Max == 1f ? "linear" : $"clipped U[{Min:0.###}, {Max:0.###}]";
+}

@@ -1,0 +1,137 @@
+using System.Diagnostics;
+using FastBlockDiff.Engine.Model;
+using FastBlockDiff.Kernels;
+
+namespace FastBlockDiff.Engine.Training;
+
+/// <summary>Progress of one optimiser step, for callbacks (progress bars, logs).</summary>
+public readonly record struct TrainProgress(int Step, int TotalSteps, double Loss, float LearningRate, double GradNorm, double TokensPerSecond, TimeSpan Elapsed, TimeSpan Eta);
+
+/// <summary>
+/// BD3-LM training: vectorised NELBO, AdamW with warm-up and clipping, EMA of the weights. Its whole state
+/// (weights, moments, EMA, step, RNG, data position, schedule) round-trips through <see cref="TrainingState"/>.
+/// </summary>
+public sealed class Trainer
+{
+    public Denoiser Model { get; }
+    public TrainOptions Options { get; }
+    public int Step { get; private set; }
+    public NoiseSchedule Schedule { get; set; }
+    public Rng Rng { get; }
+    public FloatView Ema { get; }
+    public List<(int Step, double Loss)> LossLog { get; } = [];
+
+    readonly IBackend _b;
+    readonly FloatView _m, _v;
+    readonly Bd3Objective _objective;
+    readonly IBatchSource _data;
+    readonly Bd3Batch _batch;
+    readonly int[] _rows;
+
+    public Trainer(Denoiser model, TrainOptions options, IBatchSource data)
+    {
+        options.Validate();
+        if (data.SequenceLength != model.Config.ModelLength)
+            throw new UserInputException($"data rows have {data.SequenceLength} tokens but the model was built for L={model.Config.ModelLength}");
+        Model = model; Options = options; _data = data; _b = model.Backend;
+        Schedule = new NoiseSchedule(model.Config.ScheduleMin, model.Config.ScheduleMax);
+        Schedule.Validate();
+        Rng = new Rng(options.Seed);
+        _m = _b.AllocFloat(model.Params.Count); _v = _b.AllocFloat(model.Params.Count);
+        Ema = _b.AllocFloat(model.Params.Count);
+        _b.Copy(Ema, model.Weights);
+        _objective = new Bd3Objective(model);
+        _batch = new Bd3Batch(options.BatchSize, model.Config.ModelLength, model.Config.BlockSize);
+        _rows = new int[options.BatchSize * model.Config.ModelLength];
+    }
+
+    /// <summary>One optimiser step; returns its progress record (loss of this batch before the update).</summary>
+    public (double Loss, double GradNorm, float Lr) TrainStep()
+    {
+        _data.Next(_rows, Options.BatchSize);
+        _batch.Noise(_rows, Schedule, Model.Config.MaskId, Rng, resample: true);
+        ulong dropSeed = Rng.NextUInt64();
+        float dropout = Options.Dropout ? Model.Config.Dropout : 0f;
+        _b.Fill(Model.Grads, 0f);
+        double loss = _objective.Run(_batch, backward: true, dropout, dropSeed);
+        double norm = Math.Sqrt(_b.SumSquares(Model.Grads));
+        float clip = Options.GradClip > 0 && norm > Options.GradClip ? (float)(Options.GradClip / norm) : 1f;
+        if (!double.IsFinite(norm)) throw new InvalidOperationException($"gradient norm is {norm} at step {Step + 1}; lower the learning rate");
+        float lr = Options.LearningRateAt(Step);
+        Step++;
+        _b.AdamW(Model.Weights, Model.Grads, _m, _v, new AdamWStep(lr, Options.Beta1, Options.Beta2, Options.Epsilon, Options.WeightDecay, Step, clip));
+        _b.Ema(Ema, Model.Weights, Options.EmaDecayAt(Step));
+        Model.InvalidateConditioning();
+        LossLog.Add((Step, loss));
+        return (loss, norm, lr);
+    }
+
+    /// <summary>Runs until Options.Steps, calling back after each step; stops early (state intact) on cancellation.</summary>
+    public void Run(Action<TrainProgress>? onStep = null, Action<Trainer>? onCheckpoint = null, Action<Trainer>? onEval = null, CancellationToken cancel = default)
+    {
+        var clock = Stopwatch.StartNew();
+        int startStep = Step;
+        long tokens = 0;
+        while (Step < Options.Steps && !cancel.IsCancellationRequested)
+        {
+            var (loss, norm, lr) = TrainStep();
+            tokens += (long)Options.BatchSize * Model.Config.ModelLength;
+            double tps = tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds);
+            var eta = TimeSpan.FromSeconds((Options.Steps - Step) * clock.Elapsed.TotalSeconds / (Step - startStep));
+            onStep?.Invoke(new TrainProgress(Step, Options.Steps, loss, lr, norm, tps, clock.Elapsed, eta));
+            if (Options.ScheduleSearchEvery > 0 && Step % Options.ScheduleSearchEvery == 0) onEval?.Invoke(this);
+            else if (Options.EvalEvery > 0 && Step % Options.EvalEvery == 0) onEval?.Invoke(this);
+            if (Options.CheckpointEvery > 0 && Step % Options.CheckpointEvery == 0) onCheckpoint?.Invoke(this);
+        }
+    }
+
+    /// <summary>Runs <paramref name="body"/> with the EMA weights loaded into the model, then restores the raw ones.</summary>
+    public T WithEmaWeights<T>(Func<T> body)
+    {
+        var saved = _b.AllocFloat(Model.Params.Count);
+        _b.Copy(saved, Model.Weights);
+        _b.Copy(Model.Weights, Ema);
+        Model.InvalidateConditioning();
+        try { return body(); }
+        finally
+        {
+            _b.Copy(Model.Weights, saved);
+            Model.InvalidateConditioning();
+            saved.Storage.Dispose();
+        }
+    }
+
+    public TrainingState Capture()
+    {
+        var n = Model.Params.Count;
+        var s = new TrainingState
+        {
+            Step = Step, Rng = Rng.State, Data = _data.SaveState(), ScheduleMin = Schedule.Min, ScheduleMax = Schedule.Max,
+            Weights = new float[n], M = new float[n], V = new float[n], Ema = new float[n], LossLog = [.. LossLog],
+        };
+        _b.Download(Model.Weights, s.Weights); _b.Download(_m, s.M); _b.Download(_v, s.V); _b.Download(Ema, s.Ema);
+        return s;
+    }
+
+    public void Restore(TrainingState s)
+    {
+        int n = Model.Params.Count;
+        if (s.Weights.Length != n || s.M.Length != n || s.V.Length != n || s.Ema.Length != n)
+            throw new UserInputException($"training state holds {s.Weights.Length} parameters but the model has {n}");
+        Step = s.Step; Rng.State = s.Rng; _data.RestoreState(s.Data);
+        Schedule = new NoiseSchedule(s.ScheduleMin, s.ScheduleMax);
+        Model.LoadWeights(s.Weights); _b.Upload(_m, s.M); _b.Upload(_v, s.V); _b.Upload(Ema, s.Ema);
+        LossLog.Clear(); LossLog.AddRange(s.LossLog);
+    }
+}
+
+/// <summary>Everything a resumed run needs to continue the same trajectory.</summary>
+public sealed class TrainingState
+{
+    public int Step;
+    public ulong[] Rng = [];
+    public long[] Data = [];
+    public float ScheduleMin, ScheduleMax;
+    public float[] Weights = [], M = [], V = [], Ema = [];
+    public List<(int Step, double Loss)> LossLog = [];
+}

@@ -1,0 +1,110 @@
+using System.CommandLine;
+using FastBlockDiff.Engine;
+using FastBlockDiff.Engine.Training;
+using Spectre.Console;
+
+namespace FastBlockDiff.Cli;
+
+/// <summary>`train`: BD3-LM training with a progress bar, periodic eval/checkpoints and a loss-curve PNG.</summary>
+static class TrainCommand
+{
+    public static Command Create()
+    {
+        var data = new Option<string>("--data") { Description = "corpus: text file, folder of .txt, or .jsonl", Required = true };
+        var model = new Option<string>("--model") { Description = "tiny, small or custom", DefaultValueFactory = _ => "tiny" };
+        var seqLen = new Option<int>("--seq-len") { Description = "sequence length L", DefaultValueFactory = _ => 256 };
+        var blockSize = new Option<int>("--block-size") { Description = "block size L' (1 = autoregressive, L = MDLM)", DefaultValueFactory = _ => 4 };
+        var steps = new Option<int>("--steps") { Description = "optimiser steps", DefaultValueFactory = _ => 1000 };
+        var outDir = new Option<string>("--out") { Description = "output directory", Required = true };
+        var backend = new Option<string>("--backend") { Description = "auto, cpu, cuda or ilgpu", DefaultValueFactory = _ => "auto" };
+        var resume = new Option<bool>("--resume") { Description = "continue from the training state in --out" };
+        var batch = new Option<int>("--batch-size") { Description = "sequences per step", DefaultValueFactory = _ => 8 };
+        var lr = new Option<float>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => 3e-4f };
+        var warmup = new Option<int>("--warmup") { Description = "linear warm-up steps", DefaultValueFactory = _ => 100 };
+        var lrSchedule = new Option<string>("--lr-schedule") { Description = "constant or cosine", DefaultValueFactory = _ => "constant" };
+        var wd = new Option<float>("--weight-decay") { DefaultValueFactory = _ => 0f };
+        var clip = new Option<float>("--grad-clip") { DefaultValueFactory = _ => 1f };
+        var ema = new Option<float>("--ema") { Description = "EMA decay (warmed up as (1+s)/(10+s))", DefaultValueFactory = _ => 0.9999f };
+        var betaMin = new Option<float>("--beta") { Description = "clipped schedule: lowest mask rate β", DefaultValueFactory = _ => 0f };
+        var betaMax = new Option<float>("--omega") { Description = "clipped schedule: highest mask rate ω", DefaultValueFactory = _ => 1f };
+        var search = new Option<int>("--schedule-search-every") { Description = "re-run the (β, ω) variance search every N steps (0 = never)", DefaultValueFactory = _ => 0 };
+        var evalEvery = new Option<int>("--eval-every") { Description = "validation NELBO every N steps (0 = only at the end)", DefaultValueFactory = _ => 0 };
+        var ckptEvery = new Option<int>("--checkpoint-every") { Description = "save every N steps (0 = only at the end)", DefaultValueFactory = _ => 0 };
+        var tokenizer = new Option<string>("--tokenizer") { Description = "byte, gpt2:DIR, tiktoken:FILE, cl100k, o200k", DefaultValueFactory = _ => "byte" };
+        var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 1UL };
+        var dropout = new Option<float>("--dropout") { DefaultValueFactory = _ => 0.1f };
+        var hidden = new Option<int?>("--hidden-dim") { Description = "custom width" };
+        var layers = new Option<int?>("--layers") { Description = "custom depth" };
+        var heads = new Option<int?>("--heads") { Description = "custom head count" };
+        var cmd = new Command("train", "train a BD3-LM")
+        {
+            data, model, seqLen, blockSize, steps, outDir, backend, resume, batch, lr, warmup, lrSchedule, wd, clip, ema,
+            betaMin, betaMax, search, evalEvery, ckptEvery, tokenizer, seed, dropout, hidden, layers, heads,
+        };
+        cmd.SetAction(r => CliRunner.Run(cancel =>
+        {
+            var req = new TrainingRequest
+            {
+                DataPath = r.GetValue(data)!, OutputDirectory = r.GetValue(outDir)!, ModelSize = r.GetValue(model)!,
+                SeqLen = r.GetValue(seqLen), BlockSize = r.GetValue(blockSize), Tokenizer = r.GetValue(tokenizer)!,
+                ScheduleMin = r.GetValue(betaMin), ScheduleMax = r.GetValue(betaMax), Dropout = r.GetValue(dropout),
+                Backend = r.GetValue(backend)!, Resume = r.GetValue(resume),
+                HiddenDim = r.GetValue(hidden), Layers = r.GetValue(layers), Heads = r.GetValue(heads),
+                Options = new TrainOptions
+                {
+                    Steps = r.GetValue(steps), BatchSize = r.GetValue(batch), LearningRate = r.GetValue(lr), WarmupSteps = r.GetValue(warmup),
+                    LrSchedule = r.GetValue(lrSchedule)!, WeightDecay = r.GetValue(wd), GradClip = r.GetValue(clip), EmaDecay = r.GetValue(ema),
+                    Seed = r.GetValue(seed), EvalEvery = r.GetValue(evalEvery), CheckpointEvery = r.GetValue(ckptEvery),
+                    ScheduleSearchEvery = r.GetValue(search), Dropout = r.GetValue(dropout) > 0,
+                },
+            };
+            var report = Train(req, cancel);
+            if (report.Validation is { } v)
+                Console.WriteLine($"validation: NELBO {v.Nelbo:F4} nats/token, perplexity {v.Perplexity:F3}" +
+                    (req.Tokenizer == "byte" ? $", {v.BitsPerToken:F3} bits/byte" : "") + $" ({v.Sequences} sequences, t ~ U[1e-3, 1])");
+            Console.WriteLine($"trained {report.Steps} steps in {report.Elapsed:hh\\:mm\\:ss} at {report.TokensPerSecond:N0} tokens/s; saved to {report.OutputDirectory}");
+            string png = Path.Combine(report.OutputDirectory, "loss.png");
+            LossPlot.Write(png, report.LossLog);
+            Console.WriteLine($"loss curve: {png}");
+            return report.Cancelled ? 130 : 0;
+        }));
+        return cmd;
+    }
+
+    static TrainingReport Train(TrainingRequest req, CancellationToken cancel)
+    {
+        bool interactive = !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+        var lastLine = DateTime.MinValue;
+        TrainingObserver Observer(Action<TrainProgress> onStep) => new()
+        {
+            OnMessage = m => Console.WriteLine(m),
+            OnStep = onStep,
+            OnEval = (s, e) => Console.WriteLine($"step {s}: validation NELBO {e.Nelbo:F4}, perplexity {e.Perplexity:F3}"),
+            OnCheckpoint = (s, d) => { if (s % 1 == 0 && !interactive) Console.WriteLine($"step {s}: checkpoint saved to {d}"); },
+        };
+        if (!interactive)
+        {
+            return TrainingRun.Run(req, Observer(p =>
+            {
+                if (p.Step == p.TotalSteps || (DateTime.UtcNow - lastLine).TotalSeconds >= 10)
+                {
+                    lastLine = DateTime.UtcNow;
+                    Console.WriteLine($"step {p.Step}/{p.TotalSteps}  loss {p.Loss:F4}  lr {p.LearningRate:g3}  |g| {p.GradNorm:F2}  {p.TokensPerSecond:N0} tok/s  eta {p.Eta:hh\\:mm\\:ss}");
+                }
+            }), cancel);
+        }
+        TrainingReport? report = null;
+        AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask("training", maxValue: req.Options.Steps);
+                report = TrainingRun.Run(req, Observer(p =>
+                {
+                    task.Value = p.Step;
+                    task.Description = $"step {p.Step}/{p.TotalSteps} loss {p.Loss:F3} {p.TokensPerSecond:N0} tok/s";
+                }), cancel);
+            });
+        return report!;
+    }
+}

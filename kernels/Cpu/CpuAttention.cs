@@ -1,0 +1,692 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace FastBlockDiff.Kernels.Cpu;
+
+/// <summary>
+/// Tiled online-softmax attention (FlashAttention-2 style) for the CPU backend, fp32 with SIMD dot products.
+/// Work is split over (batch, head, tile); every key tile is classified with <see cref="Bd3Mask.ClassifyTile"/>:
+/// Empty tiles are skipped, Full tiles run without masking, and in Partial tiles each query row only touches
+/// its allowed key range(s) from <see cref="KeyRanges"/> (at most two contiguous ranges for every mask kind),
+/// so the sparse noisy diagonal of the BD3 mask costs O(L') per row instead of a whole tile.
+/// </summary>
+public static class CpuAttention
+{
+    /// <summary>Query rows per task.</summary>
+    public const int QueryTile = 32;
+    /// <summary>Keys per gathered K/V tile.</summary>
+    public const int KeyTile = 64;
+
+    /// <summary>
+    /// The keys query <paramref name="i"/> may attend, as two half-open ranges [a0, a1) and [b0, b1) (either may be
+    /// empty: end ≤ start), ascending and disjoint. Agrees with <see cref="Bd3Mask.Allowed"/> for every pair.
+    /// </summary>
+    public static void KeyRanges(MaskKind kind, int seqLen, int blockSize, int i, out int a0, out int a1, out int b0, out int b1)
+    {
+        b0 = b1 = 0;
+        a0 = 0;
+        switch (kind)
+        {
+            case MaskKind.Full: a1 = seqLen; return;
+            case MaskKind.Causal: a1 = i + 1; return;
+            case MaskKind.BlockCausal: a1 = Math.Min(seqLen, (i / blockSize + 1) * blockSize); return;
+            default:
+                int l = seqLen / 2;
+                if (i < l)
+                {
+                    int blk = i / blockSize;
+                    a0 = blk * blockSize; a1 = a0 + blockSize;   // own noisy block, bidirectional
+                    b0 = l; b1 = l + blk * blockSize;             // clean blocks strictly before
+                }
+                else
+                {
+                    int blk = (i - l) / blockSize;
+                    a0 = l; a1 = l + (blk + 1) * blockSize;       // clean blocks up to and including its own
+                }
+                return;
+        }
+    }
+
+    sealed class Scratch
+    {
+        public readonly float[] Q, O, K, V, S, S2, M, L;
+        public readonly int[] R;
+        public Scratch(int hd)
+        {
+            Q = new float[QueryTile * hd]; O = new float[QueryTile * hd];
+            K = new float[KeyTile * hd]; V = new float[KeyTile * hd];
+            S2 = new float[KeyTile];
+            S = new float[KeyTile + 1]; // +1: a slice may start at n1 = KeyTile with n2 = 0
+            M = new float[QueryTile]; L = new float[QueryTile];
+            R = new int[QueryTile * 4];
+        }
+    }
+
+    static void RequireView(FloatView v, long need, string name)
+    {
+        if (v.Length < need) throw new ArgumentException($"{name}: view of {v.Length} floats, attention needs {need}");
+    }
+
+    // ------------------------------------------------------------------ forward
+
+    /// <summary>Forward over views of the CPU backend. See <see cref="IBackend.AttentionForward"/>.</summary>
+    public static void Forward(AttentionShape shape, FloatView qkv, FloatView output, FloatView lse)
+    {
+        shape.Validate();
+        long bt = (long)shape.Batch * shape.SeqLen;
+        RequireView(qkv, bt * shape.QkvRowStride, nameof(qkv));
+        RequireView(output, bt * shape.ModelDim, nameof(output));
+        RequireView(lse, bt * shape.Heads, nameof(lse));
+        Forward(shape, CpuBackend.Storage(qkv), qkv.Offset, CpuBackend.Storage(output), output.Offset, CpuBackend.Storage(lse), lse.Offset);
+    }
+
+    static void Forward(AttentionShape s, float[] qkv, int qkvOff, float[] output, int outOff, float[] lse, int lseOff)
+    {
+        int T = s.SeqLen, H = s.Heads, hd = s.HeadDim, stride = s.QkvRowStride, D = s.ModelDim;
+        int nqt = (T + QueryTile - 1) / QueryTile;
+        float scale = 1f / MathF.Sqrt(hd);
+        Parallel.For(0, s.Batch * H * nqt, () => new Scratch(hd), (task, _, sc) =>
+        {
+            int qt = task % nqt, bh = task / nqt, h = bh % H, b = bh / H;
+            int q0 = qt * QueryTile, q1 = Math.Min(T, q0 + QueryTile), nq = q1 - q0;
+            int qBase = qkvOff + b * T * stride + h * hd, kBase = qBase + D, vBase = qBase + 2 * D;
+            LoadQueries(sc, qkv, qBase, stride, q0, nq, hd, scale);
+            for (int r = 0; r < nq; r++)
+                KeyRanges(s.Mask, T, s.BlockSize, q0 + r, out sc.R[4 * r], out sc.R[4 * r + 1], out sc.R[4 * r + 2], out sc.R[4 * r + 3]);
+            for (int k0 = 0; k0 < T; k0 += KeyTile)
+            {
+                int k1 = Math.Min(T, k0 + KeyTile);
+                var kind = Bd3Mask.ClassifyTile(s.Mask, T, s.BlockSize, q0, q1, k0, k1);
+                if (kind == TileKind.Empty) continue;
+                int g0 = k0, g1 = k1;
+                if (kind == TileKind.Partial && !KeySpan(sc.R, nq, k0, k1, out g0, out g1)) continue;
+                Gather(qkv, kBase, stride, g0, g1, hd, sc.K);
+                Gather(qkv, vBase, stride, g0, g1, hd, sc.V);
+                if (kind == TileKind.Full) { UpdateAllRows(sc, nq, hd, g1 - g0); continue; }
+                for (int r = 0; r < nq; r++)
+                {
+                    Local(sc.R, r, g0, g1, out int a0, out int n1, out int b0, out int n2);
+                    if (n1 + n2 > 0) OnlineUpdate(sc, r, hd, a0, n1, b0, n2);
+                }
+            }
+            int oBase = outOff + b * T * D + h * hd, lBase = lseOff + (b * H + h) * T;
+            Finish(sc, nq, hd, output, oBase + q0 * D, D, lse, lBase + q0);
+            return sc;
+        }, _ => { });
+    }
+
+    static void LoadQueries(Scratch sc, float[] qkv, int qBase, int stride, int q0, int nq, int hd, float scale)
+    {
+        for (int r = 0; r < nq; r++)
+            TensorPrimitives.Multiply(qkv.AsSpan(qBase + (q0 + r) * stride, hd), scale, sc.Q.AsSpan(r * hd, hd));
+        sc.O.AsSpan(0, nq * hd).Clear();
+        sc.M.AsSpan(0, nq).Fill(float.NegativeInfinity);
+        sc.L.AsSpan(0, nq).Clear();
+    }
+
+    /// <summary>Smallest key span [g0, g1) inside [k0, k1) holding every row's allowed keys; false if none.</summary>
+    static bool KeySpan(int[] R, int nq, int k0, int k1, out int g0, out int g1)
+    {
+        g0 = k1; g1 = k0;
+        for (int r = 0; r < nq; r++)
+        {
+            for (int p = 0; p < 4; p += 2)
+            {
+                int lo = Math.Max(R[4 * r + p], k0), hi = Math.Min(R[4 * r + p + 1], k1);
+                if (hi > lo) { g0 = Math.Min(g0, lo); g1 = Math.Max(g1, hi); }
+            }
+        }
+        return g1 > g0;
+    }
+
+    /// <summary>Row r's allowed ranges intersected with the gathered span [g0, g1), as offsets into the span.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Local(int[] R, int r, int g0, int g1, out int a0, out int n1, out int b0, out int n2)
+    {
+        a0 = Math.Max(R[4 * r], g0); n1 = Math.Max(0, Math.Min(R[4 * r + 1], g1) - a0); a0 -= g0;
+        b0 = Math.Max(R[4 * r + 2], g0); n2 = Math.Max(0, Math.Min(R[4 * r + 3], g1) - b0); b0 -= g0;
+    }
+
+    static void Gather(float[] src, int baseOff, int stride, int j0, int j1, int hd, float[] dst)
+    {
+        for (int j = j0; j < j1; j++) Array.Copy(src, baseOff + j * stride, dst, (j - j0) * hd, hd);
+    }
+
+    /// <summary>Online-softmax step of query row r over gathered keys [a0, a0+n1) ∪ [b0, b0+n2).</summary>
+    static void OnlineUpdate(Scratch sc, int r, int hd, int a0, int n1, int b0, int n2)
+    {
+        ref float q = ref sc.Q[r * hd];
+        ref float s0 = ref sc.S[0];
+        Dots(ref q, ref sc.K[0], a0, n1, hd, ref s0);
+        Dots(ref q, ref sc.K[0], b0, n2, hd, ref Unsafe.Add(ref s0, n1));
+        SoftmaxStep(sc, r, hd, sc.S.AsSpan(0, n1 + n2));
+        ref float or = ref sc.O[r * hd];
+        AccumulateRows(ref or, ref sc.V[0], a0, n1, hd, ref s0);
+        AccumulateRows(ref or, ref sc.V[0], b0, n2, hd, ref Unsafe.Add(ref s0, n1));
+    }
+
+    /// <summary>
+    /// Every row of the query tile against all n gathered keys (a Full tile): rows go in pairs through
+    /// two-row micro-kernels that share each key load.
+    /// </summary>
+    static void UpdateAllRows(Scratch sc, int nq, int hd, int n)
+    {
+        int r = 0;
+        if (Vector256.IsHardwareAccelerated && hd % 8 == 0)
+        {
+            for (; r + 1 < nq; r += 2)
+            {
+                Dots2(ref sc.Q[r * hd], ref sc.Q[(r + 1) * hd], ref sc.K[0], n, hd, ref sc.S[0], ref sc.S2[0]);
+                SoftmaxStep(sc, r, hd, sc.S.AsSpan(0, n));
+                SoftmaxStep(sc, r + 1, hd, sc.S2.AsSpan(0, n));
+                AccumulateRows2(ref sc.O[r * hd], ref sc.O[(r + 1) * hd], ref sc.V[0], n, hd, ref sc.S[0], ref sc.S2[0]);
+            }
+        }
+        for (; r < nq; r++) OnlineUpdate(sc, r, hd, 0, n, 0, 0);
+    }
+
+    /// <summary>Turns row r's new scores s into exp(s - m_new) in place and rescales its running O and l.</summary>
+    static void SoftmaxStep(Scratch sc, int r, int hd, Span<float> s)
+    {
+        float mOld = sc.M[r], mNew = Math.Max(mOld, TensorPrimitives.Max(s));
+        TensorPrimitives.Subtract(s, mNew, s);
+        TensorPrimitives.Exp(s, s);
+        float sum = TensorPrimitives.Sum(s);
+        if (mNew > mOld)
+        {
+            float corr = MathF.Exp(mOld - mNew); // 0 for the first keys of a row (mOld = -inf)
+            sc.L[r] *= corr;
+            var o = sc.O.AsSpan(r * hd, hd);
+            TensorPrimitives.Multiply(o, corr, o);
+        }
+        sc.L[r] += sum;
+        sc.M[r] = mNew;
+    }
+
+    /// <summary>Writes O/l and lse = m + log l; rows that saw no key get 0 and -inf.</summary>
+    static void Finish(Scratch sc, int nq, int hd, float[] output, int outRow0, int outStride, float[]? lse, int lse0)
+    {
+        for (int r = 0; r < nq; r++)
+        {
+            var dst = output.AsSpan(outRow0 + r * outStride, hd);
+            float l = sc.L[r];
+            if (l > 0)
+            {
+                TensorPrimitives.Multiply(sc.O.AsSpan(r * hd, hd), 1f / l, dst);
+                if (lse != null) lse[lse0 + r] = sc.M[r] + MathF.Log(l);
+            }
+            else
+            {
+                dst.Clear();
+                if (lse != null) lse[lse0 + r] = float.NegativeInfinity;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ SIMD micro-kernels
+
+    /// <summary>dst[t] = x · rows[start+t] for t &lt; count; rows are contiguous, hd floats each.</summary>
+    static void Dots(ref float x, ref float rows, int start, int count, int hd, ref float dst)
+    {
+        if (count <= 0) return;
+        int t = 0;
+        if (Vector256.IsHardwareAccelerated && hd % 8 == 0)
+        {
+            for (; t + 4 <= count; t += 4)
+            {
+                ref float r0 = ref Unsafe.Add(ref rows, (start + t) * hd);
+                ref float r1 = ref Unsafe.Add(ref r0, hd);
+                ref float r2 = ref Unsafe.Add(ref r1, hd);
+                ref float r3 = ref Unsafe.Add(ref r2, hd);
+                Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
+                for (int c = 0; c < hd; c += 8)
+                {
+                    var xv = Vector256.LoadUnsafe(ref x, (nuint)c);
+                    c0 = Vector256.MultiplyAddEstimate(xv, Vector256.LoadUnsafe(ref r0, (nuint)c), c0);
+                    c1 = Vector256.MultiplyAddEstimate(xv, Vector256.LoadUnsafe(ref r1, (nuint)c), c1);
+                    c2 = Vector256.MultiplyAddEstimate(xv, Vector256.LoadUnsafe(ref r2, (nuint)c), c2);
+                    c3 = Vector256.MultiplyAddEstimate(xv, Vector256.LoadUnsafe(ref r3, (nuint)c), c3);
+                }
+                Unsafe.Add(ref dst, t) = Vector256.Sum(c0);
+                Unsafe.Add(ref dst, t + 1) = Vector256.Sum(c1);
+                Unsafe.Add(ref dst, t + 2) = Vector256.Sum(c2);
+                Unsafe.Add(ref dst, t + 3) = Vector256.Sum(c3);
+            }
+            for (; t < count; t++)
+            {
+                ref float r0 = ref Unsafe.Add(ref rows, (start + t) * hd);
+                Vector256<float> c0 = default;
+                for (int c = 0; c < hd; c += 8)
+                    c0 = Vector256.MultiplyAddEstimate(Vector256.LoadUnsafe(ref x, (nuint)c), Vector256.LoadUnsafe(ref r0, (nuint)c), c0);
+                Unsafe.Add(ref dst, t) = Vector256.Sum(c0);
+            }
+            return;
+        }
+        var xs = MemoryMarshal.CreateReadOnlySpan(ref x, hd);
+        for (; t < count; t++)
+            Unsafe.Add(ref dst, t) = TensorPrimitives.Dot(xs, MemoryMarshal.CreateReadOnlySpan(ref Unsafe.Add(ref rows, (start + t) * hd), hd));
+    }
+
+    /// <summary>acc[c] += Σ_t w[t]·rows[start+t][c] over t &lt; count.</summary>
+    static void AccumulateRows(ref float acc, ref float rows, int start, int count, int hd, ref float w)
+    {
+        if (count <= 0) return;
+        ref float r0 = ref Unsafe.Add(ref rows, start * hd);
+        if (Vector256.IsHardwareAccelerated && hd % 8 == 0)
+        {
+            int c = 0;
+            for (; c + 32 <= hd; c += 32)
+            {
+                // four accumulators share each broadcast weight: 5 loads per 4 FMAs
+                var a0 = Vector256.LoadUnsafe(ref acc, (nuint)c);
+                var a1 = Vector256.LoadUnsafe(ref acc, (nuint)(c + 8));
+                var a2 = Vector256.LoadUnsafe(ref acc, (nuint)(c + 16));
+                var a3 = Vector256.LoadUnsafe(ref acc, (nuint)(c + 24));
+                for (int t = 0; t < count; t++)
+                {
+                    var wv = Vector256.Create(Unsafe.Add(ref w, t));
+                    ref float rt = ref Unsafe.Add(ref r0, t * hd + c);
+                    a0 = Vector256.MultiplyAddEstimate(wv, Vector256.LoadUnsafe(ref rt), a0);
+                    a1 = Vector256.MultiplyAddEstimate(wv, Vector256.LoadUnsafe(ref rt, 8), a1);
+                    a2 = Vector256.MultiplyAddEstimate(wv, Vector256.LoadUnsafe(ref rt, 16), a2);
+                    a3 = Vector256.MultiplyAddEstimate(wv, Vector256.LoadUnsafe(ref rt, 24), a3);
+                }
+                a0.StoreUnsafe(ref acc, (nuint)c);
+                a1.StoreUnsafe(ref acc, (nuint)(c + 8));
+                a2.StoreUnsafe(ref acc, (nuint)(c + 16));
+                a3.StoreUnsafe(ref acc, (nuint)(c + 24));
+            }
+            for (; c + 16 <= hd; c += 16)
+            {
+                var a0 = Vector256.LoadUnsafe(ref acc, (nuint)c);
+                var a1 = Vector256.LoadUnsafe(ref acc, (nuint)(c + 8));
+                for (int t = 0; t < count; t++)
+                {
+                    var wv = Vector256.Create(Unsafe.Add(ref w, t));
+                    ref float rt = ref Unsafe.Add(ref r0, t * hd + c);
+                    a0 = Vector256.MultiplyAddEstimate(wv, Vector256.LoadUnsafe(ref rt), a0);
+                    a1 = Vector256.MultiplyAddEstimate(wv, Vector256.LoadUnsafe(ref rt, 8), a1);
+                }
+                a0.StoreUnsafe(ref acc, (nuint)c);
+                a1.StoreUnsafe(ref acc, (nuint)(c + 8));
+            }
+            if (c < hd)
+            {
+                var a0 = Vector256.LoadUnsafe(ref acc, (nuint)c);
+                for (int t = 0; t < count; t++)
+                    a0 = Vector256.MultiplyAddEstimate(Vector256.Create(Unsafe.Add(ref w, t)), Vector256.LoadUnsafe(ref Unsafe.Add(ref r0, t * hd + c)), a0);
+                a0.StoreUnsafe(ref acc, (nuint)c);
+            }
+            return;
+        }
+        var a = MemoryMarshal.CreateSpan(ref acc, hd);
+        for (int t = 0; t < count; t++)
+            TensorPrimitives.MultiplyAdd(MemoryMarshal.CreateReadOnlySpan(ref Unsafe.Add(ref r0, t * hd), hd), Unsafe.Add(ref w, t), a, a);
+    }
+
+    /// <summary>d0[t] = x0 · rows[t], d1[t] = x1 · rows[t] for t &lt; count (two query rows share each key load). hd % 8 == 0.</summary>
+    static void Dots2(ref float x0, ref float x1, ref float rows, int count, int hd, ref float d0, ref float d1)
+    {
+        int t = 0;
+        for (; t + 4 <= count; t += 4)
+        {
+            ref float r0 = ref Unsafe.Add(ref rows, t * hd);
+            ref float r1 = ref Unsafe.Add(ref r0, hd);
+            ref float r2 = ref Unsafe.Add(ref r1, hd);
+            ref float r3 = ref Unsafe.Add(ref r2, hd);
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
+            for (int c = 0; c < hd; c += 8)
+            {
+                var u = Vector256.LoadUnsafe(ref x0, (nuint)c);
+                var v = Vector256.LoadUnsafe(ref x1, (nuint)c);
+                var k = Vector256.LoadUnsafe(ref r0, (nuint)c);
+                a0 = Vector256.MultiplyAddEstimate(u, k, a0); b0 = Vector256.MultiplyAddEstimate(v, k, b0);
+                k = Vector256.LoadUnsafe(ref r1, (nuint)c);
+                a1 = Vector256.MultiplyAddEstimate(u, k, a1); b1 = Vector256.MultiplyAddEstimate(v, k, b1);
+                k = Vector256.LoadUnsafe(ref r2, (nuint)c);
+                a2 = Vector256.MultiplyAddEstimate(u, k, a2); b2 = Vector256.MultiplyAddEstimate(v, k, b2);
+                k = Vector256.LoadUnsafe(ref r3, (nuint)c);
+                a3 = Vector256.MultiplyAddEstimate(u, k, a3); b3 = Vector256.MultiplyAddEstimate(v, k, b3);
+            }
+            Unsafe.Add(ref d0, t) = Vector256.Sum(a0); Unsafe.Add(ref d1, t) = Vector256.Sum(b0);
+            Unsafe.Add(ref d0, t + 1) = Vector256.Sum(a1); Unsafe.Add(ref d1, t + 1) = Vector256.Sum(b1);
+            Unsafe.Add(ref d0, t + 2) = Vector256.Sum(a2); Unsafe.Add(ref d1, t + 2) = Vector256.Sum(b2);
+            Unsafe.Add(ref d0, t + 3) = Vector256.Sum(a3); Unsafe.Add(ref d1, t + 3) = Vector256.Sum(b3);
+        }
+        for (; t < count; t++)
+        {
+            ref float r0 = ref Unsafe.Add(ref rows, t * hd);
+            Vector256<float> a0 = default, b0 = default;
+            for (int c = 0; c < hd; c += 8)
+            {
+                var k = Vector256.LoadUnsafe(ref r0, (nuint)c);
+                a0 = Vector256.MultiplyAddEstimate(Vector256.LoadUnsafe(ref x0, (nuint)c), k, a0);
+                b0 = Vector256.MultiplyAddEstimate(Vector256.LoadUnsafe(ref x1, (nuint)c), k, b0);
+            }
+            Unsafe.Add(ref d0, t) = Vector256.Sum(a0);
+            Unsafe.Add(ref d1, t) = Vector256.Sum(b0);
+        }
+    }
+
+    /// <summary>acc0 += Σ_t w0[t]·rows[t], acc1 += Σ_t w1[t]·rows[t] (two rows share each key load). hd % 8 == 0.</summary>
+    static void AccumulateRows2(ref float acc0, ref float acc1, ref float rows, int count, int hd, ref float w0, ref float w1)
+    {
+        int c = 0;
+        for (; c + 16 <= hd; c += 16)
+        {
+            var a0 = Vector256.LoadUnsafe(ref acc0, (nuint)c);
+            var a1 = Vector256.LoadUnsafe(ref acc0, (nuint)(c + 8));
+            var b0 = Vector256.LoadUnsafe(ref acc1, (nuint)c);
+            var b1 = Vector256.LoadUnsafe(ref acc1, (nuint)(c + 8));
+            for (int t = 0; t < count; t++)
+            {
+                var u = Vector256.Create(Unsafe.Add(ref w0, t));
+                var v = Vector256.Create(Unsafe.Add(ref w1, t));
+                ref float rt = ref Unsafe.Add(ref rows, t * hd + c);
+                var k0 = Vector256.LoadUnsafe(ref rt);
+                var k1 = Vector256.LoadUnsafe(ref rt, 8);
+                a0 = Vector256.MultiplyAddEstimate(u, k0, a0); b0 = Vector256.MultiplyAddEstimate(v, k0, b0);
+                a1 = Vector256.MultiplyAddEstimate(u, k1, a1); b1 = Vector256.MultiplyAddEstimate(v, k1, b1);
+            }
+            a0.StoreUnsafe(ref acc0, (nuint)c); a1.StoreUnsafe(ref acc0, (nuint)(c + 8));
+            b0.StoreUnsafe(ref acc1, (nuint)c); b1.StoreUnsafe(ref acc1, (nuint)(c + 8));
+        }
+        if (c < hd)
+        {
+            var a0 = Vector256.LoadUnsafe(ref acc0, (nuint)c);
+            var b0 = Vector256.LoadUnsafe(ref acc1, (nuint)c);
+            for (int t = 0; t < count; t++)
+            {
+                var k0 = Vector256.LoadUnsafe(ref Unsafe.Add(ref rows, t * hd + c));
+                a0 = Vector256.MultiplyAddEstimate(Vector256.Create(Unsafe.Add(ref w0, t)), k0, a0);
+                b0 = Vector256.MultiplyAddEstimate(Vector256.Create(Unsafe.Add(ref w1, t)), k0, b0);
+            }
+            a0.StoreUnsafe(ref acc0, (nuint)c); b0.StoreUnsafe(ref acc1, (nuint)c);
+        }
+    }
+
+    /// <summary>y[c] += alpha·x[c] for c &lt; hd.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Axpy(ref float y, float alpha, ref float x, int hd)
+    {
+        if (Vector256.IsHardwareAccelerated && hd % 8 == 0)
+        {
+            var av = Vector256.Create(alpha);
+            for (int c = 0; c < hd; c += 8)
+                Vector256.MultiplyAddEstimate(av, Vector256.LoadUnsafe(ref x, (nuint)c), Vector256.LoadUnsafe(ref y, (nuint)c)).StoreUnsafe(ref y, (nuint)c);
+            return;
+        }
+        var ys = MemoryMarshal.CreateSpan(ref y, hd);
+        TensorPrimitives.MultiplyAdd(MemoryMarshal.CreateReadOnlySpan(ref x, hd), alpha, ys, ys);
+    }
+
+    // ------------------------------------------------------------------ backward
+
+    /// <summary>Backward over views of the CPU backend. See <see cref="IBackend.AttentionBackward"/>.</summary>
+    /// <param name="fused">true: one pass per (batch, head); false: key-tile pass then query-tile pass;
+    /// null: fused when there are at least twice as many (batch, head) pairs as processors.</param>
+    public static void Backward(AttentionShape shape, FloatView qkv, FloatView output, FloatView lse, FloatView dOutput, FloatView dQkv, bool? fused = null)
+    {
+        shape.Validate();
+        long bt = (long)shape.Batch * shape.SeqLen;
+        RequireView(qkv, bt * shape.QkvRowStride, nameof(qkv));
+        RequireView(output, bt * shape.ModelDim, nameof(output));
+        RequireView(lse, bt * shape.Heads, nameof(lse));
+        RequireView(dOutput, bt * shape.ModelDim, nameof(dOutput));
+        RequireView(dQkv, bt * shape.QkvRowStride, nameof(dQkv));
+        Backward(shape, CpuBackend.Storage(qkv), qkv.Offset, CpuBackend.Storage(output), output.Offset, CpuBackend.Storage(lse), lse.Offset,
+            CpuBackend.Storage(dOutput), dOutput.Offset, CpuBackend.Storage(dQkv), dQkv.Offset, fused);
+    }
+
+    static void Backward(AttentionShape s, float[] qkv, int qkvOff, float[] o, int oOff, float[] lse, int lseOff,
+        float[] dO, int dOOff, float[] dQkv, int dOff, bool? fused)
+    {
+        int B = s.Batch, T = s.SeqLen, H = s.Heads, hd = s.HeadDim, stride = s.QkvRowStride, D = s.ModelDim;
+        float scale = 1f / MathF.Sqrt(hd);
+
+        // Delta_i = rowsum(dO_i ⊙ O_i), laid out like lse.
+        var delta = new float[B * H * T];
+        CpuBackend.ParallelRanges(B * T, (r0, r1) =>
+        {
+            for (int bt = r0; bt < r1; bt++)
+            {
+                int b = bt / T, t = bt % T;
+                for (int h = 0; h < H; h++)
+                    delta[(b * H + h) * T + t] = TensorPrimitives.Dot(dO.AsSpan(dOOff + bt * D + h * hd, hd), o.AsSpan(oOff + bt * D + h * hd, hd));
+            }
+        }, 16);
+
+        int nkt = (T + KeyTile - 1) / KeyTile, nqt = (T + QueryTile - 1) / QueryTile;
+        if (fused ?? B * H >= 2 * Environment.ProcessorCount)
+        {
+            // Enough (batch, head) pairs to fill the machine: one task per pair does everything in one pass
+            // (P recomputed once; dQ accumulated in a per-task buffer).
+            Parallel.For(0, B * H, () => (new BackScratch(hd), new float[T * hd]), (bh, _, st) =>
+            {
+                var (sc, dQacc) = st;
+                int h = bh % H, b = bh / H;
+                Array.Clear(dQacc);
+                for (int kt = 0; kt < nkt; kt++)
+                    BackwardKeyTile(s, sc, b, h, kt, scale, delta, dQacc, qkv, qkvOff, lse, lseOff, dO, dOOff, dQkv, dOff);
+                int qBase = dOff + b * T * stride + h * hd;
+                for (int i = 0; i < T; i++)
+                    TensorPrimitives.Multiply(dQacc.AsSpan(i * hd, hd), scale, dQkv.AsSpan(qBase + i * stride, hd));
+                return st;
+            }, _ => { });
+            return;
+        }
+
+        // Otherwise two passes with finer tasks. Pass 1, key-tile outer: dK and dV (no races: a task owns its keys).
+        Parallel.For(0, B * H * nkt, () => new BackScratch(hd), (task, _, sc) =>
+        {
+            int kt = task % nkt, bh = task / nkt, h = bh % H, b = bh / H;
+            BackwardKeyTile(s, sc, b, h, kt, scale, delta, null, qkv, qkvOff, lse, lseOff, dO, dOOff, dQkv, dOff);
+            return sc;
+        }, _ => { });
+
+        // Pass 2, query-tile outer: dQ = scale · Σ_j dS_ij k_j.
+        Parallel.For(0, B * H * nqt, () => new BackScratch(hd), (task, _, sc) =>
+        {
+            int qt = task % nqt, bh = task / nqt, h = bh % H, b = bh / H;
+            int q0 = qt * QueryTile, q1 = Math.Min(T, q0 + QueryTile), nq = q1 - q0;
+            int qBase = qkvOff + b * T * stride + h * hd, kBase = qBase + D, vBase = qBase + 2 * D;
+            int dOBase = dOOff + b * T * D + h * hd, lBase = lseOff + (b * H + h) * T, deltaBase = (b * H + h) * T;
+            for (int r = 0; r < nq; r++)
+            {
+                TensorPrimitives.Multiply(qkv.AsSpan(qBase + (q0 + r) * stride, hd), scale, sc.Q.AsSpan(r * hd, hd));
+                KeyRanges(s.Mask, T, s.BlockSize, q0 + r, out sc.R[4 * r], out sc.R[4 * r + 1], out sc.R[4 * r + 2], out sc.R[4 * r + 3]);
+            }
+            sc.DQ.AsSpan(0, nq * hd).Clear();
+            for (int k0 = 0; k0 < T; k0 += KeyTile)
+            {
+                int k1 = Math.Min(T, k0 + KeyTile);
+                var kind = Bd3Mask.ClassifyTile(s.Mask, T, s.BlockSize, q0, q1, k0, k1);
+                if (kind == TileKind.Empty) continue;
+                int g0 = k0, g1 = k1;
+                if (kind == TileKind.Partial && !KeySpan(sc.R, nq, k0, k1, out g0, out g1)) continue;
+                Gather(qkv, kBase, stride, g0, g1, hd, sc.K);
+                Gather(qkv, vBase, stride, g0, g1, hd, sc.V);
+                for (int r = 0; r < nq; r++)
+                {
+                    int i = q0 + r;
+                    float li = lse[lBase + i];
+                    if (float.IsNegativeInfinity(li) || float.IsNaN(li)) continue;
+                    int a0 = 0, n1 = g1 - g0, b0 = 0, n2 = 0;
+                    if (kind == TileKind.Partial) Local(sc.R, r, g0, g1, out a0, out n1, out b0, out n2);
+                    if (n1 + n2 == 0) continue;
+                    RowProbabilities(sc, ref sc.Q[r * hd], ref dO[dOBase + i * D], li, delta[deltaBase + i], hd, a0, n1, b0, n2);
+                    ref float dq = ref sc.DQ[r * hd];
+                    AccumulateRows(ref dq, ref sc.K[0], a0, n1, hd, ref sc.P[0]);
+                    AccumulateRows(ref dq, ref sc.K[0], b0, n2, hd, ref sc.P[n1]);
+                }
+            }
+            for (int r = 0; r < nq; r++)
+                TensorPrimitives.Multiply(sc.DQ.AsSpan(r * hd, hd), scale, dQkv.AsSpan(dOff + (b * T + q0 + r) * stride + h * hd, hd));
+            return sc;
+        }, _ => { });
+    }
+
+    /// <summary>
+    /// dK and dV of key tile kt of (b, h), accumulated over every query that sees it, written to dQkv. With dQacc
+    /// (T×hd of this (b, h)) also accumulates the unscaled dQ = Σ_j dS_ij k_j: the fused single-pass backward.
+    /// </summary>
+    static void BackwardKeyTile(AttentionShape s, BackScratch sc, int b, int h, int kt, float scale, float[] delta, float[]? dQacc,
+        float[] qkv, int qkvOff, float[] lse, int lseOff, float[] dO, int dOOff, float[] dQkv, int dOff)
+    {
+        int T = s.SeqLen, H = s.Heads, hd = s.HeadDim, stride = s.QkvRowStride, D = s.ModelDim;
+        int k0 = kt * KeyTile, k1 = Math.Min(T, k0 + KeyTile), nk = k1 - k0;
+        int qBase = qkvOff + b * T * stride + h * hd, kBase = qBase + D, vBase = qBase + 2 * D;
+        int dOBase = dOOff + b * T * D + h * hd, lBase = lseOff + (b * H + h) * T, deltaBase = (b * H + h) * T;
+        Gather(qkv, kBase, stride, k0, k1, hd, sc.K);
+        Gather(qkv, vBase, stride, k0, k1, hd, sc.V);
+        sc.DK.AsSpan(0, nk * hd).Clear();
+        sc.DV.AsSpan(0, nk * hd).Clear();
+        for (int q0 = 0; q0 < T; q0 += QueryTile)
+        {
+            int q1 = Math.Min(T, q0 + QueryTile);
+            var kind = Bd3Mask.ClassifyTile(s.Mask, T, s.BlockSize, q0, q1, k0, k1);
+            if (kind == TileKind.Empty) continue;
+            int nq = q1 - q0;
+            // P and dS of this query tile × key tile, stored key-major (Pt[j, r]) so that dV_j and dK_j
+            // accumulate in registers over the query rows; lo/hi bound the rows that touched key j.
+            for (int r = 0; r < nq; r++)
+            {
+                TensorPrimitives.Multiply(qkv.AsSpan(qBase + (q0 + r) * stride, hd), scale, sc.Q.AsSpan(r * hd, hd));
+                dO.AsSpan(dOBase + (q0 + r) * D, hd).CopyTo(sc.DOt.AsSpan(r * hd, hd));
+            }
+            if (kind == TileKind.Partial)
+            {
+                sc.Pt.AsSpan(0, nk * QueryTile).Clear();
+                sc.DSt.AsSpan(0, nk * QueryTile).Clear();
+            }
+            sc.Lo.AsSpan(0, nk).Fill(nq);
+            sc.Hi.AsSpan(0, nk).Clear();
+            for (int r = 0; r < nq; r++)
+            {
+                int i = q0 + r;
+                float li = lse[lBase + i];
+                if (float.IsNegativeInfinity(li) || float.IsNaN(li))
+                {
+                    // a row that saw no key has no gradient; a Full tile did not clear its stale entries
+                    for (int j = 0; j < nk; j++) sc.Pt[j * QueryTile + r] = sc.DSt[j * QueryTile + r] = 0;
+                    continue;
+                }
+                int a0 = 0, n1 = nk, b0 = 0, n2 = 0;
+                if (kind == TileKind.Partial)
+                {
+                    KeyRanges(s.Mask, T, s.BlockSize, i, out sc.R[0], out sc.R[1], out sc.R[2], out sc.R[3]);
+                    Local(sc.R, 0, k0, k1, out a0, out n1, out b0, out n2);
+                }
+                if (n1 + n2 == 0) continue;
+                RowProbabilities(sc, ref sc.Q[r * hd], ref sc.DOt[r * hd], li, delta[deltaBase + i], hd, a0, n1, b0, n2);
+                if (dQacc != null)
+                {
+                    AccumulateRows(ref dQacc[i * hd], ref sc.K[0], a0, n1, hd, ref sc.P[0]);
+                    AccumulateRows(ref dQacc[i * hd], ref sc.K[0], b0, n2, hd, ref sc.P[n1]);
+                }
+                for (int t = 0; t < n1 + n2; t++)
+                {
+                    int j = t < n1 ? a0 + t : b0 + t - n1;
+                    sc.Pt[j * QueryTile + r] = sc.S[t];
+                    sc.DSt[j * QueryTile + r] = sc.P[t];
+                    if (r < sc.Lo[j]) sc.Lo[j] = r;
+                    sc.Hi[j] = r + 1;
+                }
+            }
+            // dV_j += Σ_r P[r, j]·dO_r;  dK_j += Σ_r dS[r, j]·(scale·q_r)  (rows in [lo, hi) not touching j hold 0)
+            for (int j = 0; j < nk; j++)
+            {
+                int lo = sc.Lo[j], cnt = sc.Hi[j] - lo;
+                if (cnt <= 0) continue;
+                AccumulateRows(ref sc.DV[j * hd], ref sc.DOt[0], lo, cnt, hd, ref sc.Pt[j * QueryTile + lo]);
+                AccumulateRows(ref sc.DK[j * hd], ref sc.Q[0], lo, cnt, hd, ref sc.DSt[j * QueryTile + lo]);
+            }
+        }
+        for (int j = 0; j < nk; j++)
+        {
+            int row = dOff + (b * T + k0 + j) * stride + h * hd;
+            Array.Copy(sc.DK, j * hd, dQkv, row + D, hd);
+            Array.Copy(sc.DV, j * hd, dQkv, row + 2 * D, hd);
+        }
+    }
+
+    sealed class BackScratch
+    {
+        public readonly float[] Q, DQ, K, V, DK, DV, S, P, DOt, Pt, DSt;
+        public readonly int[] R, Lo, Hi;
+        public BackScratch(int hd)
+        {
+            DOt = new float[QueryTile * hd]; Pt = new float[KeyTile * QueryTile]; DSt = new float[KeyTile * QueryTile];
+            Lo = new int[KeyTile]; Hi = new int[KeyTile];
+            Q = new float[QueryTile * hd]; DQ = new float[QueryTile * hd];
+            K = new float[KeyTile * hd]; V = new float[KeyTile * hd];
+            DK = new float[KeyTile * hd]; DV = new float[KeyTile * hd];
+            S = new float[KeyTile + 1]; P = new float[KeyTile + 1]; // S, P +1: a slice may start at n1 = KeyTile with n2 = 0
+            R = new int[QueryTile * 4];
+        }
+    }
+
+    /// <summary>
+    /// For one query row (q pre-scaled) over gathered keys [a0, a0+n1) ∪ [b0, b0+n2): S[t] = P_t = exp(q·k - lse),
+    /// P[t] = dS_t = P_t·(dO·v_t - Delta).
+    /// </summary>
+    static void RowProbabilities(BackScratch sc, ref float qs, ref float dOi, float lse, float delta, int hd, int a0, int n1, int b0, int n2)
+    {
+        int n = n1 + n2;
+        Dots(ref qs, ref sc.K[0], a0, n1, hd, ref sc.S[0]);
+        Dots(ref qs, ref sc.K[0], b0, n2, hd, ref sc.S[n1]);
+        var p = sc.S.AsSpan(0, n);
+        TensorPrimitives.Subtract(p, lse, p);
+        TensorPrimitives.Exp(p, p);
+        Dots(ref dOi, ref sc.V[0], a0, n1, hd, ref sc.P[0]);
+        Dots(ref dOi, ref sc.V[0], b0, n2, hd, ref sc.P[n1]);
+        var ds = sc.P.AsSpan(0, n);
+        TensorPrimitives.Subtract(ds, delta, ds);
+        TensorPrimitives.Multiply(ds, p, ds);
+    }
+
+    // ------------------------------------------------------------------ decode
+
+    /// <summary>Block decode against a KV cache. See <see cref="IBackend.DecodeAttention"/>.</summary>
+    public static void Decode(DecodeShape shape, FloatView qkv, FloatView kCache, FloatView vCache, FloatView output)
+    {
+        if (shape.Batch <= 0 || shape.Heads <= 0 || shape.HeadDim <= 0 || shape.BlockLen <= 0 || shape.CacheLen < 0 || shape.CacheLen > shape.CacheCapacity)
+            throw new ArgumentException($"invalid decode shape: {shape}");
+        int B = shape.Batch, T = shape.BlockLen, H = shape.Heads, hd = shape.HeadDim, D = shape.ModelDim, stride = 3 * D;
+        int cap = shape.CacheCapacity, cl = shape.CacheLen;
+        RequireView(qkv, (long)B * T * stride, nameof(qkv));
+        RequireView(kCache, (long)B * cap * D, nameof(kCache));
+        RequireView(vCache, (long)B * cap * D, nameof(vCache));
+        RequireView(output, (long)B * T * D, nameof(output));
+        float[] q = CpuBackend.Storage(qkv), kc = CpuBackend.Storage(kCache), vc = CpuBackend.Storage(vCache), outp = CpuBackend.Storage(output);
+        int qkvOff = qkv.Offset, kcOff = kCache.Offset, vcOff = vCache.Offset, outOff = output.Offset;
+        int nqt = (T + QueryTile - 1) / QueryTile;
+        float scale = 1f / MathF.Sqrt(hd);
+        Parallel.For(0, B * H * nqt, () => new Scratch(hd), (task, _, sc) =>
+        {
+            int qt = task % nqt, bh = task / nqt, h = bh % H, b = bh / H;
+            int q0 = qt * QueryTile, nq = Math.Min(T, q0 + QueryTile) - q0;
+            int qBase = qkvOff + b * T * stride + h * hd;
+            LoadQueries(sc, q, qBase, stride, q0, nq, hd, scale);
+            // cached keys (all visible), then the block's own keys (bidirectional)
+            AllKeys(sc, nq, hd, kc, kcOff + b * cap * D + h * hd, vc, vcOff + b * cap * D + h * hd, D, cl);
+            AllKeys(sc, nq, hd, q, qBase + D, q, qBase + 2 * D, stride, T);
+            Finish(sc, nq, hd, outp, outOff + (b * T + q0) * D + h * hd, D, null, 0);
+            return sc;
+        }, _ => { });
+    }
+
+    static void AllKeys(Scratch sc, int nq, int hd, float[] k, int kBase, float[] v, int vBase, int stride, int count)
+    {
+        for (int k0 = 0; k0 < count; k0 += KeyTile)
+        {
+            int k1 = Math.Min(count, k0 + KeyTile);
+            Gather(k, kBase, stride, k0, k1, hd, sc.K);
+            Gather(v, vBase, stride, k0, k1, hd, sc.V);
+            UpdateAllRows(sc, nq, hd, k1 - k0);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+// Micro-kernels of CpuGemm. Generated (register tiles are spelled out so that the JIT keeps every
+// accumulator in a register); edit the shape in CpuGemm.cs's KernelInfo if you regenerate.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace FastBlockDiff.Kernels.Cpu;
+
+public static unsafe partial class CpuGemm
+{
+    // Each kernel: C[MR×NR] (ldc) = Apack[kc×MR]·Bpack[kc×NR] + (beta==0 ? 0 : beta·C) + bias[NR] (bias may be null).
+    // beta == 0 never reads C.
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Kernel512(int kc, float* a, float* b, float* c, nint ldc, float beta, float* bias)
+    {
+        var c0_0 = Vector512<float>.Zero; var c0_1 = Vector512<float>.Zero;
+        var c1_0 = Vector512<float>.Zero; var c1_1 = Vector512<float>.Zero;
+        var c2_0 = Vector512<float>.Zero; var c2_1 = Vector512<float>.Zero;
+        var c3_0 = Vector512<float>.Zero; var c3_1 = Vector512<float>.Zero;
+        var c4_0 = Vector512<float>.Zero; var c4_1 = Vector512<float>.Zero;
+        var c5_0 = Vector512<float>.Zero; var c5_1 = Vector512<float>.Zero;
+        var c6_0 = Vector512<float>.Zero; var c6_1 = Vector512<float>.Zero;
+        var c7_0 = Vector512<float>.Zero; var c7_1 = Vector512<float>.Zero;
+        var c8_0 = Vector512<float>.Zero; var c8_1 = Vector512<float>.Zero;
+        var c9_0 = Vector512<float>.Zero; var c9_1 = Vector512<float>.Zero;
+        var c10_0 = Vector512<float>.Zero; var c10_1 = Vector512<float>.Zero;
+        var c11_0 = Vector512<float>.Zero; var c11_1 = Vector512<float>.Zero;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Vector512.Load(b + 0); var b1 = Vector512.Load(b + 16);
+            var a0 = Vector512.Create(a[0]); c0_0 = Avx512F.FusedMultiplyAdd(a0, b0, c0_0); c0_1 = Avx512F.FusedMultiplyAdd(a0, b1, c0_1);
+            var a1 = Vector512.Create(a[1]); c1_0 = Avx512F.FusedMultiplyAdd(a1, b0, c1_0); c1_1 = Avx512F.FusedMultiplyAdd(a1, b1, c1_1);
+            var a2 = Vector512.Create(a[2]); c2_0 = Avx512F.FusedMultiplyAdd(a2, b0, c2_0); c2_1 = Avx512F.FusedMultiplyAdd(a2, b1, c2_1);
+            var a3 = Vector512.Create(a[3]); c3_0 = Avx512F.FusedMultiplyAdd(a3, b0, c3_0); c3_1 = Avx512F.FusedMultiplyAdd(a3, b1, c3_1);
+            var a4 = Vector512.Create(a[4]); c4_0 = Avx512F.FusedMultiplyAdd(a4, b0, c4_0); c4_1 = Avx512F.FusedMultiplyAdd(a4, b1, c4_1);
+            var a5 = Vector512.Create(a[5]); c5_0 = Avx512F.FusedMultiplyAdd(a5, b0, c5_0); c5_1 = Avx512F.FusedMultiplyAdd(a5, b1, c5_1);
+            var a6 = Vector512.Create(a[6]); c6_0 = Avx512F.FusedMultiplyAdd(a6, b0, c6_0); c6_1 = Avx512F.FusedMultiplyAdd(a6, b1, c6_1);
+            var a7 = Vector512.Create(a[7]); c7_0 = Avx512F.FusedMultiplyAdd(a7, b0, c7_0); c7_1 = Avx512F.FusedMultiplyAdd(a7, b1, c7_1);
+            var a8 = Vector512.Create(a[8]); c8_0 = Avx512F.FusedMultiplyAdd(a8, b0, c8_0); c8_1 = Avx512F.FusedMultiplyAdd(a8, b1, c8_1);
+            var a9 = Vector512.Create(a[9]); c9_0 = Avx512F.FusedMultiplyAdd(a9, b0, c9_0); c9_1 = Avx512F.FusedMultiplyAdd(a9, b1, c9_1);
+            var a10 = Vector512.Create(a[10]); c10_0 = Avx512F.FusedMultiplyAdd(a10, b0, c10_0); c10_1 = Avx512F.FusedMultiplyAdd(a10, b1, c10_1);
+            var a11 = Vector512.Create(a[11]); c11_0 = Avx512F.FusedMultiplyAdd(a11, b0, c11_0); c11_1 = Avx512F.FusedMultiplyAdd(a11, b1, c11_1);
+            a += 12; b += 32;
+        }
+        var z0 = Vector512<float>.Zero; var z1 = Vector512<float>.Zero;
+        if (bias != null) { z0 = Vector512.Load(bias + 0); z1 = Vector512.Load(bias + 16); }
+        if (beta == 0)
+        {
+            Vector512.Store(c0_0 + z0, c + 0 * ldc + 0); Vector512.Store(c0_1 + z1, c + 0 * ldc + 16);
+            Vector512.Store(c1_0 + z0, c + 1 * ldc + 0); Vector512.Store(c1_1 + z1, c + 1 * ldc + 16);
+            Vector512.Store(c2_0 + z0, c + 2 * ldc + 0); Vector512.Store(c2_1 + z1, c + 2 * ldc + 16);
+            Vector512.Store(c3_0 + z0, c + 3 * ldc + 0); Vector512.Store(c3_1 + z1, c + 3 * ldc + 16);
+            Vector512.Store(c4_0 + z0, c + 4 * ldc + 0); Vector512.Store(c4_1 + z1, c + 4 * ldc + 16);
+            Vector512.Store(c5_0 + z0, c + 5 * ldc + 0); Vector512.Store(c5_1 + z1, c + 5 * ldc + 16);
+            Vector512.Store(c6_0 + z0, c + 6 * ldc + 0); Vector512.Store(c6_1 + z1, c + 6 * ldc + 16);
+            Vector512.Store(c7_0 + z0, c + 7 * ldc + 0); Vector512.Store(c7_1 + z1, c + 7 * ldc + 16);
+            Vector512.Store(c8_0 + z0, c + 8 * ldc + 0); Vector512.Store(c8_1 + z1, c + 8 * ldc + 16);
+            Vector512.Store(c9_0 + z0, c + 9 * ldc + 0); Vector512.Store(c9_1 + z1, c + 9 * ldc + 16);
+            Vector512.Store(c10_0 + z0, c + 10 * ldc + 0); Vector512.Store(c10_1 + z1, c + 10 * ldc + 16);
+            Vector512.Store(c11_0 + z0, c + 11 * ldc + 0); Vector512.Store(c11_1 + z1, c + 11 * ldc + 16);
+        }
+        else if (beta == 1)
+        {
+            Vector512.Store(c0_0 + z0 + Vector512.Load(c + 0 * ldc + 0), c + 0 * ldc + 0); Vector512.Store(c0_1 + z1 + Vector512.Load(c + 0 * ldc + 16), c + 0 * ldc + 16);
+            Vector512.Store(c1_0 + z0 + Vector512.Load(c + 1 * ldc + 0), c + 1 * ldc + 0); Vector512.Store(c1_1 + z1 + Vector512.Load(c + 1 * ldc + 16), c + 1 * ldc + 16);
+            Vector512.Store(c2_0 + z0 + Vector512.Load(c + 2 * ldc + 0), c + 2 * ldc + 0); Vector512.Store(c2_1 + z1 + Vector512.Load(c + 2 * ldc + 16), c + 2 * ldc + 16);
+            Vector512.Store(c3_0 + z0 + Vector512.Load(c + 3 * ldc + 0), c + 3 * ldc + 0); Vector512.Store(c3_1 + z1 + Vector512.Load(c + 3 * ldc + 16), c + 3 * ldc + 16);
+            Vector512.Store(c4_0 + z0 + Vector512.Load(c + 4 * ldc + 0), c + 4 * ldc + 0); Vector512.Store(c4_1 + z1 + Vector512.Load(c + 4 * ldc + 16), c + 4 * ldc + 16);
+            Vector512.Store(c5_0 + z0 + Vector512.Load(c + 5 * ldc + 0), c + 5 * ldc + 0); Vector512.Store(c5_1 + z1 + Vector512.Load(c + 5 * ldc + 16), c + 5 * ldc + 16);
+            Vector512.Store(c6_0 + z0 + Vector512.Load(c + 6 * ldc + 0), c + 6 * ldc + 0); Vector512.Store(c6_1 + z1 + Vector512.Load(c + 6 * ldc + 16), c + 6 * ldc + 16);
+            Vector512.Store(c7_0 + z0 + Vector512.Load(c + 7 * ldc + 0), c + 7 * ldc + 0); Vector512.Store(c7_1 + z1 + Vector512.Load(c + 7 * ldc + 16), c + 7 * ldc + 16);
+            Vector512.Store(c8_0 + z0 + Vector512.Load(c + 8 * ldc + 0), c + 8 * ldc + 0); Vector512.Store(c8_1 + z1 + Vector512.Load(c + 8 * ldc + 16), c + 8 * ldc + 16);
+            Vector512.Store(c9_0 + z0 + Vector512.Load(c + 9 * ldc + 0), c + 9 * ldc + 0); Vector512.Store(c9_1 + z1 + Vector512.Load(c + 9 * ldc + 16), c + 9 * ldc + 16);
+            Vector512.Store(c10_0 + z0 + Vector512.Load(c + 10 * ldc + 0), c + 10 * ldc + 0); Vector512.Store(c10_1 + z1 + Vector512.Load(c + 10 * ldc + 16), c + 10 * ldc + 16);
+            Vector512.Store(c11_0 + z0 + Vector512.Load(c + 11 * ldc + 0), c + 11 * ldc + 0); Vector512.Store(c11_1 + z1 + Vector512.Load(c + 11 * ldc + 16), c + 11 * ldc + 16);
+        }
+        else
+        {
+            var bt = Vector512.Create(beta);
+            Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 0 * ldc + 0), c0_0 + z0), c + 0 * ldc + 0); Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 0 * ldc + 16), c0_1 + z1), c + 0 * ldc + 16);
+            Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 1 * ldc + 0), c1_0 + z0), c + 1 * ldc + 0); Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 1 * ldc + 16), c1_1 + z1), c + 1 * ldc + 16);
+            Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 2 * ldc + 0), c2_0 + z0), c + 2 * ldc + 0); Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 2 * ldc + 16), c2_1 + z1), c + 2 * ldc + 16);
+            Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 3 * ldc + 0), c3_0 + z0), c + 3 * ldc + 0); Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 3 * ldc + 16), c3_1 + z1), c + 3 * ldc + 16);
+            Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 4 * ldc + 0), c4_0 + z0), c + 4 * ldc + 0); Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 4 * ldc + 16), c4_1 + z1), c + 4 * ldc + 16);
+            Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 5 * ldc + 0), c5_0 + z0), c + 5 * ldc + 0); Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 5 * ldc + 16), c5_1 + z1), c + 5 * ldc + 16);
+            Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 6 * ldc + 0), c6_0 + z0), c + 6 * ldc + 0); Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 6 * ldc + 16), c6_1 + z1), c + 6 * ldc + 16);
+            Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 7 * ldc + 0), c7_0 + z0), c + 7 * ldc + 0); Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 7 * ldc + 16), c7_1 + z1), c + 7 * ldc + 16);
+            Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 8 * ldc + 0), c8_0 + z0), c + 8 * ldc + 0); Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 8 * ldc + 16), c8_1 + z1), c + 8 * ldc + 16);
+            Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 9 * ldc + 0), c9_0 + z0), c + 9 * ldc + 0); Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 9 * ldc + 16), c9_1 + z1), c + 9 * ldc + 16);
+            Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 10 * ldc + 0), c10_0 + z0), c + 10 * ldc + 0); Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 10 * ldc + 16), c10_1 + z1), c + 10 * ldc + 16);
+            Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 11 * ldc + 0), c11_0 + z0), c + 11 * ldc + 0); Vector512.Store(Avx512F.FusedMultiplyAdd(bt, Vector512.Load(c + 11 * ldc + 16), c11_1 + z1), c + 11 * ldc + 16);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Kernel256(int kc, float* a, float* b, float* c, nint ldc, float beta, float* bias)
+    {
+        var c0_0 = Vector256<float>.Zero; var c0_1 = Vector256<float>.Zero;
+        var c1_0 = Vector256<float>.Zero; var c1_1 = Vector256<float>.Zero;
+        var c2_0 = Vector256<float>.Zero; var c2_1 = Vector256<float>.Zero;
+        var c3_0 = Vector256<float>.Zero; var c3_1 = Vector256<float>.Zero;
+        var c4_0 = Vector256<float>.Zero; var c4_1 = Vector256<float>.Zero;
+        var c5_0 = Vector256<float>.Zero; var c5_1 = Vector256<float>.Zero;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Vector256.Load(b + 0); var b1 = Vector256.Load(b + 8);
+            var a0 = Vector256.Create(a[0]); c0_0 = Fma.MultiplyAdd(a0, b0, c0_0); c0_1 = Fma.MultiplyAdd(a0, b1, c0_1);
+            var a1 = Vector256.Create(a[1]); c1_0 = Fma.MultiplyAdd(a1, b0, c1_0); c1_1 = Fma.MultiplyAdd(a1, b1, c1_1);
+            var a2 = Vector256.Create(a[2]); c2_0 = Fma.MultiplyAdd(a2, b0, c2_0); c2_1 = Fma.MultiplyAdd(a2, b1, c2_1);
+            var a3 = Vector256.Create(a[3]); c3_0 = Fma.MultiplyAdd(a3, b0, c3_0); c3_1 = Fma.MultiplyAdd(a3, b1, c3_1);
+            var a4 = Vector256.Create(a[4]); c4_0 = Fma.MultiplyAdd(a4, b0, c4_0); c4_1 = Fma.MultiplyAdd(a4, b1, c4_1);
+            var a5 = Vector256.Create(a[5]); c5_0 = Fma.MultiplyAdd(a5, b0, c5_0); c5_1 = Fma.MultiplyAdd(a5, b1, c5_1);
+            a += 6; b += 16;
+        }
+        var z0 = Vector256<float>.Zero; var z1 = Vector256<float>.Zero;
+        if (bias != null) { z0 = Vector256.Load(bias + 0); z1 = Vector256.Load(bias + 8); }
+        if (beta == 0)
+        {
+            Vector256.Store(c0_0 + z0, c + 0 * ldc + 0); Vector256.Store(c0_1 + z1, c + 0 * ldc + 8);
+            Vector256.Store(c1_0 + z0, c + 1 * ldc + 0); Vector256.Store(c1_1 + z1, c + 1 * ldc + 8);
+            Vector256.Store(c2_0 + z0, c + 2 * ldc + 0); Vector256.Store(c2_1 + z1, c + 2 * ldc + 8);
+            Vector256.Store(c3_0 + z0, c + 3 * ldc + 0); Vector256.Store(c3_1 + z1, c + 3 * ldc + 8);
+            Vector256.Store(c4_0 + z0, c + 4 * ldc + 0); Vector256.Store(c4_1 + z1, c + 4 * ldc + 8);
+            Vector256.Store(c5_0 + z0, c + 5 * ldc + 0); Vector256.Store(c5_1 + z1, c + 5 * ldc + 8);
+        }
+        else if (beta == 1)
+        {
+            Vector256.Store(c0_0 + z0 + Vector256.Load(c + 0 * ldc + 0), c + 0 * ldc + 0); Vector256.Store(c0_1 + z1 + Vector256.Load(c + 0 * ldc + 8), c + 0 * ldc + 8);
+            Vector256.Store(c1_0 + z0 + Vector256.Load(c + 1 * ldc + 0), c + 1 * ldc + 0); Vector256.Store(c1_1 + z1 + Vector256.Load(c + 1 * ldc + 8), c + 1 * ldc + 8);
+            Vector256.Store(c2_0 + z0 + Vector256.Load(c + 2 * ldc + 0), c + 2 * ldc + 0); Vector256.Store(c2_1 + z1 + Vector256.Load(c + 2 * ldc + 8), c + 2 * ldc + 8);
+            Vector256.Store(c3_0 + z0 + Vector256.Load(c + 3 * ldc + 0), c + 3 * ldc + 0); Vector256.Store(c3_1 + z1 + Vector256.Load(c + 3 * ldc + 8), c + 3 * ldc + 8);
+            Vector256.Store(c4_0 + z0 + Vector256.Load(c + 4 * ldc + 0), c + 4 * ldc + 0); Vector256.Store(c4_1 + z1 + Vector256.Load(c + 4 * ldc + 8), c + 4 * ldc + 8);
+            Vector256.Store(c5_0 + z0 + Vector256.Load(c + 5 * ldc + 0), c + 5 * ldc + 0); Vector256.Store(c5_1 + z1 + Vector256.Load(c + 5 * ldc + 8), c + 5 * ldc + 8);
+        }
+        else
+        {
+            var bt = Vector256.Create(beta);
+            Vector256.Store(Fma.MultiplyAdd(bt, Vector256.Load(c + 0 * ldc + 0), c0_0 + z0), c + 0 * ldc + 0); Vector256.Store(Fma.MultiplyAdd(bt, Vector256.Load(c + 0 * ldc + 8), c0_1 + z1), c + 0 * ldc + 8);
+            Vector256.Store(Fma.MultiplyAdd(bt, Vector256.Load(c + 1 * ldc + 0), c1_0 + z0), c + 1 * ldc + 0); Vector256.Store(Fma.MultiplyAdd(bt, Vector256.Load(c + 1 * ldc + 8), c1_1 + z1), c + 1 * ldc + 8);
+            Vector256.Store(Fma.MultiplyAdd(bt, Vector256.Load(c + 2 * ldc + 0), c2_0 + z0), c + 2 * ldc + 0); Vector256.Store(Fma.MultiplyAdd(bt, Vector256.Load(c + 2 * ldc + 8), c2_1 + z1), c + 2 * ldc + 8);
+            Vector256.Store(Fma.MultiplyAdd(bt, Vector256.Load(c + 3 * ldc + 0), c3_0 + z0), c + 3 * ldc + 0); Vector256.Store(Fma.MultiplyAdd(bt, Vector256.Load(c + 3 * ldc + 8), c3_1 + z1), c + 3 * ldc + 8);
+            Vector256.Store(Fma.MultiplyAdd(bt, Vector256.Load(c + 4 * ldc + 0), c4_0 + z0), c + 4 * ldc + 0); Vector256.Store(Fma.MultiplyAdd(bt, Vector256.Load(c + 4 * ldc + 8), c4_1 + z1), c + 4 * ldc + 8);
+            Vector256.Store(Fma.MultiplyAdd(bt, Vector256.Load(c + 5 * ldc + 0), c5_0 + z0), c + 5 * ldc + 0); Vector256.Store(Fma.MultiplyAdd(bt, Vector256.Load(c + 5 * ldc + 8), c5_1 + z1), c + 5 * ldc + 8);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Kernel128(int kc, float* a, float* b, float* c, nint ldc, float beta, float* bias)
+    {
+        var c0_0 = Vector128<float>.Zero; var c0_1 = Vector128<float>.Zero;
+        var c1_0 = Vector128<float>.Zero; var c1_1 = Vector128<float>.Zero;
+        var c2_0 = Vector128<float>.Zero; var c2_1 = Vector128<float>.Zero;
+        var c3_0 = Vector128<float>.Zero; var c3_1 = Vector128<float>.Zero;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Vector128.Load(b + 0); var b1 = Vector128.Load(b + 4);
+            var a0 = Vector128.Create(a[0]); c0_0 = MulAdd128(a0, b0, c0_0); c0_1 = MulAdd128(a0, b1, c0_1);
+            var a1 = Vector128.Create(a[1]); c1_0 = MulAdd128(a1, b0, c1_0); c1_1 = MulAdd128(a1, b1, c1_1);
+            var a2 = Vector128.Create(a[2]); c2_0 = MulAdd128(a2, b0, c2_0); c2_1 = MulAdd128(a2, b1, c2_1);
+            var a3 = Vector128.Create(a[3]); c3_0 = MulAdd128(a3, b0, c3_0); c3_1 = MulAdd128(a3, b1, c3_1);
+            a += 4; b += 8;
+        }
+        var z0 = Vector128<float>.Zero; var z1 = Vector128<float>.Zero;
+        if (bias != null) { z0 = Vector128.Load(bias + 0); z1 = Vector128.Load(bias + 4); }
+        if (beta == 0)
+        {
+            Vector128.Store(c0_0 + z0, c + 0 * ldc + 0); Vector128.Store(c0_1 + z1, c + 0 * ldc + 4);
+            Vector128.Store(c1_0 + z0, c + 1 * ldc + 0); Vector128.Store(c1_1 + z1, c + 1 * ldc + 4);
+            Vector128.Store(c2_0 + z0, c + 2 * ldc + 0); Vector128.Store(c2_1 + z1, c + 2 * ldc + 4);
+            Vector128.Store(c3_0 + z0, c + 3 * ldc + 0); Vector128.Store(c3_1 + z1, c + 3 * ldc + 4);
+        }
+        else if (beta == 1)
+        {
+            Vector128.Store(c0_0 + z0 + Vector128.Load(c + 0 * ldc + 0), c + 0 * ldc + 0); Vector128.Store(c0_1 + z1 + Vector128.Load(c + 0 * ldc + 4), c + 0 * ldc + 4);
+            Vector128.Store(c1_0 + z0 + Vector128.Load(c + 1 * ldc + 0), c + 1 * ldc + 0); Vector128.Store(c1_1 + z1 + Vector128.Load(c + 1 * ldc + 4), c + 1 * ldc + 4);
+            Vector128.Store(c2_0 + z0 + Vector128.Load(c + 2 * ldc + 0), c + 2 * ldc + 0); Vector128.Store(c2_1 + z1 + Vector128.Load(c + 2 * ldc + 4), c + 2 * ldc + 4);
+            Vector128.Store(c3_0 + z0 + Vector128.Load(c + 3 * ldc + 0), c + 3 * ldc + 0); Vector128.Store(c3_1 + z1 + Vector128.Load(c + 3 * ldc + 4), c + 3 * ldc + 4);
+        }
+        else
+        {
+            var bt = Vector128.Create(beta);
+            Vector128.Store(MulAdd128(bt, Vector128.Load(c + 0 * ldc + 0), c0_0 + z0), c + 0 * ldc + 0); Vector128.Store(MulAdd128(bt, Vector128.Load(c + 0 * ldc + 4), c0_1 + z1), c + 0 * ldc + 4);
+            Vector128.Store(MulAdd128(bt, Vector128.Load(c + 1 * ldc + 0), c1_0 + z0), c + 1 * ldc + 0); Vector128.Store(MulAdd128(bt, Vector128.Load(c + 1 * ldc + 4), c1_1 + z1), c + 1 * ldc + 4);
+            Vector128.Store(MulAdd128(bt, Vector128.Load(c + 2 * ldc + 0), c2_0 + z0), c + 2 * ldc + 0); Vector128.Store(MulAdd128(bt, Vector128.Load(c + 2 * ldc + 4), c2_1 + z1), c + 2 * ldc + 4);
+            Vector128.Store(MulAdd128(bt, Vector128.Load(c + 3 * ldc + 0), c3_0 + z0), c + 3 * ldc + 0); Vector128.Store(MulAdd128(bt, Vector128.Load(c + 3 * ldc + 4), c3_1 + z1), c + 3 * ldc + 4);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector128<float> MulAdd128(Vector128<float> a, Vector128<float> b, Vector128<float> c) => a * b + c;
+}

@@ -1,0 +1,447 @@
+using System.Buffers;
+using System.Numerics;
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace FastBlockDiff.Kernels.Cpu;
+
+/// <summary>Which micro-kernel the CPU GEMM uses. Auto picks the widest the CPU runs natively.</summary>
+public enum GemmKernel { Auto, Avx512, Avx2, Portable }
+
+/// <summary>
+/// fp32 GEMM of the CPU backend, Goto/BLIS style:
+/// <list type="bullet">
+/// <item>loop over N panels (NC) and K panels (KC); each K×N panel of op(B) is packed once into NR-wide
+/// slivers [kc][NR] shared by all threads;</item>
+/// <item>work items are (M block of MC rows) × (range of B slivers); each packs its block of op(A), scaled
+/// by alpha, into MR-tall slivers [kc][MR] (a thread's own pooled buffer, sized for L2), then runs the
+/// micro-kernel over every MR×NR tile: a B sliver stays in L1 while the A slivers stream from L2;</item>
+/// <item>the micro-kernel keeps the MR×NR tile of C in registers (AVX-512: 12×32, AVX2+FMA: 6×16,
+/// portable Vector128: 4×8) and applies beta/bias on the first K panel only (later panels accumulate),
+/// so beta = 0 never reads C. Edge tiles go through a small scratch tile.</item>
+/// </list>
+/// Very small M (≤ 4, e.g. decoding one token) takes a direct path that streams B without packing.
+/// Transposes are absorbed by the packing routines.
+/// </summary>
+public static unsafe partial class CpuGemm
+{
+    /// <summary>Rows up to which the unpacked small-M path is used.</summary>
+    public const int SmallM = 4;
+
+    readonly struct KernelInfo(GemmKernel kind, int mr, int nr, int kc, int mc, int nc,
+        delegate*<int, float*, float*, float*, nint, float, float*, void> fn)
+    {
+        public readonly GemmKernel Kind = kind;
+        public readonly int MR = mr, NR = nr, KC = kc, MC = mc, NC = nc;
+        public readonly delegate*<int, float*, float*, float*, nint, float, float*, void> Fn = fn;
+    }
+
+    static KernelInfo Info(GemmKernel kind) => kind switch
+    {
+        // KC·NR·4 bytes of B sliver sit in L1 (48 KiB on Zen 5); MC·KC·4 of packed A in L2; KC·NC·4 of packed B in L3.
+        GemmKernel.Avx512 => new(kind, 12, 32, 256, 288, 4096, &Kernel512),
+        GemmKernel.Avx2 => new(kind, 6, 16, 256, 144, 4096, &Kernel256),
+        _ => new(GemmKernel.Portable, 4, 8, 256, 128, 2048, &Kernel128),
+    };
+
+    /// <summary>The kernel Auto resolves to on this CPU.</summary>
+    public static GemmKernel Best { get; } =
+        Avx512F.IsSupported && Vector512.IsHardwareAccelerated ? GemmKernel.Avx512
+        : Fma.IsSupported && Avx2.IsSupported ? GemmKernel.Avx2
+        : GemmKernel.Portable;
+
+    /// <summary>Whether this CPU can run a given kernel.</summary>
+    public static bool IsSupported(GemmKernel kind) => kind switch
+    {
+        GemmKernel.Avx512 => Avx512F.IsSupported,
+        GemmKernel.Avx2 => Fma.IsSupported && Avx2.IsSupported,
+        _ => true,
+    };
+
+    /// <summary>
+    /// C = alpha·op(A)·op(B) + beta·C (+ bias[n] on every row), row-major, batched with element strides
+    /// (same semantics as <see cref="IBackend.Gemm"/>). op(A) is M×K: A[m*lda+k], or A[k*lda+m] when transA;
+    /// op(B) is K×N: B[k*ldb+n], or B[n*ldb+k] when transB. An empty bias means none. beta = 0 never reads C.
+    /// </summary>
+    /// <param name="maxThreads">0: all processors.</param>
+    /// <param name="allowSmallPath">false forces the packed path even for tiny M (tests).</param>
+    public static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha,
+        ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc,
+        ReadOnlySpan<float> bias = default, int batch = 1, long strideA = 0, long strideB = 0, long strideC = 0,
+        GemmKernel kernel = GemmKernel.Auto, int maxThreads = 0, bool allowSmallPath = true)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(m);
+        ArgumentOutOfRangeException.ThrowIfNegative(n);
+        ArgumentOutOfRangeException.ThrowIfNegative(k);
+        ArgumentOutOfRangeException.ThrowIfNegative(batch);
+        if (m == 0 || n == 0 || batch == 0) return;
+        if (kernel == GemmKernel.Auto) kernel = Best;
+        if (!IsSupported(kernel)) throw new PlatformNotSupportedException($"GEMM kernel {kernel} is not supported on this CPU");
+        if (ldc < n) throw new ArgumentException($"ldc {ldc} < n {n}");
+        if (k > 0)
+        {
+            if (lda < (transA ? m : k)) throw new ArgumentException($"lda {lda} too small for {(transA ? "transposed " : "")}A ({m}×{k})");
+            if (ldb < (transB ? k : n)) throw new ArgumentException($"ldb {ldb} too small for {(transB ? "transposed " : "")}B ({k}×{n})");
+        }
+        long extA = k == 0 ? 0 : transA ? (long)(k - 1) * lda + m : (long)(m - 1) * lda + k;
+        long extB = k == 0 ? 0 : transB ? (long)(n - 1) * ldb + k : (long)(k - 1) * ldb + n;
+        long extC = (long)(m - 1) * ldc + n;
+        Check("A", a.Length, extA, strideA, batch);
+        Check("B", b.Length, extB, strideB, batch);
+        Check("C", c.Length, extC, strideC, batch);
+        if (!bias.IsEmpty && bias.Length < n) throw new ArgumentException($"bias has {bias.Length} elements, needs {n}");
+
+        int threads = maxThreads > 0 ? Math.Min(maxThreads, Environment.ProcessorCount) : Environment.ProcessorCount;
+        fixed (float* pa = a) fixed (float* pb = b) fixed (float* pc = c) fixed (float* pbias = bias)
+        {
+            var g = new Problem
+            {
+                TransA = transA, TransB = transB, M = m, N = n, K = k, Alpha = alpha, A = pa, Lda = lda, B = pb, Ldb = ldb,
+                Beta = beta, C = pc, Ldc = ldc, Bias = bias.IsEmpty ? null : pbias, Info = Info(kernel),
+                Threads = threads, AllowSmall = allowSmallPath,
+            };
+            double flops = 2.0 * m * n * Math.Max(k, 1);
+            if (batch > 1 && threads > 1 && flops < 8e6)
+            {
+                // Many small products: one per worker, each single-threaded.
+                var template = g;
+                template.Threads = 1;
+                Parallel.For(0, batch, new ParallelOptions { MaxDegreeOfParallelism = threads }, p =>
+                {
+                    var q = template;
+                    q.A += p * strideA; q.B += p * strideB; q.C += p * strideC;
+                    Run(q);
+                });
+            }
+            else
+            {
+                for (int p = 0; p < batch; p++)
+                {
+                    var q = g;
+                    q.A += p * strideA; q.B += p * strideB; q.C += p * strideC;
+                    Run(q);
+                }
+            }
+        }
+    }
+
+    static void Check(string name, int length, long extent, long stride, int batch)
+    {
+        if (stride < 0) throw new ArgumentException($"stride of {name} is negative");
+        long need = extent + (batch - 1) * stride;
+        if (need > length) throw new ArgumentException($"{name} needs {need} elements from its offset, has {length}");
+    }
+
+    /// <summary>One (unbatched) product; pointers are already offset and pinned by the caller.</summary>
+    struct Problem
+    {
+        public bool TransA, TransB, AllowSmall;
+        public int M, N, K, Threads;
+        public float Alpha, Beta;
+        public float* A, B, C, Bias;
+        public nint Lda, Ldb, Ldc;
+        public KernelInfo Info;
+    }
+
+    static void Run(in Problem g)
+    {
+        if (g.K == 0 || g.Alpha == 0) { ScaleOnly(g); return; }
+        if (g.AllowSmall && g.M <= SmallM) { SmallPath(g); return; }
+        Blocked(g);
+    }
+
+    /// <summary>C = beta·C + bias (the product vanishes).</summary>
+    static void ScaleOnly(in Problem g)
+    {
+        for (int i = 0; i < g.M; i++)
+        {
+            float* c = g.C + i * g.Ldc;
+            for (int j = 0; j < g.N; j++)
+                c[j] = (g.Beta == 0 ? 0f : g.Beta * c[j]) + (g.Bias != null ? g.Bias[j] : 0f);
+        }
+    }
+
+    /// <summary>Epilogue of a row segment computed elsewhere: c = v + beta·c + bias.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Finish(float* c, float* v, int count, float beta, float* bias)
+    {
+        if (beta == 0)
+            for (int j = 0; j < count; j++) c[j] = v[j] + (bias != null ? bias[j] : 0f);
+        else
+            for (int j = 0; j < count; j++) c[j] = v[j] + beta * c[j] + (bias != null ? bias[j] : 0f);
+    }
+
+    // ------------------------------------------------------------------ small M: no packing of B
+
+    static void SmallPath(Problem g)
+    {
+        int m = g.M, k = g.K;
+        float[] arr = ArrayPool<float>.Shared.Rent(m * k);
+        try
+        {
+            fixed (float* ap = arr)
+            {
+                // Contiguous alpha-scaled rows of op(A).
+                for (int r = 0; r < m; r++)
+                    for (int p = 0; p < k; p++)
+                        ap[r * k + p] = g.Alpha * (g.TransA ? g.A[p * g.Lda + r] : g.A[r * g.Lda + p]);
+                const int Chunk = 64;
+                int units = (g.N + Chunk - 1) / Chunk;
+                int workers = (long)g.N * k * m >= 1 << 16 ? Math.Min(g.Threads, units) : 1;
+                var gg = g; float* a = ap;
+                if (workers <= 1) SmallRange(gg, a, 0, units);
+                else Parallel.For(0, workers, w => SmallRange(gg, a, (int)((long)units * w / workers), (int)((long)units * (w + 1) / workers)));
+            }
+        }
+        finally { ArrayPool<float>.Shared.Return(arr); }
+    }
+
+    static void SmallRange(in Problem g, float* ap, int u0, int u1)
+    {
+        const int Chunk = 64;
+        float* t = stackalloc float[Chunk];
+        int k = g.K, vw = Vector<float>.Count;
+        for (int u = u0; u < u1; u++)
+        {
+            int j0 = u * Chunk, j1 = Math.Min(g.N, j0 + Chunk);
+            for (int r = 0; r < g.M; r++)
+            {
+                float* ar = ap + r * k;
+                if (g.TransB)
+                {
+                    var arow = new ReadOnlySpan<float>(ar, k);
+                    for (int j = j0; j < j1; j++) t[j - j0] = TensorPrimitives.Dot(arow, new ReadOnlySpan<float>(g.B + j * g.Ldb, k));
+                }
+                else
+                {
+                    int j = j0;
+                    for (; j + 4 * vw <= j1; j += 4 * vw)
+                    {
+                        Vector<float> s0 = default, s1 = default, s2 = default, s3 = default;
+                        float* bp = g.B + j;
+                        for (int p = 0; p < k; p++, bp += g.Ldb)
+                        {
+                            var av = new Vector<float>(ar[p]);
+                            s0 += av * Unsafe.ReadUnaligned<Vector<float>>(bp);
+                            s1 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + vw);
+                            s2 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + 2 * vw);
+                            s3 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + 3 * vw);
+                        }
+                        Unsafe.WriteUnaligned(t + (j - j0), s0);
+                        Unsafe.WriteUnaligned(t + (j - j0) + vw, s1);
+                        Unsafe.WriteUnaligned(t + (j - j0) + 2 * vw, s2);
+                        Unsafe.WriteUnaligned(t + (j - j0) + 3 * vw, s3);
+                    }
+                    for (; j + vw <= j1; j += vw)
+                    {
+                        Vector<float> s0 = default;
+                        float* bp = g.B + j;
+                        for (int p = 0; p < k; p++, bp += g.Ldb) s0 += new Vector<float>(ar[p]) * Unsafe.ReadUnaligned<Vector<float>>(bp);
+                        Unsafe.WriteUnaligned(t + (j - j0), s0);
+                    }
+                    for (; j < j1; j++)
+                    {
+                        float s = 0; float* bp = g.B + j;
+                        for (int p = 0; p < k; p++, bp += g.Ldb) s += ar[p] * *bp;
+                        t[j - j0] = s;
+                    }
+                }
+                Finish(g.C + r * g.Ldc + j0, t, j1 - j0, g.Beta, g.Bias == null ? null : g.Bias + j0);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ packed, blocked path
+
+    static int CeilDiv(int a, int b) => (a + b - 1) / b;
+    static int RoundUp(int a, int b) => CeilDiv(a, b) * b;
+
+    static void Blocked(Problem g)
+    {
+        var ki = g.Info;
+        int m = g.M, n = g.N, k = g.K, MR = ki.MR, NR = ki.NR;
+        int threads = 2.0 * m * n * k < 2e6 ? 1 : g.Threads;
+
+        // Balanced panel sizes: k = 260 gives two panels of 130, not 256 + 4.
+        int kcStep = CeilDiv(k, CeilDiv(k, ki.KC));
+        int ncStep = RoundUp(CeilDiv(n, CeilDiv(n, ki.NC)), NR);
+        int mSlivers = CeilDiv(m, MR);
+        int mBlocks = CeilDiv(m, ki.MC);
+        if (threads > 1 && mBlocks % threads != 0 && mSlivers >= threads) mBlocks = RoundUp(mBlocks, threads);
+        int mcStep = RoundUp(CeilDiv(m, mBlocks), MR);
+        mBlocks = CeilDiv(m, mcStep);
+
+        float[] bArr = ArrayPool<float>.Shared.Rent(kcStep * ncStep + 16);
+        try
+        {
+            fixed (float* bRaw = bArr)
+            {
+                var job = new BlockJob
+                {
+                    G = g, BPack = Align64(bRaw), McStep = mcStep, MBlocks = mBlocks,
+                };
+                for (int jc = 0; jc < n; jc += ncStep)
+                {
+                    int nc = Math.Min(ncStep, n - jc);
+                    int nSlivers = CeilDiv(nc, NR);
+                    int nChunks = threads > 1 && mBlocks < threads ? Math.Min(nSlivers, CeilDiv(threads, mBlocks)) : 1;
+                    for (int pc = 0; pc < k; pc += kcStep)
+                    {
+                        int kc = Math.Min(kcStep, k - pc);
+                        job.Jc = jc; job.Nc = nc; job.Pc = pc; job.Kc = kc; job.NSlivers = nSlivers; job.NChunks = nChunks;
+                        // Pack this K×N panel of op(B).
+                        int packers = threads > 1 && (long)kc * nc >= 32768 ? Math.Min(threads, nSlivers) : 1;
+                        if (packers == 1) job.PackB(0, nSlivers);
+                        else Parallel.For(0, packers, w => job.PackB(nSlivers * w / packers, nSlivers * (w + 1) / packers));
+                        int tasks = mBlocks * nChunks;
+                        if (threads == 1 || tasks == 1) for (int t = 0; t < tasks; t++) job.Compute(t);
+                        else Parallel.For(0, tasks, new ParallelOptions { MaxDegreeOfParallelism = threads }, job.Compute);
+                    }
+                }
+            }
+        }
+        finally { ArrayPool<float>.Shared.Return(bArr); }
+    }
+
+    static float* Align64(float* p) => (float*)(((nint)p + 63) & ~(nint)63);
+
+    sealed class BlockJob
+    {
+        public Problem G;
+        public float* BPack;
+        public int McStep, MBlocks, Jc, Nc, Pc, Kc, NSlivers, NChunks;
+
+        /// <summary>Packs B slivers [s0, s1) of the current panel: sliver s holds [kc][NR] of op(B), zero-padded.</summary>
+        public void PackB(int s0, int s1)
+        {
+            int NR = G.Info.NR, kc = Kc;
+            for (int s = s0; s < s1; s++)
+            {
+                int j0 = Jc + s * NR, cols = Math.Min(NR, G.N - j0);
+                float* d = BPack + (long)s * kc * NR;
+                if (!G.TransB)
+                {
+                    float* src = G.B + Pc * G.Ldb + j0;
+                    if (cols == NR)
+                        for (int p = 0; p < kc; p++, src += G.Ldb)
+                            Buffer.MemoryCopy(src, d + p * NR, NR * sizeof(float), NR * sizeof(float));
+                    else
+                        for (int p = 0; p < kc; p++, src += G.Ldb)
+                        {
+                            float* dp = d + p * NR;
+                            int c = 0;
+                            for (; c < cols; c++) dp[c] = src[c];
+                            for (; c < NR; c++) dp[c] = 0;
+                        }
+                }
+                else
+                {
+                    // op(B)[p, j] = B[j*ldb + p]: read each column of op(B) contiguously, write with stride NR.
+                    int c = 0;
+                    for (; c + 4 <= cols; c += 4)
+                    {
+                        float* s0p = G.B + (j0 + c) * G.Ldb + Pc, s1p = s0p + G.Ldb, s2p = s1p + G.Ldb, s3p = s2p + G.Ldb;
+                        float* dp = d + c;
+                        for (int p = 0; p < kc; p++, dp += NR)
+                        {
+                            dp[0] = s0p[p]; dp[1] = s1p[p]; dp[2] = s2p[p]; dp[3] = s3p[p];
+                        }
+                    }
+                    for (; c < cols; c++)
+                    {
+                        float* sp = G.B + (j0 + c) * G.Ldb + Pc;
+                        float* dp = d + c;
+                        for (int p = 0; p < kc; p++, dp += NR) *dp = sp[p];
+                    }
+                    if (cols < NR)
+                        for (int p = 0; p < kc; p++)
+                            new Span<float>(d + p * NR + cols, NR - cols).Clear();
+                }
+            }
+        }
+
+        /// <summary>Packs rows [i0, i0+mc) × the current K panel of alpha·op(A) into MR-tall slivers [kc][MR].</summary>
+        void PackA(float* dst, int i0, int mc)
+        {
+            int MR = G.Info.MR, kc = Kc;
+            float alpha = G.Alpha;
+            for (int ir = 0; ir < mc; ir += MR)
+            {
+                int rows = Math.Min(MR, mc - ir);
+                float* d = dst + (long)ir * kc;
+                if (!G.TransA)
+                {
+                    // op(A)[i, p] = A[i*lda + p]: read rows contiguously, write with stride MR.
+                    for (int r = 0; r < rows; r++)
+                    {
+                        float* src = G.A + (i0 + ir + r) * G.Lda + Pc;
+                        float* dp = d + r;
+                        if (alpha == 1) for (int p = 0; p < kc; p++, dp += MR) *dp = src[p];
+                        else for (int p = 0; p < kc; p++, dp += MR) *dp = alpha * src[p];
+                    }
+                    for (int r = rows; r < MR; r++)
+                    {
+                        float* dp = d + r;
+                        for (int p = 0; p < kc; p++, dp += MR) *dp = 0;
+                    }
+                }
+                else
+                {
+                    // op(A)[i, p] = A[p*lda + i]: MR consecutive floats per p.
+                    float* src = G.A + Pc * G.Lda + i0 + ir;
+                    for (int p = 0; p < kc; p++, src += G.Lda)
+                    {
+                        float* dp = d + p * MR;
+                        int r = 0;
+                        for (; r < rows; r++) dp[r] = alpha * src[r];
+                        for (; r < MR; r++) dp[r] = 0;
+                    }
+                }
+            }
+        }
+
+        /// <summary>Work item t: one M block against one range of B slivers of the current panel.</summary>
+        public void Compute(int t)
+        {
+            var ki = G.Info;
+            int MR = ki.MR, NR = ki.NR, kc = Kc;
+            int ib = t / NChunks, ch = t % NChunks;
+            int i0 = ib * McStep, mc = Math.Min(McStep, G.M - i0);
+            int s0 = NSlivers * ch / NChunks, s1 = NSlivers * (ch + 1) / NChunks;
+            bool first = Pc == 0;
+            float beta = first ? G.Beta : 1f;
+            float* tile = stackalloc float[MR * NR + 16];
+            tile = Align64(tile);
+            float[] aArr = ArrayPool<float>.Shared.Rent(RoundUp(mc, MR) * kc + 16);
+            try
+            {
+                fixed (float* aRaw = aArr)
+                {
+                    float* apack = Align64(aRaw);
+                    PackA(apack, i0, mc);
+                    for (int s = s0; s < s1; s++)
+                    {
+                        int j = Jc + s * NR, nr = Math.Min(NR, G.N - j);
+                        float* bp = BPack + (long)s * kc * NR;
+                        float* bias = first && G.Bias != null ? G.Bias + j : null;
+                        for (int ir = 0; ir < mc; ir += MR)
+                        {
+                            int i = i0 + ir, mr = Math.Min(MR, mc - ir);
+                            float* ap = apack + (long)ir * kc;
+                            float* c = G.C + i * G.Ldc + j;
+                            if (mr == MR && nr == NR) ki.Fn(kc, ap, bp, c, G.Ldc, beta, bias);
+                            else
+                            {
+                                ki.Fn(kc, ap, bp, tile, NR, 0f, null);
+                                for (int r = 0; r < mr; r++) Finish(c + r * G.Ldc, tile + r * NR, nr, beta, bias);
+                            }
+                        }
+                    }
+                }
+            }
+            finally { ArrayPool<float>.Shared.Return(aArr); }
+        }
+    }
+}
