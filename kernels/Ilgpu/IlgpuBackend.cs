@@ -98,8 +98,17 @@ public sealed class IlgpuBackend : IBackend
     public void Synchronize() => acc.Synchronize();
 
     // ------------------------------------------------------------ memory
-    public FloatView AllocFloat(int length) => new(new IlgpuStorage<float>(acc.Allocate1D<float>(Math.Max(1, length)), length), 0, length);
-    public IntView AllocInt(int length) => new(new IlgpuStorage<int>(acc.Allocate1D<int>(Math.Max(1, length)), length), 0, length);
+    // Fresh buffers are zero, as on the CPU backend (engine code relies on it, e.g. for optimiser moments).
+    public FloatView AllocFloat(int length) => new(new IlgpuStorage<float>(Zeroed<float>(length), length), 0, length);
+    public IntView AllocInt(int length) => new(new IlgpuStorage<int>(Zeroed<int>(length), length), 0, length);
+
+    MemoryBuffer1D<T, Stride1D.Dense> Zeroed<T>(int length) where T : unmanaged
+    {
+        if (length < 0) throw new ArgumentOutOfRangeException(nameof(length), $"negative buffer length {length}");
+        var b = acc.Allocate1D<T>(Math.Max(1, length));
+        b.MemSetToZero();
+        return b;
+    }
 
     static ArrayView<float> V(FloatView v) => v.Storage is IlgpuStorage<float> s ? s.View(v.Offset, v.Length)
         : throw new ArgumentException($"buffer belongs to another backend ({v.Storage.GetType().Name})");
@@ -261,10 +270,11 @@ public sealed class IlgpuBackend : IBackend
         FloatView dx, FloatView dWeight, FloatView? dBias, int rows, int dim)
     {
         if (rows == 0) return;
-        (kLnDx ??= acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(IlgpuKernels.LayerNormBackwardDx))(
-            Rows(rows), V(dy), V(x), V(weight), V(mean), V(rstd), V(dx), dim);
+        // weight and bias gradients first: they read dy, which dx may alias
         (kLnDw ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(IlgpuKernels.LayerNormBackwardDw))(
             dim, V(dy), V(x), V(mean), V(rstd), V(dWeight), VOrDummy(dBias), dBias.HasValue ? 1 : 0, rows, dim);
+        (kLnDx ??= acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(IlgpuKernels.LayerNormBackwardDx))(
+            Rows(rows), V(dy), V(x), V(weight), V(mean), V(rstd), V(dx), dim);
     }
 
     public void GeluForward(FloatView x, FloatView y)
