@@ -685,3 +685,58 @@ public class IlgpuEngineTests(IlgpuFixture fx) : IClassFixture<IlgpuFixture>
         Assert.Equal(cpu.Nfe, il.Nfe);
     }
 }
+
+/// <summary>The `fastblockdiff` command with --backend ilgpu and --ilgpu-device.</summary>
+public sealed class IlgpuCliTests : IDisposable
+{
+    readonly string _dir = Directory.CreateTempSubdirectory("fbd-ilgpu-cli-").FullName;
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    static (int Code, string Out, string Err) Cli(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "fastblockdiff.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["XDG_CACHE_HOME"] = Path.Combine(Path.GetTempPath(), "fbd-test-cache");
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        string err = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, stdout.Result, err);
+    }
+
+    [Fact]
+    public void InfoListsIlgpuAndForcedMissingDeviceIsACleanError()
+    {
+        var info = Cli("info");
+        Assert.Equal(0, info.Code);
+        Assert.Contains("ilgpu-cuda:", info.Out);
+        Assert.Contains("ilgpu-opencl:", info.Out);
+        if (IlgpuProbe.Count(AcceleratorType.Cuda, out _) == 0)
+        {
+            var r = Cli("train", "--data", CheckpointTests.WriteCorpus(_dir), "--out", Path.Combine(_dir, "x"), "--backend", "ilgpu", "--ilgpu-device", "cuda");
+            Assert.NotEqual(0, r.Code);
+            Assert.Contains("ILGPU found no CUDA device", r.Err);
+            Assert.DoesNotContain("   at ", r.Err);
+        }
+        var bad = Cli("info", "--ilgpu-device", "tpu");
+        Assert.Equal(0, bad.Code); // info does not start a backend
+    }
+
+    [Fact]
+    public void TrainAndSampleOnIlgpuCpuAccelerator()
+    {
+        string data = CheckpointTests.WriteCorpus(_dir, 20);
+        string outDir = Path.Combine(_dir, "run");
+        var train = Cli("train", "--data", data, "--model", "custom", "--hidden-dim", "16", "--layers", "1", "--heads", "2", "--seq-len", "16",
+            "--block-size", "4", "--steps", "2", "--out", outDir, "--backend", "ilgpu", "--ilgpu-device", "cpu");
+        Assert.True(train.Code == 0, train.Err + train.Out);
+        Assert.Contains("ilgpu", train.Err + train.Out);
+        string[] sample = ["sample", "--checkpoint", outDir, "--max-tokens", "8", "--seed", "3", "--prompt", "the cat"];
+        var il = Cli([.. sample, "--backend", "ilgpu", "--ilgpu-device", "cpu"]);
+        Assert.True(il.Code == 0, il.Err);
+        Assert.Contains("ilgpu", il.Err);
+        var cpu = Cli([.. sample, "--backend", "cpu"]);
+        Assert.Equal(cpu.Out, il.Out);
+    }
+}

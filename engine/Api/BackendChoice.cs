@@ -1,28 +1,23 @@
 using FastBlockDiff.Kernels;
-using FastBlockDiff.Kernels.Cpu;
 
 namespace FastBlockDiff.Engine;
 
-/// <summary>Creates the backend a user asked for and says why (DESIGN.md section 3).</summary>
+/// <summary>Creates the backend a user asked for and says why (DESIGN.md section 3), through <see cref="BackendSelector"/>.</summary>
 public static class BackendChoice
 {
+    /// <summary>
+    /// The ILGPU accelerator for <c>--backend ilgpu</c> (and for auto's ILGPU step): auto, cuda, opencl or cpu.
+    /// Set by the CLI's <c>--ilgpu-device</c>; defaults to FASTBLOCKDIFF_ILGPU_DEVICE or auto.
+    /// </summary>
+    public static string IlgpuDevice { get; set; } = Environment.GetEnvironmentVariable("FASTBLOCKDIFF_ILGPU_DEVICE") is { Length: > 0 } d ? d : "auto";
+
     public static (IBackend Backend, string Reason) Create(string name)
     {
-        switch (name.ToLowerInvariant())
-        {
-            case "cpu": return (new CpuBackend(), "cpu: forced by --backend cpu");
-            case "auto": return (new CpuBackend(), "cpu: auto (no GPU backend is built into this version)");
-            case "cuda": case "ilgpu":
-                throw new UserInputException($"backend '{name}' is not available in this build");
-            default: throw new UserInputException($"unknown backend '{name}': use auto, cpu, cuda or ilgpu");
-        }
+        try { return BackendSelector.Select(name, IlgpuDevice); }
+        catch (BackendUnavailableException e) { throw new UserInputException(e.Message); }
+        catch (ArgumentException e) { throw new UserInputException(e.Message.Split(" (Parameter")[0]); }
     }
 
     /// <summary>One line per backend: available or why not.</summary>
-    public static IEnumerable<string> Describe()
-    {
-        yield return $"cpu:   available ({new CpuBackend().Description})";
-        yield return "cuda:  not built into this version";
-        yield return "ilgpu: not built into this version";
-    }
+    public static IEnumerable<string> Describe() => BackendSelector.Describe().Split('\n');
 }

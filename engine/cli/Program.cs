@@ -8,4 +8,13 @@ root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(ScheduleSearchCommand.Create());
 root.Subcommands.Add(SampleCommand.Create());
 root.Subcommands.Add(InfoCommand.Create());
-return await root.Parse(args).InvokeAsync();
+var ilgpuDevice = new Option<string>("--ilgpu-device")
+{
+    Description = "ILGPU accelerator for --backend ilgpu: auto, cuda, opencl or cpu",
+    DefaultValueFactory = _ => FastBlockDiff.Engine.BackendChoice.IlgpuDevice,
+    Recursive = true,
+};
+root.Options.Add(ilgpuDevice);
+var parsed = root.Parse(args);
+FastBlockDiff.Engine.BackendChoice.IlgpuDevice = parsed.GetValue(ilgpuDevice) ?? "auto";
+return await parsed.InvokeAsync();

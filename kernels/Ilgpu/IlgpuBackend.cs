@@ -75,7 +75,9 @@ public sealed class IlgpuBackend : IBackend
             acc = chosen.CreateAccelerator(context);
             if (acc.MaxNumThreadsPerGroup < IlgpuKernels.GemmThreads)
                 throw new NotSupportedException($"ILGPU accelerator {acc.Name} allows only {acc.MaxNumThreadsPerGroup} threads per group; the kernels need {IlgpuKernels.GemmThreads}");
-            Description = $"ILGPU {acc.AcceleratorType} accelerator: {acc.Name}, {acc.MemorySize / (1 << 20)} MiB, {acc.NumMultiprocessors} multiprocessors";
+            Description = acc.AcceleratorType == AcceleratorType.CPU
+                ? $"ILGPU CPU accelerator (simulated GPU, for testing): {acc.NumMultiprocessors} multiprocessor(s) × {acc.MaxNumThreadsPerGroup} threads"
+                : $"ILGPU {acc.AcceleratorType} accelerator: {acc.Name}, {acc.MemorySize / (1 << 20)} MiB, {acc.NumMultiprocessors} multiprocessors";
             dummy = new IlgpuStorage<float>(acc.Allocate1D<float>(1), 1);
         }
         catch
