@@ -135,6 +135,8 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
         }, "mul/fill/copy/copyrows", 0, 1, 2);
         Both([Rand(13 * 17, 4), Rand(17, 5)], (be, v) => be.ColumnSum(v[1], v[0], 13, 17, accumulate: true), "columnsum acc", 1);
         Both([Rand(13 * 17, 4), Rand(17, 5)], (be, v) => be.ColumnSum(v[1], v[0], 13, 17, accumulate: false), "columnsum", 1);
+        Both([Rand(150 * 9, 6), Rand(9, 7)], (be, v) => be.ColumnSum(v[1], v[0], 150, 9, accumulate: true), "columnsum 150 rows", 1);
+        Both([Rand(150 * 9, 6), Rand(9, 7)], (be, v) => be.ColumnSum(v[1], v[0], 0, 9, accumulate: false), "columnsum 0 rows", 1);
     }
 
     [Fact]
@@ -201,6 +203,7 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
     [Theory]
     [InlineData(7, 37, true)]
     [InlineData(3, 130, false)]
+    [InlineData(140, 12, true)]
     public void LayerNormForwardBackward(int rows, int dim, bool withBias)
     {
         float[] x = Rand(rows * dim, 21, 2f), w = Rand(dim, 22), b = Rand(dim, 23), dy = Rand(rows * dim, 24);
@@ -314,7 +317,7 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
     [InlineData(0.5f)]
     public void ResidualGatedDropout(float p)
     {
-        int rows = 19, dim = 23;
+        int rows = 139, dim = 23;
         ulong seed = 0xDEADBEEF12345UL;
         Both([Rand(rows * dim, 61), Rand(rows * dim, 62), Rand(dim, 63)], (be, v) => be.ResidualGatedForward(v[0], v[1], v[2], rows, dim, p, seed), $"resgate fwd p={p}", 0);
         Both([Rand(rows * dim, 64), Rand(rows * dim, 62), Rand(dim, 63), new float[rows * dim], Rand(dim, 65)],

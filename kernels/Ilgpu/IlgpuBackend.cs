@@ -27,7 +27,7 @@ public sealed class IlgpuBackend : IBackend
     readonly Context context;
     readonly Accelerator acc;
     readonly IlgpuStorage<float> dummy;
-    MemoryBuffer1D<float, Stride1D.Dense>? scratch, deltaBuf;
+    MemoryBuffer1D<float, Stride1D.Dense>? scratch, deltaBuf, colScratch;
 
     public string Name => "ilgpu";
     public string Description { get; }
@@ -92,6 +92,7 @@ public sealed class IlgpuBackend : IBackend
     {
         scratch?.Dispose();
         deltaBuf?.Dispose();
+        colScratch?.Dispose();
         dummy.Dispose();
         acc.Dispose();
         context.Dispose();
@@ -156,11 +157,12 @@ public sealed class IlgpuBackend : IBackend
     Action<Index1D, ArrayView<float>, float, float>? kScaleShift;
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>? kMul;
     Action<Index1D, ArrayView<float>, ArrayView<float>, int, int, int>? kPartial;
-    Action<Index1D, ArrayView<float>, ArrayView<float>, int, int, int>? kColSum;
+    Action<Index1D, ArrayView<float>, ArrayView<float>, int, int>? kColPartial;
+    Action<Index1D, ArrayView<float>, ArrayView<float>, int, int, int>? kColCombine;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>? kGemm;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>? kLnF;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>? kLnDx;
-    Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>? kLnDw;
+    Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>? kLnDw;
     Action<Index1D, ArrayView<float>, ArrayView<float>>? kGeluF, kSiluF;
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>? kGeluB, kSiluB;
     Action<Index1D, ArrayView<float>, int, int, int, ArrayView<int>, ArrayView<float>, ArrayView<float>, float>? kRotary;
@@ -239,8 +241,32 @@ public sealed class IlgpuBackend : IBackend
     public void ColumnSum(FloatView dst, FloatView src, int rows, int cols, bool accumulate)
     {
         if (cols == 0) return;
-        (kColSum ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int>(IlgpuKernels.ColumnSum))(
-            cols, V(dst), V(src), rows, cols, accumulate ? 1 : 0);
+        if (rows == 0) { if (!accumulate) Fill(dst.Slice(0, cols), 0f); return; }
+        int chunks = Chunks(rows);
+        var part = ColumnScratch(chunks * cols, 0);
+        (kColPartial ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(IlgpuKernels.ColumnPartial))(
+                chunks * cols, part, V(src), rows, cols);
+        Combine(V(dst), part, chunks, cols, accumulate);
+    }
+
+    static int Chunks(int rows) => Math.Max(1, (rows + IlgpuKernels.ColumnChunk - 1) / IlgpuKernels.ColumnChunk);
+
+    void Combine(ArrayView<float> dst, ArrayView<float> partial, int chunks, int cols, bool accumulate) =>
+        (kColCombine ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int>(IlgpuKernels.ColumnCombine))(
+            cols, dst, partial, chunks, cols, accumulate ? 1 : 0);
+
+    /// <summary>A slice of the scratch buffer for column partials; slot 0 and 1 are disjoint halves.</summary>
+    ArrayView<float> ColumnScratch(int length, int slot)
+    {
+        if (colScratch == null || colScratch.Length < 2L * length)
+        {
+            acc.Synchronize(); // kernels still queued may use the old buffer
+            colScratch?.Dispose();
+            colScratch = acc.Allocate1D<float>(Math.Max(2L * length, 1 << 16));
+            colScratch.MemSetToZero();
+        }
+        var all = (ArrayView<float>)colScratch.View;
+        return all.SubView(slot * (all.Length / 2), length);
     }
 
     // ------------------------------------------------------------ GEMM
@@ -273,8 +299,12 @@ public sealed class IlgpuBackend : IBackend
     {
         if (rows == 0) return;
         // weight and bias gradients first: they read dy, which dx may alias
-        (kLnDw ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(IlgpuKernels.LayerNormBackwardDw))(
-            dim, V(dy), V(x), V(mean), V(rstd), V(dWeight), VOrDummy(dBias), dBias.HasValue ? 1 : 0, rows, dim);
+        int chunks = Chunks(rows);
+        var pw = ColumnScratch(chunks * dim, 0); var pb = ColumnScratch(chunks * dim, 1);
+        (kLnDw ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(IlgpuKernels.LayerNormBackwardDw))(
+            chunks * dim, V(dy), V(x), V(mean), V(rstd), pw, pb, rows, dim);
+        Combine(V(dWeight), pw, chunks, dim, true);
+        if (dBias is { } db) Combine(V(db), pb, chunks, dim, true);
         (kLnDx ??= acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(IlgpuKernels.LayerNormBackwardDx))(
             Rows(rows), V(dy), V(x), V(weight), V(mean), V(rstd), V(dx), dim);
     }
@@ -339,8 +369,11 @@ public sealed class IlgpuBackend : IBackend
         if (rows * dim == 0) return;
         float keepScale = dropP > 0 ? 1f / (1f - dropP) : 1f;
         // dGate first: dy may alias dx.
+        int chunks = Chunks(rows);
+        var part = ColumnScratch(chunks * dim, 0);
         (kResGate ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, float, ulong>(IlgpuKernels.ResidualGatedBackwardGate))(
-            dim, V(dx), V(y), V(dGate), rows, dim, dropP, keepScale, seed);
+            chunks * dim, V(dx), V(y), part, rows, dim, dropP, keepScale, seed);
+        Combine(V(dGate), part, chunks, dim, true);
         (kResDy ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, float, ulong>(IlgpuKernels.ResidualGatedBackwardDy))(
             rows * dim, V(dx), V(gate), V(dy), dim, dropP, keepScale, seed);
     }

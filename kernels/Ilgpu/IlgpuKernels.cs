@@ -59,11 +59,25 @@ public static class IlgpuKernels
         partial[t] = s;
     }
 
-    public static void ColumnSum(Index1D c, ArrayView<float> dst, ArrayView<float> src, int rows, int cols, int accumulate)
+    /// <summary>Rows per partial in the two-stage column reductions (dim threads alone would leave a GPU mostly idle).</summary>
+    public const int ColumnChunk = 64;
+
+    /// <summary>Stage 1 of ColumnSum: partial[k, c] = Σ over rows k·64 … k·64+63 of src[r, c]; one thread per (k, c).</summary>
+    public static void ColumnPartial(Index1D idx, ArrayView<float> partial, ArrayView<float> src, int rows, int cols)
     {
-        float s = accumulate != 0 ? dst[c] : 0f;
-        for (int r = 0; r < rows; r++) s += src[(long)r * cols + c];
-        dst[c] = s;
+        int c = idx % cols, k = idx / cols;
+        int r0 = k * ColumnChunk, r1 = r0 + ColumnChunk < rows ? r0 + ColumnChunk : rows;
+        float s = 0;
+        for (int r = r0; r < r1; r++) s += src[(long)r * cols + c];
+        partial[idx] = s;
+    }
+
+    /// <summary>Stage 2: dst[c] (+)= Σ_k partial[k, c], in k order (deterministic).</summary>
+    public static void ColumnCombine(Index1D c, ArrayView<float> dst, ArrayView<float> partial, int chunks, int cols, int accumulate)
+    {
+        float s = 0;
+        for (int k = 0; k < chunks; k++) s += partial[(long)k * cols + c];
+        dst[c] = accumulate != 0 ? dst[c] + s : s;
     }
 
     // ------------------------------------------------------------ GEMM
@@ -130,19 +144,18 @@ public static class IlgpuKernels
     }
 
     // ------------------------------------------------------------ reductions inside a group
-    public const int RowThreads = 64;
+    /// <summary>Threads per row in the row kernels (layernorm, cross-entropy, sampling): one warp on NVIDIA GPUs.</summary>
+    public const int RowThreads = 32;
 
-    /// <summary>Tree sum over the group's RowThreads values in shared memory; every thread gets the total.</summary>
+    // Group reductions: every thread writes its value, then every thread reads all RowThreads values in the same
+    // order. Two barriers instead of a log-depth tree: barriers are what the ILGPU CPU accelerator is slowest at,
+    // and on a GPU the 32 shared-memory reads are broadcasts. Every thread gets the same (deterministic) result.
     static float GroupSum(ArrayView<float> sh, int t, float v)
     {
         sh[t] = v;
         Group.Barrier();
-        for (int s = RowThreads / 2; s > 0; s >>= 1)
-        {
-            if (t < s) sh[t] += sh[t + s];
-            Group.Barrier();
-        }
-        float r = sh[0];
+        float r = 0;
+        for (int k = 0; k < RowThreads; k++) r += sh[k];
         Group.Barrier();
         return r;
     }
@@ -151,12 +164,8 @@ public static class IlgpuKernels
     {
         sh[t] = v;
         Group.Barrier();
-        for (int s = RowThreads / 2; s > 0; s >>= 1)
-        {
-            if (t < s) sh[t] = XMax(sh[t], sh[t + s]);
-            Group.Barrier();
-        }
-        float r = sh[0];
+        float r = float.NegativeInfinity;
+        for (int k = 0; k < RowThreads; k++) r = XMax(r, sh[k]);
         Group.Barrier();
         return r;
     }
@@ -209,20 +218,22 @@ public static class IlgpuKernels
         }
     }
 
-    /// <summary>dWeight and dBias (accumulated), one thread per column.</summary>
-    public static void LayerNormBackwardDw(Index1D c, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd,
-        ArrayView<float> dw, ArrayView<float> db, int hasBias, int rows, int dim)
+    /// <summary>Stage 1 of dWeight and dBias: partials over 64-row chunks, one thread per (chunk, column).</summary>
+    public static void LayerNormBackwardDw(Index1D idx, ArrayView<float> dy, ArrayView<float> x, ArrayView<float> mean, ArrayView<float> rstd,
+        ArrayView<float> partialW, ArrayView<float> partialB, int rows, int dim)
     {
+        int c = idx % dim, k = idx / dim;
+        int r0 = k * ColumnChunk, r1 = r0 + ColumnChunk < rows ? r0 + ColumnChunk : rows;
         float sw = 0, sb = 0;
-        for (int r = 0; r < rows; r++)
+        for (int r = r0; r < r1; r++)
         {
             long i = (long)r * dim + c;
             float g = dy[i];
             sw += g * (x[i] - mean[r]) * rstd[r];
             sb += g;
         }
-        dw[c] += sw;
-        if (hasBias != 0) db[c] += sb;
+        partialW[idx] = sw;
+        partialB[idx] = sb;
     }
 
     // ------------------------------------------------------------ activations
@@ -298,16 +309,19 @@ public static class IlgpuKernels
         dy[i] = dx[i] * gate[c] * k;
     }
 
-    public static void ResidualGatedBackwardGate(Index1D c, ArrayView<float> dx, ArrayView<float> y, ArrayView<float> dGate, int rows, int dim, float dropP, float keepScale, ulong seed)
+    /// <summary>Stage 1 of dGate: partials of Σ_r dx·dropout(y) over 64-row chunks, one thread per (chunk, column).</summary>
+    public static void ResidualGatedBackwardGate(Index1D idx, ArrayView<float> dx, ArrayView<float> y, ArrayView<float> partial, int rows, int dim, float dropP, float keepScale, ulong seed)
     {
+        int c = idx % dim, k = idx / dim;
+        int r0 = k * ColumnChunk, r1 = r0 + ColumnChunk < rows ? r0 + ColumnChunk : rows;
         float s = 0;
-        for (int r = 0; r < rows; r++)
+        for (int r = r0; r < r1; r++)
         {
             int i = r * dim + c;
-            float k = IlgpuMask.Keep(seed, (ulong)i, dropP) ? keepScale : 0f;
-            s += dx[i] * k * y[i];
+            float keep = IlgpuMask.Keep(seed, (ulong)i, dropP) ? keepScale : 0f;
+            s += dx[i] * keep * y[i];
         }
-        dGate[c] += s;
+        partial[idx] = s;
     }
 
     // ------------------------------------------------------------ attention
@@ -583,14 +597,13 @@ public static class IlgpuKernels
             }
             shf[t] = bv; shi[t] = bi;
             Group.Barrier();
-            for (int st = RowThreads / 2; st > 0; st >>= 1)
+            if (t == 0)
             {
-                if (t < st)
+                for (int k = 1; k < RowThreads; k++)
                 {
-                    float v2 = shf[t + st]; int i2 = shi[t + st];
-                    if (i2 != int.MaxValue && (shi[t] == int.MaxValue || v2 > shf[t] || (v2 == shf[t] && i2 < shi[t]))) { shf[t] = v2; shi[t] = i2; }
+                    float v2 = shf[k]; int i2 = shi[k];
+                    if (i2 != int.MaxValue && (shi[0] == int.MaxValue || v2 > shf[0] || (v2 == shf[0] && i2 < shi[0]))) { shf[0] = v2; shi[0] = i2; }
                 }
-                Group.Barrier();
             }
             if (t == 0) { tokens[r] = shi[0]; probs[r] = 1f; }
             return;
@@ -650,12 +663,8 @@ public static class IlgpuKernels
     {
         sh[t] = v;
         Group.Barrier();
-        for (int s = RowThreads / 2; s > 0; s >>= 1)
-        {
-            if (t < s) sh[t] += sh[t + s];
-            Group.Barrier();
-        }
-        double r = sh[0];
+        double r = 0;
+        for (int k = 0; k < RowThreads; k++) r += sh[k];
         Group.Barrier();
         return r;
     }
@@ -664,12 +673,8 @@ public static class IlgpuKernels
     {
         sh[t] = v;
         Group.Barrier();
-        for (int s = RowThreads / 2; s > 0; s >>= 1)
-        {
-            if (t < s && sh[t + s] < sh[t]) sh[t] = sh[t + s];
-            Group.Barrier();
-        }
-        int r = sh[0];
+        int r = int.MaxValue;
+        for (int k = 0; k < RowThreads; k++) r = sh[k] < r ? sh[k] : r;
         Group.Barrier();
         return r;
     }
