@@ -225,8 +225,14 @@ public sealed class IlgpuBackend : IBackend
     {
         int n = x.Length;
         if (n == 0) return 0;
-        int parts = Math.Min(n, 16384);
-        if (scratch == null || scratch.Length < parts) { scratch?.Dispose(); scratch = acc.Allocate1D<float>(16384); }
+        // at most 1024 elements per float partial (the CPU backend sums float chunks of 4096), combined in double here
+        int parts = Math.Max(Math.Min(n, 16384), (n + 1023) / 1024);
+        if (scratch == null || scratch.Length < parts)
+        {
+            acc.Synchronize();
+            scratch?.Dispose();
+            scratch = acc.Allocate1D<float>(Math.Max(parts, 16384));
+        }
         var part = ((ArrayView<float>)scratch.View).SubView(0, parts);
         (kPartial ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int>(IlgpuKernels.PartialSums))(
             parts, V(x), part, n, parts, squares ? 1 : 0);
