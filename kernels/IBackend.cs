@@ -16,7 +16,9 @@ public interface IBackend : IDisposable
     /// <summary>One line on the device, for logs.</summary>
     string Description { get; }
 
+    /// <summary>A new buffer, zero-filled (engine code relies on it, e.g. for optimiser moments).</summary>
     FloatView AllocFloat(int length);
+    /// <summary>A new buffer, zero-filled.</summary>
     IntView AllocInt(int length);
     void Upload(FloatView dst, ReadOnlySpan<float> src);
     void Download(FloatView src, Span<float> dst);

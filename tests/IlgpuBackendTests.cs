@@ -296,8 +296,10 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
         Close(x, Down(G, gx), "rotary round trip");
     }
 
-    [Fact]
-    public void Embedding()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Embedding(bool deterministic)
     {
         int vocab = 11, dim = 13, rows = 17;
         var ids = Enumerable.Range(0, rows).Select(i => (i * 7) % vocab).ToArray(); // repeated ids: scatter-add collides
@@ -305,10 +307,17 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
         var gi = Up(G, ids); var ci = Up(C, ids);
         var g = new[] { Up(G, table), G.AllocFloat(rows * dim), Up(G, dOut), Up(G, dTable) };
         var c = new[] { Up(C, table), C.AllocFloat(rows * dim), Up(C, dOut), Up(C, dTable) };
-        C.EmbeddingForward(ci, c[0], c[1], rows, dim); G.EmbeddingForward(gi, g[0], g[1], rows, dim);
-        C.EmbeddingBackward(ci, c[2], c[3], rows, dim); G.EmbeddingBackward(gi, g[2], g[3], rows, dim);
+        bool saved = G.DeterministicEmbeddingBackward;
+        G.DeterministicEmbeddingBackward = deterministic;
+        try
+        {
+            C.EmbeddingForward(ci, c[0], c[1], rows, dim); G.EmbeddingForward(gi, g[0], g[1], rows, dim);
+            C.EmbeddingBackward(ci, c[2], c[3], rows, dim); G.EmbeddingBackward(gi, g[2], g[3], rows, dim);
+        }
+        finally { G.DeterministicEmbeddingBackward = saved; }
         Assert.Equal(Down(C, c[1]), Down(G, g[1]));
-        Close(Down(C, c[3]), Down(G, g[3]), "embedding backward");
+        if (deterministic) Assert.Equal(Down(C, c[3]), Down(G, g[3])); // same order of additions: bit for bit
+        else Close(Down(C, c[3]), Down(G, g[3]), "embedding backward");
     }
 
     [Theory]

@@ -79,6 +79,7 @@ public sealed class IlgpuBackend : IBackend
                 ? $"ILGPU CPU accelerator (simulated GPU, for testing): {acc.NumMultiprocessors} multiprocessor(s) × {acc.MaxNumThreadsPerGroup} threads"
                 : $"ILGPU {acc.AcceleratorType} accelerator: {acc.Name}, {acc.MemorySize / (1 << 20)} MiB, {acc.NumMultiprocessors} multiprocessors";
             dummy = new IlgpuStorage<float>(acc.Allocate1D<float>(1), 1);
+            DeterministicEmbeddingBackward = acc.AcceleratorType == AcceleratorType.CPU;
         }
         catch
         {
@@ -167,6 +168,14 @@ public sealed class IlgpuBackend : IBackend
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>? kGeluB, kSiluB;
     Action<Index1D, ArrayView<float>, int, int, int, ArrayView<int>, ArrayView<float>, ArrayView<float>, float>? kRotary;
     Action<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>? kEmbF, kEmbB;
+    Action<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int>? kEmbBCols;
+
+    /// <summary>
+    /// Embedding backward without atomics (one thread per column, rows in order): deterministic and equal to the CPU
+    /// backend bit for bit, but only dim threads wide. Default on the CPU accelerator, whose float atomic add spins
+    /// forever on a NaN target; GPUs use Atomic.Add.
+    /// </summary>
+    public bool DeterministicEmbeddingBackward { get; set; }
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, float, ulong>? kResF, kResDy;
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, float, float, ulong>? kResGate;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, AttnArgs>? kAttnF;
@@ -358,6 +367,12 @@ public sealed class IlgpuBackend : IBackend
     public void EmbeddingBackward(IntView ids, FloatView dOutput, FloatView dTable, int rows, int dim)
     {
         if (rows * dim == 0) return;
+        if (DeterministicEmbeddingBackward)
+        {
+            (kEmbBCols ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int>(IlgpuKernels.EmbeddingBackwardColumns))(
+                dim, V(ids), V(dOutput), V(dTable), rows, dim, dTable.Length / dim);
+            return;
+        }
         (kEmbB ??= acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int>(IlgpuKernels.EmbeddingBackward))(
             rows * dim, V(ids), V(dOutput), V(dTable), dim, dTable.Length / dim);
     }

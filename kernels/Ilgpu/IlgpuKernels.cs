@@ -296,6 +296,16 @@ public static class IlgpuKernels
         if ((uint)id < (uint)tableRows) Atomic.Add(ref dTable[(long)id * dim + c], dOut[idx]);
     }
 
+    /// <summary>Scatter-add without atomics: one thread per column walks the rows in order (deterministic, the CPU's order).</summary>
+    public static void EmbeddingBackwardColumns(Index1D c, ArrayView<int> ids, ArrayView<float> dOut, ArrayView<float> dTable, int rows, int dim, int tableRows)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            int id = ids[r];
+            if ((uint)id < (uint)tableRows) dTable[(long)id * dim + c] += dOut[(long)r * dim + c];
+        }
+    }
+
     public static void ResidualGatedForward(Index1D i, ArrayView<float> x, ArrayView<float> y, ArrayView<float> gate, int dim, float dropP, float keepScale, ulong seed)
     {
         int c = i % dim;
