@@ -337,14 +337,16 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
     }
 
     // ---------------------------------------------------------------- attention
-    public static TheoryData<MaskKind, int, int> AttentionCases()
+    public static TheoryData<MaskKind, int, int, int> AttentionCases()
     {
-        var d = new TheoryData<MaskKind, int, int>();
+        var d = new TheoryData<MaskKind, int, int, int>();
         const int L = 36; // BD3: 2L = 72 positions, three 32-wide tiles with the noisy/clean boundary inside one
-        foreach (int bs in new[] { 1, 4, L }) d.Add(MaskKind.Bd3, 2 * L, bs);
-        foreach (int bs in new[] { 1, 4, 40 }) d.Add(MaskKind.BlockCausal, 40, bs);
-        d.Add(MaskKind.Causal, 45, 1);
-        d.Add(MaskKind.Full, 37, 1);
+        foreach (int bs in new[] { 1, 4, L }) d.Add(MaskKind.Bd3, 2 * L, bs, 8);
+        foreach (int bs in new[] { 1, 4, 40 }) d.Add(MaskKind.BlockCausal, 40, bs, 8);
+        d.Add(MaskKind.Causal, 45, 1, 8);
+        d.Add(MaskKind.Full, 37, 1, 8);
+        d.Add(MaskKind.Bd3, 96, 16, 64);   // bd3lm head size, 32-aligned blocks: full tiles on the noisy diagonal
+        d.Add(MaskKind.Causal, 33, 1, 128); // the largest head size the kernels take
         return d;
     }
 
@@ -402,9 +404,9 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
 
     [Theory]
     [MemberData(nameof(AttentionCases))]
-    public void AttentionForwardBackward(MaskKind mask, int seqLen, int blockSize)
+    public void AttentionForwardBackward(MaskKind mask, int seqLen, int blockSize, int headDim)
     {
-        var s = new AttentionShape(2, 2, 8, seqLen, mask, blockSize);
+        var s = headDim > 8 ? new AttentionShape(1, 1, headDim, seqLen, mask, blockSize) : new AttentionShape(2, 2, headDim, seqLen, mask, blockSize);
         int n = s.Batch * seqLen * 3 * s.ModelDim, no = s.Batch * seqLen * s.ModelDim;
         var qkv = Rand(n, 71, 2f); var dOut = Rand(no, 72);
         var (oRef, lseRef, dRef) = AttentionRef(s, qkv, dOut);

@@ -9,23 +9,6 @@ namespace FastBlockDiff.Kernels.Ilgpu;
 /// <summary>What ILGPU can see on this machine, and why a GPU accelerator is missing when it is.</summary>
 public static class IlgpuProbe
 {
-    /// <summary>The GPU devices (CUDA, then OpenCL) that ILGPU finds, as one-line names.</summary>
-    public static IReadOnlyList<string> GpuDevices(out string? error)
-    {
-        error = null;
-        try
-        {
-            using var ctx = Context.Create(b => b.Cuda().OpenCL());
-            return ctx.Devices.Where(d => d.AcceleratorType is AcceleratorType.Cuda or AcceleratorType.OpenCL)
-                .Select(d => $"{d.AcceleratorType} {d.Name}").ToList();
-        }
-        catch (Exception e)
-        {
-            error = $"ILGPU could not enumerate GPU devices: {e.GetType().Name}: {e.Message}";
-            return [];
-        }
-    }
-
     /// <summary>Count of devices of one ILGPU accelerator type, with any enumeration error.</summary>
     public static int Count(AcceleratorType type, out string? error)
     {
