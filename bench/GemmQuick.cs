@@ -14,14 +14,21 @@ public static class GemmQuick
 {
     public static int Run(string[] args)
     {
-        int[] sizes = [256, 512, 1024];
+        (int M, int N, int K)[] shapes = [(256, 256, 256), (512, 512, 512), (1024, 1024, 1024)];
         var kernel = GemmKernel.Auto;
-        bool json = true, transB = false;
+        bool json = true, transA = false, transB = false, allowSmall = true;
+        int threads = 0;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
             {
-                case "--sizes": sizes = args[++i].Split(',').Select(int.Parse).ToArray(); break;
+                case "--sizes": shapes = args[++i].Split(',').Select(int.Parse).Select(x => (x, x, x)).ToArray(); break;
+                case "--shapes": // MxNxK,MxNxK,...
+                    shapes = args[++i].Split(',').Select(t => t.Split('x').Select(int.Parse).ToArray()).Select(v => (v[0], v[1], v[2])).ToArray();
+                    break;
+                case "--transA": transA = true; break;
+                case "--threads": threads = int.Parse(args[++i]); break;
+                case "--small-off": allowSmall = false; break;
                 case "--kernel": kernel = Enum.Parse<GemmKernel>(args[++i], ignoreCase: true); break;
                 case "--transB": transB = true; break;
                 case "--no-json": json = false; break;
@@ -31,26 +38,28 @@ public static class GemmQuick
         if (kernel == GemmKernel.Auto) kernel = CpuGemm.Best;
         string device = Device();
         Console.WriteLine($"device: {device}");
-        Console.WriteLine($"ours: CpuGemm kernel {kernel}, {Environment.ProcessorCount} threads; transB={transB}");
+        Console.WriteLine($"ours: CpuGemm kernel {kernel}, {Environment.ProcessorCount} threads; transA={transA} transB={transB}");
         Console.WriteLine(OpenBlas.Available ? $"OpenBLAS: {OpenBlas.LibraryName} ({OpenBlas.Config})" : $"OpenBLAS: unavailable: {OpenBlas.Error}");
-        Console.WriteLine($"{"size",6} {"ours GF/s",10} {"OpenBLAS GF/s",14} {"ratio",6}");
+        Console.WriteLine($"{"m x n x k",16} {"ours GF/s",10} {"OpenBLAS GF/s",14} {"ratio",6}");
 
         var results = new List<Dictionary<string, object?>>();
         var rng = new Random(1);
-        foreach (int s in sizes)
+        foreach (var (m, n, k) in shapes)
         {
-            var a = new float[s * s]; var b = new float[s * s]; var c = new float[s * s];
-            for (int i = 0; i < a.Length; i++) { a[i] = rng.NextSingle() - 0.5f; b[i] = rng.NextSingle() - 0.5f; }
-            double flops = 2.0 * s * s * s;
-            double ours = Median(() => CpuGemm.Sgemm(false, transB, s, s, s, 1f, a, s, b, s, 0f, c, s, kernel: kernel), flops);
-            double? blas = OpenBlas.Available ? Median(() => OpenBlas.Sgemm(false, transB, s, s, s, 1f, a, s, b, s, 0f, c, s), flops) : null;
+            var a = new float[m * k]; var b = new float[k * n]; var c = new float[m * n];
+            int lda = transA ? m : k, ldb = transB ? k : n;
+            for (int i = 0; i < a.Length; i++) a[i] = rng.NextSingle() - 0.5f;
+            for (int i = 0; i < b.Length; i++) b[i] = rng.NextSingle() - 0.5f;
+            double flops = 2.0 * m * n * k;
+            double ours = Median(() => CpuGemm.Sgemm(transA, transB, m, n, k, 1f, a, lda, b, ldb, 0f, c, n, kernel: kernel, maxThreads: threads, allowSmallPath: allowSmall), flops);
+            double? blas = OpenBlas.Available ? Median(() => OpenBlas.Sgemm(transA, transB, m, n, k, 1f, a, lda, b, ldb, 0f, c, n), flops) : null;
             double oursGf = flops / ours / 1e9;
             double? blasGf = blas is { } t ? flops / t / 1e9 : null;
             double? ratio = blasGf is { } bg ? oursGf / bg : null;
-            Console.WriteLine($"{s,6} {oursGf,10:F1} {(blasGf is { } x ? x.ToString("F1") : "n/a"),14} {(ratio is { } r ? r.ToString("F2") : "n/a"),6}");
+            Console.WriteLine($"{$"{m}x{n}x{k}",16} {oursGf,10:F1} {(blasGf is { } x ? x.ToString("F1") : "n/a"),14} {(ratio is { } r ? r.ToString("F2") : "n/a"),6}");
             results.Add(new()
             {
-                ["m"] = s, ["n"] = s, ["k"] = s, ["transA"] = false, ["transB"] = transB,
+                ["m"] = m, ["n"] = n, ["k"] = k, ["transA"] = transA, ["transB"] = transB,
                 ["ours_ms"] = Math.Round(ours * 1e3, 4), ["ours_gflops"] = Math.Round(oursGf, 2),
                 ["openblas_ms"] = blas is { } bt ? Math.Round(bt * 1e3, 4) : null,
                 ["openblas_gflops"] = blasGf is { } bg2 ? Math.Round(bg2, 2) : null,
@@ -70,7 +79,7 @@ public static class GemmQuick
                 ["kernel"] = kernel.ToString(),
                 ["threads"] = Environment.ProcessorCount,
                 ["openblas"] = OpenBlas.Available ? $"{OpenBlas.LibraryName}: {OpenBlas.Config}" : $"unavailable: {OpenBlas.Error}",
-                ["timing"] = "median wall time of >= 7 runs (and >= 0.3 s) after 3 warm-up runs; dtype fp32, alpha=1, beta=0",
+                ["timing"] = "median wall time of >= 7 runs (and >= 0.3 s) after >= 0.5 s of warm-up runs; dtype fp32, alpha=1, beta=0",
                 ["results"] = results,
             };
             string dir = Path.Combine(RepoRoot(), "bench", "results");
@@ -82,10 +91,12 @@ public static class GemmQuick
         return 0;
     }
 
-    /// <summary>Median seconds of one call: 3 warm-up calls, then at least 7 timed calls and 0.3 s.</summary>
+    /// <summary>Median seconds of one call: 0.5 s of warm-up calls, then at least 7 timed calls and 0.3 s.</summary>
     static double Median(Action f, double flops)
     {
-        for (int i = 0; i < 3; i++) f();
+        // Warm-up: at least 3 calls and 0.5 s, so that tiered JIT has promoted everything on the path.
+        var warm = Stopwatch.StartNew();
+        for (int i = 0; i < 3 || warm.Elapsed.TotalSeconds < 0.5; i++) f();
         var times = new List<double>();
         var total = Stopwatch.StartNew();
         while (times.Count < 7 || (total.Elapsed.TotalSeconds < 0.3 && times.Count < 1000))

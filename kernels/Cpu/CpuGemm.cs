@@ -189,7 +189,7 @@ public static unsafe partial class CpuGemm
                         ap[r * k + p] = g.Alpha * (g.TransA ? g.A[p * g.Lda + r] : g.A[r * g.Lda + p]);
                 const int Chunk = 64;
                 int units = (g.N + Chunk - 1) / Chunk;
-                int workers = (long)g.N * k * m >= 1 << 16 ? Math.Min(g.Threads, units) : 1;
+                int workers = (long)g.N * k * m >= 1 << 20 ? Math.Min(g.Threads, units) : 1;
                 var gg = g; float* a = ap;
                 if (workers <= 1) SmallRange(gg, a, 0, units);
                 else Parallel.For(0, workers, w => SmallRange(gg, a, (int)((long)units * w / workers), (int)((long)units * (w + 1) / workers)));
