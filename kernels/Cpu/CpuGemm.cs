@@ -305,6 +305,36 @@ public static unsafe partial class CpuGemm
         finally { ArrayPool<float>.Shared.Return(bArr); }
     }
 
+    /// <summary>dst[c*dstStride + r] = scale·src[r*srcStride + c] for r, c &lt; 4.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Transpose4x4(float* src, nint srcStride, float* dst, nint dstStride, float scale)
+    {
+        if (Sse.IsSupported)
+        {
+            var r0 = Sse.LoadVector128(src); var r1 = Sse.LoadVector128(src + srcStride);
+            var r2 = Sse.LoadVector128(src + 2 * srcStride); var r3 = Sse.LoadVector128(src + 3 * srcStride);
+            var t0 = Sse.UnpackLow(r0, r1);   // a0 b0 a1 b1
+            var t1 = Sse.UnpackLow(r2, r3);   // c0 d0 c1 d1
+            var t2 = Sse.UnpackHigh(r0, r1);  // a2 b2 a3 b3
+            var t3 = Sse.UnpackHigh(r2, r3);  // c2 d2 c3 d3
+            var o0 = Sse.MoveLowToHigh(t0, t1);
+            var o1 = Sse.MoveHighToLow(t1, t0);
+            var o2 = Sse.MoveLowToHigh(t2, t3);
+            var o3 = Sse.MoveHighToLow(t3, t2);
+            if (scale != 1f)
+            {
+                var sv = Vector128.Create(scale);
+                o0 *= sv; o1 *= sv; o2 *= sv; o3 *= sv;
+            }
+            Sse.Store(dst, o0); Sse.Store(dst + dstStride, o1); Sse.Store(dst + 2 * dstStride, o2); Sse.Store(dst + 3 * dstStride, o3);
+        }
+        else
+        {
+            for (int r = 0; r < 4; r++)
+                for (int c = 0; c < 4; c++) dst[c * dstStride + r] = scale * src[r * srcStride + c];
+        }
+    }
+
     static float* Align64(float* p) => (float*)(((nint)p + 63) & ~(nint)63);
 
     sealed class BlockJob
@@ -342,9 +372,11 @@ public static unsafe partial class CpuGemm
                     int c = 0;
                     for (; c + 4 <= cols; c += 4)
                     {
-                        float* s0p = G.B + (j0 + c) * G.Ldb + Pc, s1p = s0p + G.Ldb, s2p = s1p + G.Ldb, s3p = s2p + G.Ldb;
-                        float* dp = d + c;
-                        for (int p = 0; p < kc; p++, dp += NR)
+                        float* s0p = G.B + (j0 + c) * G.Ldb + Pc;
+                        int p = 0;
+                        for (; p + 4 <= kc; p += 4) Transpose4x4(s0p + p, G.Ldb, d + p * NR + c, NR, 1f);
+                        float* s1p = s0p + G.Ldb, s2p = s1p + G.Ldb, s3p = s2p + G.Ldb;
+                        for (float* dp = d + p * NR + c; p < kc; p++, dp += NR)
                         {
                             dp[0] = s0p[p]; dp[1] = s1p[p]; dp[2] = s2p[p]; dp[3] = s3p[p];
                         }
@@ -374,14 +406,24 @@ public static unsafe partial class CpuGemm
                 if (!G.TransA)
                 {
                     // op(A)[i, p] = A[i*lda + p]: read rows contiguously, write with stride MR.
-                    for (int r = 0; r < rows; r++)
+                    int r = 0;
+                    for (; r + 4 <= rows; r += 4)
+                    {
+                        // 4×4 transposes, scalar for the last kc % 4 columns.
+                        float* src = G.A + (i0 + ir + r) * G.Lda + Pc;
+                        int p = 0;
+                        for (; p + 4 <= kc; p += 4) Transpose4x4(src + p, G.Lda, d + p * MR + r, MR, alpha);
+                        for (; p < kc; p++)
+                            for (int q = 0; q < 4; q++) d[p * MR + r + q] = alpha * src[q * G.Lda + p];
+                    }
+                    for (; r < rows; r++)
                     {
                         float* src = G.A + (i0 + ir + r) * G.Lda + Pc;
                         float* dp = d + r;
                         if (alpha == 1) for (int p = 0; p < kc; p++, dp += MR) *dp = src[p];
                         else for (int p = 0; p < kc; p++, dp += MR) *dp = alpha * src[p];
                     }
-                    for (int r = rows; r < MR; r++)
+                    for (r = rows; r < MR; r++)
                     {
                         float* dp = d + r;
                         for (int p = 0; p < kc; p++, dp += MR) *dp = 0;
@@ -395,6 +437,7 @@ public static unsafe partial class CpuGemm
                     {
                         float* dp = d + p * MR;
                         int r = 0;
+                        for (; r + 4 <= rows; r += 4) Vector128.Store(Vector128.Load(src + r) * alpha, dp + r);
                         for (; r < rows; r++) dp[r] = alpha * src[r];
                         for (; r < MR; r++) dp[r] = 0;
                     }
