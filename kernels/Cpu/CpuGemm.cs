@@ -22,13 +22,16 @@ public enum GemmKernel { Auto, Avx512, Avx2, Portable }
 /// portable Vector128: 4×8) and applies beta/bias on the first K panel only (later panels accumulate),
 /// so beta = 0 never reads C. Edge tiles go through a small scratch tile.</item>
 /// </list>
-/// Very small M (≤ 4, e.g. decoding one token) takes a direct path that streams B without packing.
+/// Small M takes a direct path without packing: M ≤ 4 (decoding one token) for any transposes, and M ≤ 48
+/// (a decoded block of a few sequences) for A·Bᵀ, the layout of the linear layers, as 4×4 tiles of dot products.
 /// Transposes are absorbed by the packing routines.
 /// </summary>
 public static unsafe partial class CpuGemm
 {
-    /// <summary>Rows up to which the unpacked small-M path is used.</summary>
+    /// <summary>Rows up to which the unpacked small-M path is used, for any transposes.</summary>
     public const int SmallM = 4;
+    /// <summary>Rows up to which A·Bᵀ (A not transposed) takes the unpacked path: 4×4 tiles of dot products along k.</summary>
+    public const int SmallDotM = 48;
 
     readonly struct KernelInfo(GemmKernel kind, int mr, int nr, int kc, int mc, int nc,
         delegate*<int, float*, float*, float*, nint, float, float*, void> fn)
@@ -148,7 +151,7 @@ public static unsafe partial class CpuGemm
     static void Run(in Problem g)
     {
         if (g.K == 0 || g.Alpha == 0) { ScaleOnly(g); return; }
-        if (g.AllowSmall && g.M <= SmallM) { SmallPath(g); return; }
+        if (g.AllowSmall && (g.M <= SmallM || (g.M <= SmallDotM && g.TransB && !g.TransA))) { SmallPath(g); return; }
         Blocked(g);
     }
 
@@ -163,92 +166,115 @@ public static unsafe partial class CpuGemm
         }
     }
 
-    /// <summary>Epilogue of a row segment computed elsewhere: c = v + beta·c + bias.</summary>
+    /// <summary>Epilogue of a row segment computed elsewhere: c = alpha·v + beta·c + bias.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Finish(float* c, float* v, int count, float beta, float* bias)
+    static void Finish(float* c, float* v, int count, float alpha, float beta, float* bias)
     {
         if (beta == 0)
-            for (int j = 0; j < count; j++) c[j] = v[j] + (bias != null ? bias[j] : 0f);
+            for (int j = 0; j < count; j++) c[j] = alpha * v[j] + (bias != null ? bias[j] : 0f);
         else
-            for (int j = 0; j < count; j++) c[j] = v[j] + beta * c[j] + (bias != null ? bias[j] : 0f);
+            for (int j = 0; j < count; j++) c[j] = alpha * v[j] + beta * c[j] + (bias != null ? bias[j] : 0f);
     }
 
-    // ------------------------------------------------------------------ small M: no packing of B
+    // ------------------------------------------------------------------ small M: no packing
 
     static void SmallPath(Problem g)
     {
         int m = g.M, k = g.K;
-        float[] arr = ArrayPool<float>.Shared.Rent(m * k);
+        float[]? arr = null;
         try
         {
-            fixed (float* ap = arr)
+            fixed (float* copy = arr = g.TransA ? ArrayPool<float>.Shared.Rent(m * k) : null)
             {
-                // Contiguous alpha-scaled rows of op(A).
-                for (int r = 0; r < m; r++)
-                    for (int p = 0; p < k; p++)
-                        ap[r * k + p] = g.Alpha * (g.TransA ? g.A[p * g.Lda + r] : g.A[r * g.Lda + p]);
-                const int Chunk = 64;
-                int units = (g.N + Chunk - 1) / Chunk;
+                // Rows of op(A) contiguous along k: A itself, or a copy when A is transposed (m ≤ SmallM then).
+                if (g.TransA)
+                {
+                    for (int r = 0; r < m; r++)
+                        for (int p = 0; p < k; p++) copy[r * k + p] = g.A[p * g.Lda + r];
+                    g.A = copy; g.Lda = k; g.TransA = false;
+                }
+                int chunk = g.TransB ? 16 : 64;
+                int units = (g.N + chunk - 1) / chunk;
                 int workers = (long)g.N * k * m >= 1 << 20 ? Math.Min(g.Threads, units) : 1;
-                var gg = g; float* a = ap;
-                if (workers <= 1) SmallRange(gg, a, 0, units);
-                else Parallel.For(0, workers, w => SmallRange(gg, a, (int)((long)units * w / workers), (int)((long)units * (w + 1) / workers)));
+                var gg = g;
+                if (workers <= 1) SmallRange(gg, chunk, 0, units);
+                else Parallel.For(0, workers, w => SmallRange(gg, chunk, (int)((long)units * w / workers), (int)((long)units * (w + 1) / workers)));
             }
         }
-        finally { ArrayPool<float>.Shared.Return(arr); }
+        finally { if (arr != null) ArrayPool<float>.Shared.Return(arr); }
     }
 
-    static void SmallRange(in Problem g, float* ap, int u0, int u1)
+    /// <summary>Column chunks [u0, u1) of the small-M product; op(A) rows are contiguous (A[r*lda + p]).</summary>
+    static void SmallRange(in Problem g, int chunk, int u0, int u1)
     {
-        const int Chunk = 64;
-        float* t = stackalloc float[Chunk];
-        int k = g.K, vw = Vector<float>.Count;
+        float* t = stackalloc float[64];
+        int k = g.K, m = g.M, vw = Vector<float>.Count;
+        bool wide = g.Info.Kind == GemmKernel.Avx512;
         for (int u = u0; u < u1; u++)
         {
-            int j0 = u * Chunk, j1 = Math.Min(g.N, j0 + Chunk);
-            for (int r = 0; r < g.M; r++)
+            int j0 = u * chunk, j1 = Math.Min(g.N, j0 + chunk);
+            if (g.TransB)
             {
-                float* ar = ap + r * k;
-                if (g.TransB)
+                // C[i, j] = Σ_p A[i, p]·B[j, p]: 4×4 tiles of dot products, vectorised along k. Missing rows or
+                // columns of an edge tile repeat the last valid one and are dropped.
+                for (int j = j0; j < j1; j += 4)
                 {
-                    var arow = new ReadOnlySpan<float>(ar, k);
-                    for (int j = j0; j < j1; j++) t[j - j0] = TensorPrimitives.Dot(arow, new ReadOnlySpan<float>(g.B + j * g.Ldb, k));
-                }
-                else
-                {
-                    int j = j0;
-                    for (; j + 4 * vw <= j1; j += 4 * vw)
+                    int nc = Math.Min(4, j1 - j);
+                    float* b0 = g.B + j * g.Ldb;
+                    float* b1 = g.B + (j + Math.Min(1, nc - 1)) * g.Ldb;
+                    float* b2 = g.B + (j + Math.Min(2, nc - 1)) * g.Ldb;
+                    float* b3 = g.B + (j + Math.Min(3, nc - 1)) * g.Ldb;
+                    for (int i = 0; i < m; i += 4)
                     {
-                        Vector<float> s0 = default, s1 = default, s2 = default, s3 = default;
-                        float* bp = g.B + j;
-                        for (int p = 0; p < k; p++, bp += g.Ldb)
-                        {
-                            var av = new Vector<float>(ar[p]);
-                            s0 += av * Unsafe.ReadUnaligned<Vector<float>>(bp);
-                            s1 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + vw);
-                            s2 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + 2 * vw);
-                            s3 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + 3 * vw);
-                        }
-                        Unsafe.WriteUnaligned(t + (j - j0), s0);
-                        Unsafe.WriteUnaligned(t + (j - j0) + vw, s1);
-                        Unsafe.WriteUnaligned(t + (j - j0) + 2 * vw, s2);
-                        Unsafe.WriteUnaligned(t + (j - j0) + 3 * vw, s3);
-                    }
-                    for (; j + vw <= j1; j += vw)
-                    {
-                        Vector<float> s0 = default;
-                        float* bp = g.B + j;
-                        for (int p = 0; p < k; p++, bp += g.Ldb) s0 += new Vector<float>(ar[p]) * Unsafe.ReadUnaligned<Vector<float>>(bp);
-                        Unsafe.WriteUnaligned(t + (j - j0), s0);
-                    }
-                    for (; j < j1; j++)
-                    {
-                        float s = 0; float* bp = g.B + j;
-                        for (int p = 0; p < k; p++, bp += g.Ldb) s += ar[p] * *bp;
-                        t[j - j0] = s;
+                        int nr = Math.Min(4, m - i);
+                        float* a0 = g.A + i * g.Lda;
+                        float* a1 = g.A + (i + Math.Min(1, nr - 1)) * g.Lda;
+                        float* a2 = g.A + (i + Math.Min(2, nr - 1)) * g.Lda;
+                        float* a3 = g.A + (i + Math.Min(3, nr - 1)) * g.Lda;
+                        if (wide) Dot4x4_512(a0, a1, a2, a3, b0, b1, b2, b3, k, t);
+                        else Dot4x4_256(a0, a1, a2, a3, b0, b1, b2, b3, k, t);
+                        for (int r = 0; r < nr; r++)
+                            Finish(g.C + (i + r) * g.Ldc + j, t + r * 4, nc, g.Alpha, g.Beta, g.Bias == null ? null : g.Bias + j);
                     }
                 }
-                Finish(g.C + r * g.Ldc + j0, t, j1 - j0, g.Beta, g.Bias == null ? null : g.Bias + j0);
+                continue;
+            }
+            // C[i, :] = Σ_p A[i, p]·B[p, :]: stream rows of B, vectorised along n (m ≤ SmallM rows).
+            for (int r = 0; r < m; r++)
+            {
+                float* ar = g.A + r * g.Lda;
+                int j = j0;
+                for (; j + 4 * vw <= j1; j += 4 * vw)
+                {
+                    Vector<float> s0 = default, s1 = default, s2 = default, s3 = default;
+                    float* bp = g.B + j;
+                    for (int p = 0; p < k; p++, bp += g.Ldb)
+                    {
+                        var av = new Vector<float>(ar[p]);
+                        s0 += av * Unsafe.ReadUnaligned<Vector<float>>(bp);
+                        s1 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + vw);
+                        s2 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + 2 * vw);
+                        s3 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + 3 * vw);
+                    }
+                    Unsafe.WriteUnaligned(t + (j - j0), s0);
+                    Unsafe.WriteUnaligned(t + (j - j0) + vw, s1);
+                    Unsafe.WriteUnaligned(t + (j - j0) + 2 * vw, s2);
+                    Unsafe.WriteUnaligned(t + (j - j0) + 3 * vw, s3);
+                }
+                for (; j + vw <= j1; j += vw)
+                {
+                    Vector<float> s0 = default;
+                    float* bp = g.B + j;
+                    for (int p = 0; p < k; p++, bp += g.Ldb) s0 += new Vector<float>(ar[p]) * Unsafe.ReadUnaligned<Vector<float>>(bp);
+                    Unsafe.WriteUnaligned(t + (j - j0), s0);
+                }
+                for (; j < j1; j++)
+                {
+                    float s = 0; float* bp = g.B + j;
+                    for (int p = 0; p < k; p++, bp += g.Ldb) s += ar[p] * *bp;
+                    t[j - j0] = s;
+                }
+                Finish(g.C + r * g.Ldc + j0, t, j1 - j0, g.Alpha, g.Beta, g.Bias == null ? null : g.Bias + j0);
             }
         }
     }
@@ -268,7 +294,10 @@ public static unsafe partial class CpuGemm
         int kcStep = CeilDiv(k, CeilDiv(k, ki.KC));
         int ncStep = RoundUp(CeilDiv(n, CeilDiv(n, ki.NC)), NR);
         int mSlivers = CeilDiv(m, MR);
+        // Blocks of at most MC rows; with several threads, aim at ~4 blocks per thread (of at least ~96 rows)
+        // so that the dynamic scheduling of Parallel.For can even out a core that is busy with something else.
         int mBlocks = CeilDiv(m, ki.MC);
+        if (threads > 1) mBlocks = Math.Max(mBlocks, Math.Min(4 * threads, m / 96));
         if (threads > 1 && mBlocks % threads != 0 && mSlivers >= threads) mBlocks = RoundUp(mBlocks, threads);
         int mcStep = RoundUp(CeilDiv(m, mBlocks), MR);
         mBlocks = CeilDiv(m, mcStep);
@@ -478,7 +507,7 @@ public static unsafe partial class CpuGemm
                             else
                             {
                                 ki.Fn(kc, ap, bp, tile, NR, 0f, null);
-                                for (int r = 0; r < mr; r++) Finish(c + r * G.Ldc, tile + r * NR, nr, beta, bias);
+                                for (int r = 0; r < mr; r++) Finish(c + r * G.Ldc, tile + r * NR, nr, 1f, beta, bias);
                             }
                         }
                     }
