@@ -22,7 +22,7 @@ public enum GemmKernel { Auto, Avx512, Avx2, Portable }
 /// portable Vector128: 4×8) and applies beta/bias on the first K panel only (later panels accumulate),
 /// so beta = 0 never reads C. Edge tiles go through a small scratch tile.</item>
 /// </list>
-/// Small M takes a direct path without packing: M ≤ 4 (decoding one token) for any transposes, and M ≤ 48
+/// Small M takes a direct path without packing: M ≤ 4 (decoding one token) for any transposes, and M ≤ 20
 /// (a decoded block of a few sequences) for A·Bᵀ, the layout of the linear layers, as 4×4 tiles of dot products.
 /// Transposes are absorbed by the packing routines.
 /// </summary>
@@ -31,7 +31,7 @@ public static unsafe partial class CpuGemm
     /// <summary>Rows up to which the unpacked small-M path is used, for any transposes.</summary>
     public const int SmallM = 4;
     /// <summary>Rows up to which A·Bᵀ (A not transposed) takes the unpacked path: 4×4 tiles of dot products along k.</summary>
-    public const int SmallDotM = 48;
+    public const int SmallDotM = 20;
 
     readonly struct KernelInfo(GemmKernel kind, int mr, int nr, int kc, int mc, int nc,
         delegate*<int, float*, float*, float*, nint, float, float*, void> fn)
@@ -217,20 +217,21 @@ public static unsafe partial class CpuGemm
             {
                 // C[i, j] = Σ_p A[i, p]·B[j, p]: 4×4 tiles of dot products, vectorised along k. Missing rows or
                 // columns of an edge tile repeat the last valid one and are dropped.
-                for (int j = j0; j < j1; j += 4)
+                // A unit's 16 rows of B (16 KiB at k = 256) stay in L1 while 4 rows of A at a time pass over them.
+                for (int i = 0; i < m; i += 4)
                 {
-                    int nc = Math.Min(4, j1 - j);
-                    float* b0 = g.B + j * g.Ldb;
-                    float* b1 = g.B + (j + Math.Min(1, nc - 1)) * g.Ldb;
-                    float* b2 = g.B + (j + Math.Min(2, nc - 1)) * g.Ldb;
-                    float* b3 = g.B + (j + Math.Min(3, nc - 1)) * g.Ldb;
-                    for (int i = 0; i < m; i += 4)
+                    int nr = Math.Min(4, m - i);
+                    float* a0 = g.A + i * g.Lda;
+                    float* a1 = g.A + (i + Math.Min(1, nr - 1)) * g.Lda;
+                    float* a2 = g.A + (i + Math.Min(2, nr - 1)) * g.Lda;
+                    float* a3 = g.A + (i + Math.Min(3, nr - 1)) * g.Lda;
+                    for (int j = j0; j < j1; j += 4)
                     {
-                        int nr = Math.Min(4, m - i);
-                        float* a0 = g.A + i * g.Lda;
-                        float* a1 = g.A + (i + Math.Min(1, nr - 1)) * g.Lda;
-                        float* a2 = g.A + (i + Math.Min(2, nr - 1)) * g.Lda;
-                        float* a3 = g.A + (i + Math.Min(3, nr - 1)) * g.Lda;
+                        int nc = Math.Min(4, j1 - j);
+                        float* b0 = g.B + j * g.Ldb;
+                        float* b1 = g.B + (j + Math.Min(1, nc - 1)) * g.Ldb;
+                        float* b2 = g.B + (j + Math.Min(2, nc - 1)) * g.Ldb;
+                        float* b3 = g.B + (j + Math.Min(3, nc - 1)) * g.Ldb;
                         if (wide) Dot4x4_512(a0, a1, a2, a3, b0, b1, b2, b3, k, t);
                         else Dot4x4_256(a0, a1, a2, a3, b0, b1, b2, b3, k, t);
                         for (int r = 0; r < nr; r++)
