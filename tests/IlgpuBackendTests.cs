@@ -162,7 +162,8 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
     [InlineData(true, true)]
     public void GemmMatchesCpuAndDouble(bool ta, bool tb)
     {
-        foreach (var (m, n, k, batch) in new[] { (37, 29, 45, 1), (5, 70, 3, 3), (33, 1, 17, 2) })
+        // 32×32 kernel for the small ones, 64×64 kernel when M and N are both ≥ 64
+        foreach (var (m, n, k, batch) in new[] { (37, 29, 45, 1), (5, 70, 3, 3), (33, 1, 17, 2), (70, 130, 33, 2), (64, 64, 16, 1) })
         {
             int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 2, ldc = n + 5;
             long sA = (long)(ta ? k : m) * lda + 7, sB = (long)(tb ? n : k) * ldb + 1, sC = (long)m * ldc + 4;
@@ -543,7 +544,7 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
 
     // ---------------------------------------------------------------- code generation for the GPU backends
     /// <summary>The kernels that use shared memory and barriers (launched with explicit groups).</summary>
-    static readonly string[] ExplicitlyGrouped = ["Gemm", "LayerNormForward", "LayerNormBackwardDx", "AttentionForward", "SubsCrossEntropy", "SampleCategorical"];
+    static readonly string[] ExplicitlyGrouped = ["Gemm", "Gemm64", "LayerNormForward", "LayerNormBackwardDx", "AttentionForward", "SubsCrossEntropy", "SampleCategorical"];
 
     static IEnumerable<System.Reflection.MethodInfo> KernelMethods() =>
         typeof(IlgpuKernels).GetMethods(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Static)

@@ -160,7 +160,7 @@ public sealed class IlgpuBackend : IBackend
     Action<Index1D, ArrayView<float>, ArrayView<float>, int, int, int>? kPartial;
     Action<Index1D, ArrayView<float>, ArrayView<float>, int, int>? kColPartial;
     Action<Index1D, ArrayView<float>, ArrayView<float>, int, int, int>? kColCombine;
-    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>? kGemm;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>? kGemm, kGemm64;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float>? kLnF;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>? kLnDx;
     Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>? kLnDw;
@@ -294,9 +294,17 @@ public sealed class IlgpuBackend : IBackend
             M = m, N = n, K = k, Lda = lda, Ldb = ldb, Ldc = ldc, TransA = transA ? 1 : 0, TransB = transB ? 1 : 0,
             HasBias = bias.HasValue ? 1 : 0, Alpha = alpha, Beta = beta, StrideA = strideA, StrideB = strideB, StrideC = strideC,
         };
+        var group = new Index3D(IlgpuKernels.GemmThreads, 1, 1);
+        if (m >= IlgpuKernels.GemmTile64 && n >= IlgpuKernels.GemmTile64)
+        {
+            var grid64 = new Index3D((n + IlgpuKernels.GemmTile64 - 1) / IlgpuKernels.GemmTile64, (m + IlgpuKernels.GemmTile64 - 1) / IlgpuKernels.GemmTile64, batch);
+            (kGemm64 ??= acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(IlgpuKernels.Gemm64))(
+                new KernelConfig(grid64, group), V(a), V(b), V(c), VOrDummy(bias), args);
+            return;
+        }
         var grid = new Index3D((n + IlgpuKernels.GemmTile - 1) / IlgpuKernels.GemmTile, (m + IlgpuKernels.GemmTile - 1) / IlgpuKernels.GemmTile, batch);
         (kGemm ??= acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(IlgpuKernels.Gemm))(
-            new KernelConfig(grid, new Index3D(IlgpuKernels.GemmThreads, 1, 1)), V(a), V(b), V(c), VOrDummy(bias), args);
+            new KernelConfig(grid, group), V(a), V(b), V(c), VOrDummy(bias), args);
     }
 
     // ------------------------------------------------------------ normalisation and activations

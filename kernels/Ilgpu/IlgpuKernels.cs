@@ -133,6 +133,77 @@ public static class IlgpuKernels
         GemmStore(c, bias, p, co, m + 24, n, c30); GemmStore(c, bias, p, co, m + 24, n + 8, c31); GemmStore(c, bias, p, co, m + 24, n + 16, c32); GemmStore(c, bias, p, co, m + 24, n + 24, c33);
     }
 
+    // ------------------------------------------------------------ GEMM, 64×64 tiles
+    public const int GemmTile64 = 64;
+
+    /// <summary>
+    /// Shared-memory tiled GEMM for large M and N: 64×64 output tile per group of 64 threads (8×8), each thread an 8×8
+    /// register tile (stride 8), K in steps of 16. Twice the FMAs per shared-memory load of <see cref="Gemm"/>.
+    /// Grid (⌈N/64⌉, ⌈M/64⌉, batch). The accumulators are written out as scalars so that they stay in registers.
+    /// </summary>
+    public static void Gemm64(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> bias, GemmArgs p)
+    {
+        var As = SharedMemory.Allocate<float>(GemmTile64 * GemmTileK);
+        var Bs = SharedMemory.Allocate<float>(GemmTile64 * GemmTileK);
+        int t = Group.IdxX, tx = t % 8, ty = t / 8;
+        int n0 = Grid.IdxX * GemmTile64, m0 = Grid.IdxY * GemmTile64, z = Grid.IdxZ;
+        long ao = z * p.StrideA, bo = z * p.StrideB, co = z * p.StrideC;
+        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c04 = 0, c05 = 0, c06 = 0, c07 = 0;
+        float c10 = 0, c11 = 0, c12 = 0, c13 = 0, c14 = 0, c15 = 0, c16 = 0, c17 = 0;
+        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c24 = 0, c25 = 0, c26 = 0, c27 = 0;
+        float c30 = 0, c31 = 0, c32 = 0, c33 = 0, c34 = 0, c35 = 0, c36 = 0, c37 = 0;
+        float c40 = 0, c41 = 0, c42 = 0, c43 = 0, c44 = 0, c45 = 0, c46 = 0, c47 = 0;
+        float c50 = 0, c51 = 0, c52 = 0, c53 = 0, c54 = 0, c55 = 0, c56 = 0, c57 = 0;
+        float c60 = 0, c61 = 0, c62 = 0, c63 = 0, c64 = 0, c65 = 0, c66 = 0, c67 = 0;
+        float c70 = 0, c71 = 0, c72 = 0, c73 = 0, c74 = 0, c75 = 0, c76 = 0, c77 = 0;
+        for (int k0 = 0; k0 < p.K; k0 += GemmTileK)
+        {
+            for (int e = 0; e < GemmTile64 * GemmTileK / GemmThreads; e++)
+            {
+                int idx = t + GemmThreads * e;
+                int mm, kk;
+                if (p.TransA == 0) { mm = idx / GemmTileK; kk = idx % GemmTileK; }
+                else { kk = idx / GemmTile64; mm = idx % GemmTile64; }
+                int gm = m0 + mm, gk = k0 + kk;
+                float v = 0;
+                if (gm < p.M && gk < p.K) v = p.TransA == 0 ? a[ao + (long)gm * p.Lda + gk] : a[ao + (long)gk * p.Lda + gm];
+                As[kk * GemmTile64 + mm] = v;
+                int nn;
+                if (p.TransB == 0) { kk = idx / GemmTile64; nn = idx % GemmTile64; }
+                else { nn = idx / GemmTileK; kk = idx % GemmTileK; }
+                int gn = n0 + nn; gk = k0 + kk;
+                float w = 0;
+                if (gn < p.N && gk < p.K) w = p.TransB == 0 ? b[bo + (long)gk * p.Ldb + gn] : b[bo + (long)gn * p.Ldb + gk];
+                Bs[kk * GemmTile64 + nn] = w;
+            }
+            Group.Barrier();
+            for (int kk = 0; kk < GemmTileK; kk++)
+            {
+                int ab = kk * GemmTile64 + ty, bb = kk * GemmTile64 + tx;
+                float a0 = As[ab + 0], a1 = As[ab + 8], a2 = As[ab + 16], a3 = As[ab + 24], a4 = As[ab + 32], a5 = As[ab + 40], a6 = As[ab + 48], a7 = As[ab + 56];
+                float b0 = Bs[bb + 0], b1 = Bs[bb + 8], b2 = Bs[bb + 16], b3 = Bs[bb + 24], b4 = Bs[bb + 32], b5 = Bs[bb + 40], b6 = Bs[bb + 48], b7 = Bs[bb + 56];
+                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3; c04 += a0 * b4; c05 += a0 * b5; c06 += a0 * b6; c07 += a0 * b7;
+                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3; c14 += a1 * b4; c15 += a1 * b5; c16 += a1 * b6; c17 += a1 * b7;
+                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3; c24 += a2 * b4; c25 += a2 * b5; c26 += a2 * b6; c27 += a2 * b7;
+                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3; c34 += a3 * b4; c35 += a3 * b5; c36 += a3 * b6; c37 += a3 * b7;
+                c40 += a4 * b0; c41 += a4 * b1; c42 += a4 * b2; c43 += a4 * b3; c44 += a4 * b4; c45 += a4 * b5; c46 += a4 * b6; c47 += a4 * b7;
+                c50 += a5 * b0; c51 += a5 * b1; c52 += a5 * b2; c53 += a5 * b3; c54 += a5 * b4; c55 += a5 * b5; c56 += a5 * b6; c57 += a5 * b7;
+                c60 += a6 * b0; c61 += a6 * b1; c62 += a6 * b2; c63 += a6 * b3; c64 += a6 * b4; c65 += a6 * b5; c66 += a6 * b6; c67 += a6 * b7;
+                c70 += a7 * b0; c71 += a7 * b1; c72 += a7 * b2; c73 += a7 * b3; c74 += a7 * b4; c75 += a7 * b5; c76 += a7 * b6; c77 += a7 * b7;
+            }
+            Group.Barrier();
+        }
+        int m = m0 + ty, n = n0 + tx;
+        GemmStore(c, bias, p, co, m + 0, n + 0, c00); GemmStore(c, bias, p, co, m + 0, n + 8, c01); GemmStore(c, bias, p, co, m + 0, n + 16, c02); GemmStore(c, bias, p, co, m + 0, n + 24, c03); GemmStore(c, bias, p, co, m + 0, n + 32, c04); GemmStore(c, bias, p, co, m + 0, n + 40, c05); GemmStore(c, bias, p, co, m + 0, n + 48, c06); GemmStore(c, bias, p, co, m + 0, n + 56, c07);
+        GemmStore(c, bias, p, co, m + 8, n + 0, c10); GemmStore(c, bias, p, co, m + 8, n + 8, c11); GemmStore(c, bias, p, co, m + 8, n + 16, c12); GemmStore(c, bias, p, co, m + 8, n + 24, c13); GemmStore(c, bias, p, co, m + 8, n + 32, c14); GemmStore(c, bias, p, co, m + 8, n + 40, c15); GemmStore(c, bias, p, co, m + 8, n + 48, c16); GemmStore(c, bias, p, co, m + 8, n + 56, c17);
+        GemmStore(c, bias, p, co, m + 16, n + 0, c20); GemmStore(c, bias, p, co, m + 16, n + 8, c21); GemmStore(c, bias, p, co, m + 16, n + 16, c22); GemmStore(c, bias, p, co, m + 16, n + 24, c23); GemmStore(c, bias, p, co, m + 16, n + 32, c24); GemmStore(c, bias, p, co, m + 16, n + 40, c25); GemmStore(c, bias, p, co, m + 16, n + 48, c26); GemmStore(c, bias, p, co, m + 16, n + 56, c27);
+        GemmStore(c, bias, p, co, m + 24, n + 0, c30); GemmStore(c, bias, p, co, m + 24, n + 8, c31); GemmStore(c, bias, p, co, m + 24, n + 16, c32); GemmStore(c, bias, p, co, m + 24, n + 24, c33); GemmStore(c, bias, p, co, m + 24, n + 32, c34); GemmStore(c, bias, p, co, m + 24, n + 40, c35); GemmStore(c, bias, p, co, m + 24, n + 48, c36); GemmStore(c, bias, p, co, m + 24, n + 56, c37);
+        GemmStore(c, bias, p, co, m + 32, n + 0, c40); GemmStore(c, bias, p, co, m + 32, n + 8, c41); GemmStore(c, bias, p, co, m + 32, n + 16, c42); GemmStore(c, bias, p, co, m + 32, n + 24, c43); GemmStore(c, bias, p, co, m + 32, n + 32, c44); GemmStore(c, bias, p, co, m + 32, n + 40, c45); GemmStore(c, bias, p, co, m + 32, n + 48, c46); GemmStore(c, bias, p, co, m + 32, n + 56, c47);
+        GemmStore(c, bias, p, co, m + 40, n + 0, c50); GemmStore(c, bias, p, co, m + 40, n + 8, c51); GemmStore(c, bias, p, co, m + 40, n + 16, c52); GemmStore(c, bias, p, co, m + 40, n + 24, c53); GemmStore(c, bias, p, co, m + 40, n + 32, c54); GemmStore(c, bias, p, co, m + 40, n + 40, c55); GemmStore(c, bias, p, co, m + 40, n + 48, c56); GemmStore(c, bias, p, co, m + 40, n + 56, c57);
+        GemmStore(c, bias, p, co, m + 48, n + 0, c60); GemmStore(c, bias, p, co, m + 48, n + 8, c61); GemmStore(c, bias, p, co, m + 48, n + 16, c62); GemmStore(c, bias, p, co, m + 48, n + 24, c63); GemmStore(c, bias, p, co, m + 48, n + 32, c64); GemmStore(c, bias, p, co, m + 48, n + 40, c65); GemmStore(c, bias, p, co, m + 48, n + 48, c66); GemmStore(c, bias, p, co, m + 48, n + 56, c67);
+        GemmStore(c, bias, p, co, m + 56, n + 0, c70); GemmStore(c, bias, p, co, m + 56, n + 8, c71); GemmStore(c, bias, p, co, m + 56, n + 16, c72); GemmStore(c, bias, p, co, m + 56, n + 24, c73); GemmStore(c, bias, p, co, m + 56, n + 32, c74); GemmStore(c, bias, p, co, m + 56, n + 40, c75); GemmStore(c, bias, p, co, m + 56, n + 48, c76); GemmStore(c, bias, p, co, m + 56, n + 56, c77);
+    }
+
     static void GemmStore(ArrayView<float> c, ArrayView<float> bias, GemmArgs p, long co, int m, int n, float acc)
     {
         if (m >= p.M || n >= p.N) return;
