@@ -14,7 +14,15 @@ public sealed class IlgpuStorage<T>(MemoryBuffer1D<T, Stride1D.Dense> buffer, in
     public MemoryBuffer1D<T, Stride1D.Dense> Buffer { get; } = buffer;
     public override int Length { get; } = length;
     public ArrayView<T> View(int offset, int length) => ((ArrayView<T>)Buffer.View).SubView(offset, length);
-    public override void Dispose() { Buffer.Dispose(); base.Dispose(); }
+    public override void Dispose()
+    {
+        if (!Buffer.IsDisposed && !Buffer.Accelerator.IsDisposed)
+        {
+            Buffer.Accelerator.Synchronize(); // a queued kernel may still use this memory
+            Buffer.Dispose();
+        }
+        base.Dispose();
+    }
 }
 
 /// <summary>
