@@ -20,7 +20,9 @@ public static unsafe class OpenBlas
 
     static OpenBlas()
     {
-        foreach (var name in Names)
+        // FBD_OPENBLAS_LIB names one library to load instead of probing (also a way to test the missing case).
+        var names = Environment.GetEnvironmentVariable("FBD_OPENBLAS_LIB") is { Length: > 0 } forced ? [forced] : Names;
+        foreach (var name in names)
         {
             if (!NativeLibrary.TryLoad(name, out var h)) continue;
             if (!NativeLibrary.TryGetExport(h, "cblas_sgemm", out var f))
@@ -33,7 +35,7 @@ public static unsafe class OpenBlas
             LibraryName = name; Available = true; Error = null;
             return;
         }
-        Error ??= $"OpenBLAS not found (tried {string.Join(", ", Names)}); install it with `apt-get install -y libopenblas0-pthread`";
+        Error ??= $"OpenBLAS not found (tried {string.Join(", ", names)}); install it with `apt-get install -y libopenblas0-pthread`";
     }
 
     /// <summary>OpenBLAS's build description (version, target core), or null.</summary>

@@ -22,13 +22,16 @@ public enum GemmKernel { Auto, Avx512, Avx2, Portable }
 /// portable Vector128: 4×8) and applies beta/bias on the first K panel only (later panels accumulate),
 /// so beta = 0 never reads C. Edge tiles go through a small scratch tile.</item>
 /// </list>
-/// Very small M (≤ 4, e.g. decoding one token) takes a direct path that streams B without packing.
+/// Small M takes a direct path without packing: M ≤ 4 (decoding one token) for any transposes, and M ≤ 20
+/// (a decoded block of a few sequences) for A·Bᵀ, the layout of the linear layers, as 4×4 tiles of dot products.
 /// Transposes are absorbed by the packing routines.
 /// </summary>
 public static unsafe partial class CpuGemm
 {
-    /// <summary>Rows up to which the unpacked small-M path is used.</summary>
+    /// <summary>Rows up to which the unpacked small-M path is used, for any transposes.</summary>
     public const int SmallM = 4;
+    /// <summary>Rows up to which A·Bᵀ (A not transposed) takes the unpacked path: 4×4 tiles of dot products along k.</summary>
+    public const int SmallDotM = 20;
 
     readonly struct KernelInfo(GemmKernel kind, int mr, int nr, int kc, int mc, int nc,
         delegate*<int, float*, float*, float*, nint, float, float*, void> fn)
@@ -148,7 +151,7 @@ public static unsafe partial class CpuGemm
     static void Run(in Problem g)
     {
         if (g.K == 0 || g.Alpha == 0) { ScaleOnly(g); return; }
-        if (g.AllowSmall && g.M <= SmallM) { SmallPath(g); return; }
+        if (g.AllowSmall && (g.M <= SmallM || (g.M <= SmallDotM && g.TransB && !g.TransA))) { SmallPath(g); return; }
         Blocked(g);
     }
 
@@ -163,92 +166,116 @@ public static unsafe partial class CpuGemm
         }
     }
 
-    /// <summary>Epilogue of a row segment computed elsewhere: c = v + beta·c + bias.</summary>
+    /// <summary>Epilogue of a row segment computed elsewhere: c = alpha·v + beta·c + bias.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Finish(float* c, float* v, int count, float beta, float* bias)
+    static void Finish(float* c, float* v, int count, float alpha, float beta, float* bias)
     {
         if (beta == 0)
-            for (int j = 0; j < count; j++) c[j] = v[j] + (bias != null ? bias[j] : 0f);
+            for (int j = 0; j < count; j++) c[j] = alpha * v[j] + (bias != null ? bias[j] : 0f);
         else
-            for (int j = 0; j < count; j++) c[j] = v[j] + beta * c[j] + (bias != null ? bias[j] : 0f);
+            for (int j = 0; j < count; j++) c[j] = alpha * v[j] + beta * c[j] + (bias != null ? bias[j] : 0f);
     }
 
-    // ------------------------------------------------------------------ small M: no packing of B
+    // ------------------------------------------------------------------ small M: no packing
 
     static void SmallPath(Problem g)
     {
         int m = g.M, k = g.K;
-        float[] arr = ArrayPool<float>.Shared.Rent(m * k);
+        float[]? arr = null;
         try
         {
-            fixed (float* ap = arr)
+            fixed (float* copy = arr = g.TransA ? ArrayPool<float>.Shared.Rent(m * k) : null)
             {
-                // Contiguous alpha-scaled rows of op(A).
-                for (int r = 0; r < m; r++)
-                    for (int p = 0; p < k; p++)
-                        ap[r * k + p] = g.Alpha * (g.TransA ? g.A[p * g.Lda + r] : g.A[r * g.Lda + p]);
-                const int Chunk = 64;
-                int units = (g.N + Chunk - 1) / Chunk;
-                int workers = (long)g.N * k * m >= 1 << 16 ? Math.Min(g.Threads, units) : 1;
-                var gg = g; float* a = ap;
-                if (workers <= 1) SmallRange(gg, a, 0, units);
-                else Parallel.For(0, workers, w => SmallRange(gg, a, (int)((long)units * w / workers), (int)((long)units * (w + 1) / workers)));
+                // Rows of op(A) contiguous along k: A itself, or a copy when A is transposed (m ≤ SmallM then).
+                if (g.TransA)
+                {
+                    for (int r = 0; r < m; r++)
+                        for (int p = 0; p < k; p++) copy[r * k + p] = g.A[p * g.Lda + r];
+                    g.A = copy; g.Lda = k; g.TransA = false;
+                }
+                int chunk = g.TransB ? 16 : 64;
+                int units = (g.N + chunk - 1) / chunk;
+                int workers = (long)g.N * k * m >= 1 << 20 ? Math.Min(g.Threads, units) : 1;
+                var gg = g;
+                if (workers <= 1) SmallRange(gg, chunk, 0, units);
+                else Parallel.For(0, workers, w => SmallRange(gg, chunk, (int)((long)units * w / workers), (int)((long)units * (w + 1) / workers)));
             }
         }
-        finally { ArrayPool<float>.Shared.Return(arr); }
+        finally { if (arr != null) ArrayPool<float>.Shared.Return(arr); }
     }
 
-    static void SmallRange(in Problem g, float* ap, int u0, int u1)
+    /// <summary>Column chunks [u0, u1) of the small-M product; op(A) rows are contiguous (A[r*lda + p]).</summary>
+    static void SmallRange(in Problem g, int chunk, int u0, int u1)
     {
-        const int Chunk = 64;
-        float* t = stackalloc float[Chunk];
-        int k = g.K, vw = Vector<float>.Count;
+        float* t = stackalloc float[64];
+        int k = g.K, m = g.M, vw = Vector<float>.Count;
+        bool wide = g.Info.Kind == GemmKernel.Avx512;
         for (int u = u0; u < u1; u++)
         {
-            int j0 = u * Chunk, j1 = Math.Min(g.N, j0 + Chunk);
-            for (int r = 0; r < g.M; r++)
+            int j0 = u * chunk, j1 = Math.Min(g.N, j0 + chunk);
+            if (g.TransB)
             {
-                float* ar = ap + r * k;
-                if (g.TransB)
+                // C[i, j] = Σ_p A[i, p]·B[j, p]: 4×4 tiles of dot products, vectorised along k. Missing rows or
+                // columns of an edge tile repeat the last valid one and are dropped.
+                // A unit's 16 rows of B (16 KiB at k = 256) stay in L1 while 4 rows of A at a time pass over them.
+                for (int i = 0; i < m; i += 4)
                 {
-                    var arow = new ReadOnlySpan<float>(ar, k);
-                    for (int j = j0; j < j1; j++) t[j - j0] = TensorPrimitives.Dot(arow, new ReadOnlySpan<float>(g.B + j * g.Ldb, k));
-                }
-                else
-                {
-                    int j = j0;
-                    for (; j + 4 * vw <= j1; j += 4 * vw)
+                    int nr = Math.Min(4, m - i);
+                    float* a0 = g.A + i * g.Lda;
+                    float* a1 = g.A + (i + Math.Min(1, nr - 1)) * g.Lda;
+                    float* a2 = g.A + (i + Math.Min(2, nr - 1)) * g.Lda;
+                    float* a3 = g.A + (i + Math.Min(3, nr - 1)) * g.Lda;
+                    for (int j = j0; j < j1; j += 4)
                     {
-                        Vector<float> s0 = default, s1 = default, s2 = default, s3 = default;
-                        float* bp = g.B + j;
-                        for (int p = 0; p < k; p++, bp += g.Ldb)
-                        {
-                            var av = new Vector<float>(ar[p]);
-                            s0 += av * Unsafe.ReadUnaligned<Vector<float>>(bp);
-                            s1 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + vw);
-                            s2 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + 2 * vw);
-                            s3 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + 3 * vw);
-                        }
-                        Unsafe.WriteUnaligned(t + (j - j0), s0);
-                        Unsafe.WriteUnaligned(t + (j - j0) + vw, s1);
-                        Unsafe.WriteUnaligned(t + (j - j0) + 2 * vw, s2);
-                        Unsafe.WriteUnaligned(t + (j - j0) + 3 * vw, s3);
-                    }
-                    for (; j + vw <= j1; j += vw)
-                    {
-                        Vector<float> s0 = default;
-                        float* bp = g.B + j;
-                        for (int p = 0; p < k; p++, bp += g.Ldb) s0 += new Vector<float>(ar[p]) * Unsafe.ReadUnaligned<Vector<float>>(bp);
-                        Unsafe.WriteUnaligned(t + (j - j0), s0);
-                    }
-                    for (; j < j1; j++)
-                    {
-                        float s = 0; float* bp = g.B + j;
-                        for (int p = 0; p < k; p++, bp += g.Ldb) s += ar[p] * *bp;
-                        t[j - j0] = s;
+                        int nc = Math.Min(4, j1 - j);
+                        float* b0 = g.B + j * g.Ldb;
+                        float* b1 = g.B + (j + Math.Min(1, nc - 1)) * g.Ldb;
+                        float* b2 = g.B + (j + Math.Min(2, nc - 1)) * g.Ldb;
+                        float* b3 = g.B + (j + Math.Min(3, nc - 1)) * g.Ldb;
+                        if (wide) Dot4x4_512(a0, a1, a2, a3, b0, b1, b2, b3, k, t);
+                        else Dot4x4_256(a0, a1, a2, a3, b0, b1, b2, b3, k, t);
+                        for (int r = 0; r < nr; r++)
+                            Finish(g.C + (i + r) * g.Ldc + j, t + r * 4, nc, g.Alpha, g.Beta, g.Bias == null ? null : g.Bias + j);
                     }
                 }
-                Finish(g.C + r * g.Ldc + j0, t, j1 - j0, g.Beta, g.Bias == null ? null : g.Bias + j0);
+                continue;
+            }
+            // C[i, :] = Σ_p A[i, p]·B[p, :]: stream rows of B, vectorised along n (m ≤ SmallM rows).
+            for (int r = 0; r < m; r++)
+            {
+                float* ar = g.A + r * g.Lda;
+                int j = j0;
+                for (; j + 4 * vw <= j1; j += 4 * vw)
+                {
+                    Vector<float> s0 = default, s1 = default, s2 = default, s3 = default;
+                    float* bp = g.B + j;
+                    for (int p = 0; p < k; p++, bp += g.Ldb)
+                    {
+                        var av = new Vector<float>(ar[p]);
+                        s0 += av * Unsafe.ReadUnaligned<Vector<float>>(bp);
+                        s1 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + vw);
+                        s2 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + 2 * vw);
+                        s3 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + 3 * vw);
+                    }
+                    Unsafe.WriteUnaligned(t + (j - j0), s0);
+                    Unsafe.WriteUnaligned(t + (j - j0) + vw, s1);
+                    Unsafe.WriteUnaligned(t + (j - j0) + 2 * vw, s2);
+                    Unsafe.WriteUnaligned(t + (j - j0) + 3 * vw, s3);
+                }
+                for (; j + vw <= j1; j += vw)
+                {
+                    Vector<float> s0 = default;
+                    float* bp = g.B + j;
+                    for (int p = 0; p < k; p++, bp += g.Ldb) s0 += new Vector<float>(ar[p]) * Unsafe.ReadUnaligned<Vector<float>>(bp);
+                    Unsafe.WriteUnaligned(t + (j - j0), s0);
+                }
+                for (; j < j1; j++)
+                {
+                    float s = 0; float* bp = g.B + j;
+                    for (int p = 0; p < k; p++, bp += g.Ldb) s += ar[p] * *bp;
+                    t[j - j0] = s;
+                }
+                Finish(g.C + r * g.Ldc + j0, t, j1 - j0, g.Alpha, g.Beta, g.Bias == null ? null : g.Bias + j0);
             }
         }
     }
@@ -268,7 +295,10 @@ public static unsafe partial class CpuGemm
         int kcStep = CeilDiv(k, CeilDiv(k, ki.KC));
         int ncStep = RoundUp(CeilDiv(n, CeilDiv(n, ki.NC)), NR);
         int mSlivers = CeilDiv(m, MR);
+        // Blocks of at most MC rows; with several threads, aim at ~4 blocks per thread (of at least ~96 rows)
+        // so that the dynamic scheduling of Parallel.For can even out a core that is busy with something else.
         int mBlocks = CeilDiv(m, ki.MC);
+        if (threads > 1) mBlocks = Math.Max(mBlocks, Math.Min(4 * threads, m / 96));
         if (threads > 1 && mBlocks % threads != 0 && mSlivers >= threads) mBlocks = RoundUp(mBlocks, threads);
         int mcStep = RoundUp(CeilDiv(m, mBlocks), MR);
         mBlocks = CeilDiv(m, mcStep);
@@ -303,6 +333,36 @@ public static unsafe partial class CpuGemm
             }
         }
         finally { ArrayPool<float>.Shared.Return(bArr); }
+    }
+
+    /// <summary>dst[c*dstStride + r] = scale·src[r*srcStride + c] for r, c &lt; 4.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Transpose4x4(float* src, nint srcStride, float* dst, nint dstStride, float scale)
+    {
+        if (Sse.IsSupported)
+        {
+            var r0 = Sse.LoadVector128(src); var r1 = Sse.LoadVector128(src + srcStride);
+            var r2 = Sse.LoadVector128(src + 2 * srcStride); var r3 = Sse.LoadVector128(src + 3 * srcStride);
+            var t0 = Sse.UnpackLow(r0, r1);   // a0 b0 a1 b1
+            var t1 = Sse.UnpackLow(r2, r3);   // c0 d0 c1 d1
+            var t2 = Sse.UnpackHigh(r0, r1);  // a2 b2 a3 b3
+            var t3 = Sse.UnpackHigh(r2, r3);  // c2 d2 c3 d3
+            var o0 = Sse.MoveLowToHigh(t0, t1);
+            var o1 = Sse.MoveHighToLow(t1, t0);
+            var o2 = Sse.MoveLowToHigh(t2, t3);
+            var o3 = Sse.MoveHighToLow(t3, t2);
+            if (scale != 1f)
+            {
+                var sv = Vector128.Create(scale);
+                o0 *= sv; o1 *= sv; o2 *= sv; o3 *= sv;
+            }
+            Sse.Store(dst, o0); Sse.Store(dst + dstStride, o1); Sse.Store(dst + 2 * dstStride, o2); Sse.Store(dst + 3 * dstStride, o3);
+        }
+        else
+        {
+            for (int r = 0; r < 4; r++)
+                for (int c = 0; c < 4; c++) dst[c * dstStride + r] = scale * src[r * srcStride + c];
+        }
     }
 
     static float* Align64(float* p) => (float*)(((nint)p + 63) & ~(nint)63);
@@ -342,9 +402,11 @@ public static unsafe partial class CpuGemm
                     int c = 0;
                     for (; c + 4 <= cols; c += 4)
                     {
-                        float* s0p = G.B + (j0 + c) * G.Ldb + Pc, s1p = s0p + G.Ldb, s2p = s1p + G.Ldb, s3p = s2p + G.Ldb;
-                        float* dp = d + c;
-                        for (int p = 0; p < kc; p++, dp += NR)
+                        float* s0p = G.B + (j0 + c) * G.Ldb + Pc;
+                        int p = 0;
+                        for (; p + 4 <= kc; p += 4) Transpose4x4(s0p + p, G.Ldb, d + p * NR + c, NR, 1f);
+                        float* s1p = s0p + G.Ldb, s2p = s1p + G.Ldb, s3p = s2p + G.Ldb;
+                        for (float* dp = d + p * NR + c; p < kc; p++, dp += NR)
                         {
                             dp[0] = s0p[p]; dp[1] = s1p[p]; dp[2] = s2p[p]; dp[3] = s3p[p];
                         }
@@ -374,14 +436,24 @@ public static unsafe partial class CpuGemm
                 if (!G.TransA)
                 {
                     // op(A)[i, p] = A[i*lda + p]: read rows contiguously, write with stride MR.
-                    for (int r = 0; r < rows; r++)
+                    int r = 0;
+                    for (; r + 4 <= rows; r += 4)
+                    {
+                        // 4×4 transposes, scalar for the last kc % 4 columns.
+                        float* src = G.A + (i0 + ir + r) * G.Lda + Pc;
+                        int p = 0;
+                        for (; p + 4 <= kc; p += 4) Transpose4x4(src + p, G.Lda, d + p * MR + r, MR, alpha);
+                        for (; p < kc; p++)
+                            for (int q = 0; q < 4; q++) d[p * MR + r + q] = alpha * src[q * G.Lda + p];
+                    }
+                    for (; r < rows; r++)
                     {
                         float* src = G.A + (i0 + ir + r) * G.Lda + Pc;
                         float* dp = d + r;
                         if (alpha == 1) for (int p = 0; p < kc; p++, dp += MR) *dp = src[p];
                         else for (int p = 0; p < kc; p++, dp += MR) *dp = alpha * src[p];
                     }
-                    for (int r = rows; r < MR; r++)
+                    for (r = rows; r < MR; r++)
                     {
                         float* dp = d + r;
                         for (int p = 0; p < kc; p++, dp += MR) *dp = 0;
@@ -395,6 +467,7 @@ public static unsafe partial class CpuGemm
                     {
                         float* dp = d + p * MR;
                         int r = 0;
+                        for (; r + 4 <= rows; r += 4) Vector128.Store(Vector128.Load(src + r) * alpha, dp + r);
                         for (; r < rows; r++) dp[r] = alpha * src[r];
                         for (; r < MR; r++) dp[r] = 0;
                     }
@@ -435,7 +508,7 @@ public static unsafe partial class CpuGemm
                             else
                             {
                                 ki.Fn(kc, ap, bp, tile, NR, 0f, null);
-                                for (int r = 0; r < mr; r++) Finish(c + r * G.Ldc, tile + r * NR, nr, beta, bias);
+                                for (int r = 0; r < mr; r++) Finish(c + r * G.Ldc, tile + r * NR, nr, 1f, beta, bias);
                             }
                         }
                     }
