@@ -128,17 +128,17 @@ class DiT(nn.Module):
     def cond(self, x):
         return F.silu(self.sigma_map(x.dtype, x.device))
 
-    def body(self, ids, positions, attention):
+    def body(self, ids, positions, attention, rope=None):
         x = self.vocab_embed(ids)
         c = self.cond(x)
-        cos, sin = rotary_tables(positions, self.head_dim, x.device, x.dtype)
+        cos, sin = rope if rope is not None else rotary_tables(positions, self.head_dim, x.device, x.dtype)
         for blk in self.blocks:
             x = blk(x, c, cos, sin, attention, self.dropout)
         return x, c
 
-    def forward(self, ids, positions, attention, head_rows=None):
-        """ids [B, T]; positions [T]; returns logits of rows head_rows (a slice) or all rows."""
-        x, c = self.body(ids, positions, attention)
+    def forward(self, ids, positions, attention, head_rows=None, rope=None):
+        """ids [B, T]; positions [T] (or rope = precomputed (cos, sin) for them); logits of rows head_rows or all rows."""
+        x, c = self.body(ids, positions, attention, rope)
         if head_rows is not None:
             x = x[:, head_rows]
         return self.output_layer(x, c)
@@ -146,7 +146,7 @@ class DiT(nn.Module):
 
 def bd3_nelbo(logits, x, weights, mask_id):
     """Mean over all B*L tokens of weights * (-log softmax(logits with the MASK column at -inf)[x])."""
-    logits = logits.float().clone()
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)).clone()  # fp32, or fp64 for a float64 reference
     logits[..., mask_id] = float("-inf")
     logp = torch.log_softmax(logits, dim=-1)
     nll = -logp.gather(-1, x[..., None].long()).squeeze(-1)

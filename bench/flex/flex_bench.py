@@ -110,7 +110,7 @@ def main():
         try:
             ms_f, n_f = common.cuda_time(f, a.warmup, a.runs)
             ms_fb, n_fb = common.cuda_time(fb, a.warmup, a.runs)
-        except torch.OutOfMemoryError as e:
+        except torch.cuda.OutOfMemoryError as e:
             print(f"{impl:<22} {Ls:>6} {Lps:>3} out of memory: {str(e)[:80]}")
             doc["results"].append({"suite": suite_prefix + "_fwd", "impl": impl, "backend": "cuda", "shape": shp, "ms": None, "note": "out of memory"})
             torch.cuda.empty_cache()

@@ -39,12 +39,12 @@ class KvCache:
 
 
 @torch.no_grad()
-def decode(model, cache, ids, start, commit):
-    """Logits [B, L', V] of a block at absolute positions start.. against the cache (and itself, bidirectionally)."""
+def decode(model, cache, ids, start, commit, rope):
+    """Logits [B, L', V] of a block at absolute positions start.. against the cache (and itself, bidirectionally).
+    rope = (cos, sin) tables for every position, precomputed once."""
     x = model.vocab_embed(ids)
     c = model.cond(x)
-    pos = torch.arange(start, start + ids.shape[1])
-    cos, sin = rotary_tables(pos, model.head_dim, x.device, torch.float32)
+    cos, sin = rope[0][start:start + ids.shape[1]], rope[1][start:start + ids.shape[1]]
     n = cache.length
     for l, blk in enumerate(model.blocks):
         q, k, v, mods = blk.qkv(x, c, cos, sin)
@@ -81,6 +81,7 @@ def generate(model, batch, tokens, L, Lp, steps, mask_id, bos, device, seed):
     out = []
     committed = 0
     total = tokens + 1  # BOS + tokens
+    rope = rotary_tables(torch.arange(total + Lp), model.head_dim, device, torch.float32)
     while committed < total:
         block = torch.full((batch, Lp), mask_id, dtype=torch.long, device=device)
         if committed == 0:
@@ -94,7 +95,7 @@ def generate(model, batch, tokens, L, Lp, steps, mask_id, bos, device, seed):
                 break
             if stale:
                 with torch.autocast("cuda", dtype=torch.bfloat16):
-                    logits = decode(model, cache, block, committed, commit=False)
+                    logits = decode(model, cache, block, committed, commit=False, rope=rope)
                 nfe += 1
             sampled = nucleus(logits, mask_id, 0.9, gen)
             t = 1.0 - k / steps
@@ -104,7 +105,7 @@ def generate(model, batch, tokens, L, Lp, steps, mask_id, bos, device, seed):
             block = torch.where(reveal, sampled, block)
             stale = bool(reveal.any())
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            decode(model, cache, block, committed, commit=True)
+            decode(model, cache, block, committed, commit=True, rope=rope)
         out.append(block)
         committed += Lp
     torch.cuda.synchronize()

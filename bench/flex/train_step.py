@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common  # noqa: E402
-from bd3_model import DiT, SIZES, bd3_nelbo  # noqa: E402
+from bd3_model import DiT, SIZES, bd3_nelbo, rotary_tables  # noqa: E402
 
 
 def noise(x, Lp, mask_id, gen):
@@ -63,9 +63,10 @@ def main():
             return flex(q, k, v, block_mask=bm)
 
         positions = torch.cat([torch.arange(a.L), torch.arange(a.L)]).to(dev)
+        rope = rotary_tables(positions, size["dim"] // size["heads"], dev, torch.float32)  # once, outside the compiled graph
 
         def loss_fn(ids, x, w):
-            logits = model(ids, positions, attention, head_rows=slice(0, a.L))
+            logits = model(ids, positions, attention, head_rows=slice(0, a.L), rope=rope)
             return bd3_nelbo(logits, x, w, mask_id)
 
         loss_c = loss_fn if a.no_compile else torch.compile(loss_fn)
