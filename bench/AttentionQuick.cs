@@ -124,9 +124,11 @@ public static class AttentionQuick
             Tflops = Math.Round(flops / sec / 1e12, 6), Runs = runs, Note = n,
         });
         double of = QuickTimer.Median(times[0]), ob = QuickTimer.Median(times[1]);
-        Add(ours, "fwd", of, fwdF, times[0].Count);
-        Add(ours, "bwd", ob, bwdF, times[1].Count);
-        Add(ours, "fwd_bwd", of + ob, fwdF + bwdF, times[0].Count, "median(fwd) + median(bwd)");
+        long pairs = AttentionCounts.Pairs(s.Mask, s.SeqLen, s.BlockSize);
+        string density = $"allowed pairs {pairs} per head = {100.0 * pairs / ((double)s.SeqLen * s.SeqLen):F1}% of the {s.SeqLen}² square";
+        Add(ours, "fwd", of, fwdF, times[0].Count, density);
+        Add(ours, "bwd", ob, bwdF, times[1].Count, density);
+        Add(ours, "fwd_bwd", of + ob, fwdF + bwdF, times[0].Count, "median(fwd) + median(bwd); " + density);
         double df = double.NaN, db = double.NaN;
         if (peer != null)
         {

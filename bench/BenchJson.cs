@@ -161,7 +161,7 @@ public static class BenchEnv
     public static string Commit()
     {
         var head = Git("rev-parse --short=12 HEAD") ?? Environment.GetEnvironmentVariable("FBD_COMMIT") ?? "unknown";
-        var dirty = Git("status --porcelain --untracked-files=no");
+        var dirty = Git("status --porcelain --untracked-files=no -- . :!bench/results"); // result files written by runs do not count
         return string.IsNullOrEmpty(dirty) ? head : head + "+dirty";
     }
 

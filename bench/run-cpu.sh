@@ -23,4 +23,4 @@ echo "== train-quick"
 echo "== sample-quick (KV-cached vs uncached)"
 "${BENCH[@]}" sample-quick --out "$RAW/sample.json" ${SAMPLE_ARGS:---repeat 5 --repeat-uncached 3}
 echo "== compare"
-"${BENCH[@]}" compare --title "FastBlockDiff CPU vs peers (OpenBLAS, dense masked attention, uncached sampling)" "$RAW"
+"${BENCH[@]}" compare --title "FastBlockDiff (CPU) vs OpenBLAS, dense masked attention, uncached sampling" "$RAW"
