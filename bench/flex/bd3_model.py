@@ -24,7 +24,9 @@ class WeightOnlyLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        return F.layer_norm(x.float(), (x.shape[-1],), eps=1e-5).to(x.dtype) * self.weight.to(x.dtype)
+        # statistics in fp32 (fp64 when the whole model is fp64, for the parity reference), as our engine does
+        y = F.layer_norm(x.to(torch.promote_types(x.dtype, torch.float32)), (x.shape[-1],), eps=1e-5)
+        return y.to(x.dtype) * self.weight.to(x.dtype)
 
 
 class Embedding(nn.Module):
