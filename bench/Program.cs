@@ -1,8 +1,20 @@
 using BenchmarkDotNet.Running;
 using FastBlockDiff.Bench;
 
-if (args.Length > 0 && args[0] == "gemm-quick")
-    return GemmQuick.Run(args[1..]);
+// Quick modes (median-of-N, JSON in the shared schema of BenchJson.cs); anything else goes to BenchmarkDotNet.
+if (args.Length > 0)
+{
+    var rest = args[1..];
+    switch (args[0])
+    {
+        case "gemm-quick": return GemmQuick.Run(rest);
+        case "attention-quick": return AttentionQuick.Run(rest);
+        case "train-quick": return TrainQuick.Run(rest);
+        case "sample-quick": return SampleQuick.Run(rest);
+        case "parity-dump": return ParityDump.Run(rest);
+        case "compare": return Compare.Run(rest);
+    }
+}
 
 BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
 return 0;

@@ -1,0 +1,205 @@
+using FastBlockDiff.Engine;
+using FastBlockDiff.Engine.Model;
+using FastBlockDiff.Engine.Sampling;
+using FastBlockDiff.Engine.Training;
+using FastBlockDiff.Kernels;
+
+namespace FastBlockDiff.Bench;
+
+/// <summary>Random token rows (uniform over the non-special ids), deterministic, for timing only.</summary>
+public sealed class RandomBatchSource(int seqLen, int vocab, ulong seed) : IBatchSource
+{
+    readonly Rng _rng = new(seed);
+    public int SequenceLength => seqLen;
+    public void Next(Span<int> dst, int batch) { for (int i = 0; i < batch * seqLen; i++) dst[i] = _rng.NextInt(vocab); }
+    public long[] SaveState() => [];
+    public void RestoreState(long[] state) { }
+}
+
+/// <summary>Model configurations the end-to-end quick modes and benchmarks build.</summary>
+public static class BenchModels
+{
+    /// <summary>
+    /// "tiny" / "small" (DESIGN.md 5) or "custom" with --width/--layers/--heads. Vocabulary: --vocab (MASK included,
+    /// MASK = vocab-1), default 260 (byte-level) for tiny/custom and 50258 (GPT-2 + MASK) for small.
+    /// </summary>
+    public static ModelConfig Build(string size, int vocab, int length, int blockSize, int width = 64, int layers = 2, int heads = 2)
+    {
+        if (size == "custom")
+            return new ModelConfig
+            {
+                VocabSize = vocab, MaskId = vocab - 1, HiddenDim = width, CondDim = 128, Layers = layers, Heads = heads,
+                ModelLength = length, BlockSize = blockSize,
+            };
+        return ModelConfig.Named(size, vocab, vocab - 1, length, blockSize);
+    }
+
+    public static ModelConfig FromOptions(QuickOptions o, string defaultSize, int length, int blockSize)
+    {
+        string size = o.Str("model", defaultSize);
+        int vocab = o.Int("vocab", size == "small" ? 50258 : 260);
+        return Build(size, vocab, length, blockSize, o.Int("width", 64), o.Int("layers", 2), o.Int("heads", 2));
+    }
+
+    public static Dictionary<string, System.Text.Json.Nodes.JsonNode?> Shape(ModelConfig c, int batch, string dtype, params (string, object)[] extra)
+    {
+        var x = new List<(string, object)> { ("V", c.VocabSize), ("width", c.HiddenDim), ("layers", c.Layers) };
+        x.AddRange(extra);
+        return BenchResult.MakeShape(batch, c.Heads, c.ModelLength, c.BlockSize, c.HeadDim, dtype, [.. x]);
+    }
+}
+
+/// <summary>
+/// `bench train-quick [--backend cpu] [--model tiny|small|custom] [--vocab V] [--L 256] [--Lp 4,16] [--batch 4]
+/// [--budget S] [--out FILE]`: the fused SUBS cross-entropy (NELBO) forward+gradient, AdamW over all parameters,
+/// and a whole training step (vectorised 2L forward, backward, gradient norm, AdamW, EMA) as tokens/s = batch·L / step.
+/// </summary>
+public static class TrainQuick
+{
+    public static int Run(string[] args)
+    {
+        var o = new QuickOptions(args, new() { ["L"] = "256", ["Lp"] = "4,16", ["batch"] = "4" });
+        var doc = BenchDoc.ForThisRun("train-quick", args, "median wall time of >= 5 calls (more while under the budget) after warm-up");
+        foreach (var backendName in o.Backends)
+        {
+            IBackend b;
+            try { b = BackendChoice.Create(backendName).Backend; }
+            catch (Exception e) { Console.WriteLine($"backend {backendName}: unavailable ({e.Message}); skipped"); continue; }
+            using var _ = b;
+            string ours = "fastblockdiff-" + b.Name;
+            int batch = o.Ints("batch")[0];
+            foreach (int L in o.Ints("L"))
+            foreach (int lp in o.Ints("Lp"))
+            {
+                var cfg = BenchModels.FromOptions(o, "tiny", L, lp);
+                var model = new Denoiser(b, cfg);
+                model.Initialize(1, zeroInit: false);
+                Console.WriteLine($"backend {b.Name}; model {cfg.Layers}x{cfg.HiddenDim} ({cfg.Heads} heads), V={cfg.VocabSize}, {model.Params.Count:N0} parameters; L={L} L'={lp} batch={batch}");
+
+                // fused NELBO cross-entropy over the noisy half's rows
+                int rows = batch * L, V = cfg.VocabSize;
+                var rng = new Random(7);
+                var logitsHost = new float[rows * V];
+                for (int i = 0; i < logitsHost.Length; i++) logitsHost[i] = rng.NextSingle() * 4 - 2;
+                var targetsHost = new int[rows]; var weightsHost = new float[rows];
+                for (int i = 0; i < rows; i++) { targetsHost[i] = rng.Next(V - 1); weightsHost[i] = rng.Next(2) == 0 ? 0f : 1f / (0.05f + rng.NextSingle()); }
+                var logits = b.AllocFloat(rows * V); var targets = b.AllocInt(rows); var weights = b.AllocFloat(rows); var loss = b.AllocFloat(rows);
+                b.Upload(targets, targetsHost); b.Upload(weights, weightsHost);
+                var work = b.AllocFloat(rows * V);
+                b.Upload(logits, logitsHost);
+                // the op overwrites its input with the gradient: time copy+op and copy alone, report the difference
+                var tce = QuickTimer.Time([
+                    () => { b.Copy(work, logits); b.SubsCrossEntropy(work, targets, weights, loss, rows, V, cfg.MaskId, 1f / rows, true); b.Synchronize(); },
+                    () => { b.Copy(work, logits); b.Synchronize(); },
+                ], minRuns: o.MinRuns, budgetSeconds: o.Budget / 2);
+                double ce = Math.Max(1e-9, QuickTimer.Median(tce[0]) - QuickTimer.Median(tce[1]));
+                doc.Results.Add(new BenchResult
+                {
+                    Suite = "nelbo_ce", Impl = ours, Backend = b.Name, Shape = BenchModels.Shape(cfg, batch, o.Dtype, ("rows", rows)),
+                    Ms = Math.Round(ce * 1e3, 4), TokensPerS = Math.Round(rows / ce, 1), Runs = tce[0].Count,
+                    Note = "SUBS log-softmax + weighted CE, loss and gradient in one pass over [rows, V]; a copy of the logits timed alone is subtracted",
+                });
+                Console.WriteLine($"  nelbo_ce  rows={rows} V={V}: {ce * 1e3:F3} ms ({rows / ce:N0} rows/s)");
+                foreach (var v in new[] { logits, work, loss, weights }) v.Storage.Dispose();
+
+                // AdamW over all parameters
+                int n = model.Params.Count;
+                var m = b.AllocFloat(n); var vv = b.AllocFloat(n); var g = b.AllocFloat(n);
+                b.Fill(g, 1e-3f);
+                int step = 0;
+                var ta = QuickTimer.Time([() => { b.AdamW(model.Weights, g, m, vv, new AdamWStep(1e-5f, 0.9f, 0.999f, 1e-8f, 0f, ++step, 1f)); b.Synchronize(); }],
+                    minRuns: o.MinRuns, budgetSeconds: o.Budget / 2);
+                double adam = QuickTimer.Median(ta[0]);
+                doc.Results.Add(new BenchResult
+                {
+                    Suite = "adamw", Impl = ours, Backend = b.Name, Shape = BenchModels.Shape(cfg, batch, o.Dtype, ("params", n)),
+                    Ms = Math.Round(adam * 1e3, 4), Runs = ta[0].Count, Note = $"fused AdamW over {n} fp32 parameters ({16.0 * n / adam / 1e9:F1} GB/s counting 4 reads + 3 writes… as 16 B/param)",
+                });
+                Console.WriteLine($"  adamw     {n:N0} params: {adam * 1e3:F3} ms");
+                foreach (var x in new[] { m, vv, g }) x.Storage.Dispose();
+
+                // a whole training step
+                model.Initialize(1, zeroInit: false);
+                var trainer = new Trainer(model, new TrainOptions { BatchSize = batch, Steps = int.MaxValue, WarmupSteps = 1, LearningRate = 1e-5f },
+                    new RandomBatchSource(L, cfg.VocabSize - 1, 3));
+                var tt = QuickTimer.Time([() => { trainer.TrainStep(); b.Synchronize(); }], minRuns: o.MinRuns, maxRuns: 20, budgetSeconds: o.Budget * 2, warmup: 1, warmupSeconds: 0);
+                double st = QuickTimer.Median(tt[0]);
+                doc.Results.Add(new BenchResult
+                {
+                    Suite = "train_step", Impl = ours, Backend = b.Name, Shape = BenchModels.Shape(cfg, batch, o.Dtype),
+                    Ms = Math.Round(st * 1e3, 3), TokensPerS = Math.Round(batch * L / st, 1), Runs = tt[0].Count,
+                    Note = "Trainer.TrainStep: noise, 2L forward with dropout 0.1, head on the noisy half, NELBO, backward, grad norm + clip, AdamW, EMA",
+                });
+                Console.WriteLine($"  train_step: {st * 1e3:F1} ms = {batch * L / st:N0} tokens/s");
+            }
+        }
+        o.WriteDoc(doc, "train");
+        return 0;
+    }
+}
+
+/// <summary>
+/// `bench sample-quick [--backend cpu] [--model custom|tiny|small] [--width 64 --layers 2 --heads 2] [--vocab V]
+/// [--L 1024] [--Lp 16] [--batch 1] [--tokens L] [--steps Lp] [--repeat 3] [--no-uncached] [--out FILE]`:
+/// block sampling of a random-weight model (DDPM, T steps per block, no EOS or entropy stop), with the KV cache and
+/// without it (every step re-runs the whole window), as generated tokens/s and NFEs.
+/// </summary>
+public static class SampleQuick
+{
+    public static int Run(string[] args)
+    {
+        var o = new QuickOptions(args, new() { ["L"] = "1024", ["Lp"] = "16", ["batch"] = "1" });
+        var doc = BenchDoc.ForThisRun("sample-quick", args, "median wall time of --repeat whole generations (first one a warm-up that is not counted)");
+        foreach (var backendName in o.Backends)
+        {
+            IBackend b;
+            try { b = BackendChoice.Create(backendName).Backend; }
+            catch (Exception e) { Console.WriteLine($"backend {backendName}: unavailable ({e.Message}); skipped"); continue; }
+            using var _ = b;
+            string ours = "fastblockdiff-" + b.Name;
+            foreach (int L in o.Ints("L"))
+            foreach (int lp in o.Ints("Lp"))
+            foreach (int batch in o.Ints("batch"))
+            {
+                var cfg = BenchModels.FromOptions(o, "custom", L, lp);
+                var model = new Denoiser(b, cfg);
+                model.Initialize(5, zeroInit: false);
+                int tokens = o.Int("tokens", L), steps = o.Int("steps", lp), repeat = o.Int("repeat", 3);
+                var sampler = cfg.VocabSize == 50258 ? new BlockSampler(model, 50256, 50256) : new BlockSampler(model, cfg.VocabSize - 4, cfg.VocabSize - 3);
+                Console.WriteLine($"backend {b.Name}; model {cfg.Layers}x{cfg.HiddenDim} ({cfg.Heads} heads), V={cfg.VocabSize}, {model.Params.Count:N0} parameters; L={L} L'={lp} T={steps} batch={batch} tokens={tokens}");
+                double? cachedTps = null;
+                foreach (bool cached in o.Flag("no-uncached") ? new[] { true } : [true, false])
+                {
+                    var opts = new SamplingOptions
+                    {
+                        MaxTokens = tokens, StepsPerBlock = steps, UseKvCache = cached, BatchSize = batch, Seed = 11,
+                        StopOnEos = false, EntropyThreshold = 0f, Kind = SamplerKind.Ddpm,
+                    };
+                    var runs = new List<SampleResult>();
+                    int count = cached ? repeat : Math.Max(1, o.Int("repeat-uncached", 1));
+                    sampler.Generate([], opts with { MaxTokens = Math.Min(tokens, 4 * lp) }); // warm-up: JIT and workspaces
+                    for (int r = 0; r < count; r++) runs.Add(sampler.Generate([], opts));
+                    double sec = QuickTimer.Median(runs.Select(x => x.Elapsed.TotalSeconds));
+                    var mid = runs.OrderBy(x => x.Elapsed).ElementAt(runs.Count / 2);
+                    double tps = mid.GeneratedTokens / sec;
+                    string impl = cached ? ours : "uncached-" + ours;
+                    string note = cached ? "KV cache: each NFE runs L' tokens against the cached prefix; committing a block is one more pass (cache_passes)"
+                        : "no KV cache: each NFE re-runs the whole window (≤ L tokens, block-causal)";
+                    if (!cached && cachedTps is { } c) note += $"; cached/uncached = {c / tps:F1}x";
+                    doc.Results.Add(new BenchResult
+                    {
+                        Suite = "sample", Impl = impl, Backend = b.Name,
+                        Shape = BenchModels.Shape(cfg, batch, o.Dtype, ("tokens", tokens), ("steps", steps)),
+                        Ms = Math.Round(sec * 1e3, 2), TokensPerS = Math.Round(tps, 2), Nfe = mid.Nfe, Runs = runs.Count,
+                        Note = note + $"; cache_passes={mid.CachePasses}; generated={mid.GeneratedTokens}",
+                    });
+                    Console.WriteLine($"  {(cached ? "KV-cached" : "uncached"),-9}: {sec:F2} s, {tps:F1} tokens/s, NFE {mid.Nfe}, cache passes {mid.CachePasses}" +
+                        (!cached && cachedTps is { } c2 ? $"  → cached is {c2 / tps:F1}x faster" : ""));
+                    if (cached) cachedTps = tps;
+                }
+            }
+        }
+        o.WriteDoc(doc, "sample");
+        return 0;
+    }
+}
