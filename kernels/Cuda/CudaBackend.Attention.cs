@@ -39,7 +39,7 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>Split count of the decode kernel: enough blocks to fill the device, at least 256 keys per split.</summary>
-    internal int DecodeSplits(DecodeShape s)
+    public int DecodeSplits(DecodeShape s)
     {
         int nk = s.CacheLen + s.BlockLen;
         long baseBlocks = (long)Div(s.BlockLen, AttTile) * s.Batch * s.Heads;

@@ -70,7 +70,7 @@ public sealed unsafe partial class CudaBackend : IBackend
         Cu.MemsetD32(flag.Pointer, 0, 1);
     }
 
-    internal static string PickArch(int sm, int[] supported)
+    public static string PickArch(int sm, int[] supported)
     {
         if (supported.Length == 0 || supported.Contains(sm)) return $"compute_{sm}";
         var below = supported.Where(a => a <= sm).ToArray();
