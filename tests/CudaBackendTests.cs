@@ -21,7 +21,11 @@ public class CudaBackendTests
     static CudaBackend Gpu()
     {
         var (b, why) = Shared.Value;
-        if (b == null) Assert.Skip($"no CUDA device: {why}");
+        if (b == null)
+        {
+            if (Environment.GetEnvironmentVariable("FASTBLOCKDIFF_REQUIRE_CUDA") == "1") Assert.Fail($"no CUDA device (FASTBLOCKDIFF_REQUIRE_CUDA=1): {why}");
+            Assert.Skip($"no CUDA device: {why}");
+        }
         return b!;
     }
 
