@@ -378,6 +378,29 @@ public class CudaBackendTests
     }
 
     [Theory]
+    [InlineData(MaskKind.Bd3, 130, 4, 64)] [InlineData(MaskKind.Bd3, 64, 16, 128)] [InlineData(MaskKind.Bd3, 50, 1, 32)]
+    [InlineData(MaskKind.Causal, 200, 1, 64)] [InlineData(MaskKind.Full, 77, 1, 128)] [InlineData(MaskKind.BlockCausal, 96, 32, 64)]
+    public void AttentionBf16WithinTwoPercent(MaskKind mask, int l, int blockSize, int hd)
+    {
+        var g = Gpu();
+        if (g.ComputeCapability.Major < 8) Assert.Skip($"bf16 tensor-core attention needs sm_80+, device is sm_{g.ComputeCapability.Major}{g.ComputeCapability.Minor}");
+        int B = 2, H = 2, T = mask == MaskKind.Bd3 ? 2 * l : l;
+        var shape = new AttentionShape(B, H, hd, T, mask, blockSize);
+        var r = new Random(l + hd);
+        var qkv = Rand(r, B * T * 3 * H * hd, 1f);
+        var (eo, eLse, _) = ReferenceAttention(shape, qkv, new float[B * T * H * hd]);
+        g.Bf16Attention = true;
+        try
+        {
+            var o = Poison(g, eo.Length); var lse = Poison(g, eLse.Length);
+            g.AttentionForward(shape, Up(g, qkv), o, lse);
+            Close("bf16 attention out", eo, Down(g, o), 2e-2);
+            Close("bf16 attention lse", eLse, Down(g, lse), 2e-2);
+        }
+        finally { g.Bf16Attention = false; }
+    }
+
+    [Theory]
     [InlineData(1, 0)] [InlineData(4, 0)] [InlineData(4, 36)] [InlineData(16, 48)] [InlineData(8, 1000)] [InlineData(2, 4094)] [InlineData(64, 64)]
     public void DecodeMatchesTrainingRows(int blockLen, int cacheLen)
     {

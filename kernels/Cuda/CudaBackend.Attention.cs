@@ -5,6 +5,15 @@ public sealed unsafe partial class CudaBackend
     const string ATT = "attention.cu";
     const int AttTile = 32, AttThreads = 128;
 
+    /// <summary>
+    /// Attention forward on tensor cores (bf16 operands, fp32 accumulation and softmax statistics) for head_dim
+    /// 32/64/128 on sm_80+. The backward stays on the fp32 kernels (recomputing from the saved logsumexp).
+    /// Off by default (the fp32 test mode).
+    /// </summary>
+    public bool Bf16Attention { get; set; }
+
+    bool UseBf16AttentionFor(int hd) => Bf16Attention && ComputeCapability.Major >= 8 && hd is 32 or 64 or 128;
+
     static int MaskCode(MaskKind k) => k switch { MaskKind.Bd3 => 0, MaskKind.BlockCausal => 1, MaskKind.Causal => 2, _ => 3 };
 
     static void CheckHeadDim(int hd)
@@ -16,8 +25,15 @@ public sealed unsafe partial class CudaBackend
     {
         shape.Validate(); CheckHeadDim(shape.HeadDim);
         int hd = shape.HeadDim, T = shape.SeqLen;
-        int smem = (32 * hd + 2 * 32 * (hd + 1)) * 4;
         float scale = 1f / MathF.Sqrt(hd);
+        if (UseBf16AttentionFor(hd))
+        {
+            int smemBf = 3 * 64 * (hd + 8) * 2;
+            Launch("attention_bf16.cu", $"fbd_attn_fwd_bf16_hd{hd}", (Div(T, 64), (uint)(shape.Batch * shape.Heads), 1), (128, 1, 1), smemBf,
+                Ptr(qkv), Ptr(output), Ptr(lse), shape.Batch, shape.Heads, T, MaskCode(shape.Mask), Math.Max(1, shape.BlockSize), scale);
+            return;
+        }
+        int smem = (32 * hd + 2 * 32 * (hd + 1)) * 4;
         Launch(ATT, "fbd_attn_fwd_f32", (Div(T, AttTile), (uint)(shape.Batch * shape.Heads), 1), (AttThreads, 1, 1), smem,
             Ptr(qkv), Ptr(output), Ptr(lse), shape.Batch, shape.Heads, hd, T, MaskCode(shape.Mask), Math.Max(1, shape.BlockSize), scale);
     }
