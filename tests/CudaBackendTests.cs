@@ -388,14 +388,18 @@ public class CudaBackendTests
         var shape = new AttentionShape(B, H, hd, T, mask, blockSize);
         var r = new Random(l + hd);
         var qkv = Rand(r, B * T * 3 * H * hd, 1f);
-        var (eo, eLse, _) = ReferenceAttention(shape, qkv, new float[B * T * H * hd]);
+        var dOut = Rand(r, B * T * H * hd);
+        var (eo, eLse, edq) = ReferenceAttention(shape, qkv, dOut);
         g.Bf16Attention = true;
         try
         {
-            var o = Poison(g, eo.Length); var lse = Poison(g, eLse.Length);
-            g.AttentionForward(shape, Up(g, qkv), o, lse);
+            var qv = Up(g, qkv); var o = Poison(g, eo.Length); var lse = Poison(g, eLse.Length);
+            g.AttentionForward(shape, qv, o, lse);
             Close("bf16 attention out", eo, Down(g, o), 2e-2);
             Close("bf16 attention lse", eLse, Down(g, lse), 2e-2);
+            var dq = Poison(g, qkv.Length);
+            g.AttentionBackward(shape, qv, o, lse, Up(g, dOut), dq);
+            Close("bf16 attention dQkv", edq, Down(g, dq), 2e-2);
         }
         finally { g.Bf16Attention = false; }
     }

@@ -1,3 +1,5 @@
+using FastBlockDiff.Interop;
+
 namespace FastBlockDiff.Kernels.Cuda;
 
 public sealed unsafe partial class CudaBackend
@@ -6,8 +8,8 @@ public sealed unsafe partial class CudaBackend
     const int AttTile = 32, AttThreads = 128;
 
     /// <summary>
-    /// Attention forward on tensor cores (bf16 operands, fp32 accumulation and softmax statistics) for head_dim
-    /// 32/64/128 on sm_80+. The backward stays on the fp32 kernels (recomputing from the saved logsumexp).
+    /// Attention on tensor cores (bf16 operands, fp32 accumulation and softmax statistics) on sm_80+: forward for
+    /// head_dim 32/64/128, backward for 32/64 (other sizes fall back to the fp32 kernels).
     /// Off by default (the fp32 test mode).
     /// </summary>
     public bool Bf16Attention { get; set; }
@@ -46,6 +48,15 @@ public sealed unsafe partial class CudaBackend
         ulong d = Scratch("attn.D", (long)B * H * T * 4);
         long rowsTotal = (long)B * T * H;
         Launch(ATT, "fbd_attn_bwd_dot", (Div(rowsTotal * 32, 256), 1, 1), (256, 1, 1), 0, Ptr(output), Ptr(dOutput), d, B, H, hd, T);
+        if (Bf16Attention && ComputeCapability.Major >= 8 && hd is 32 or 64)
+        {
+            Enter();
+            Cu.MemsetD32Async(Ptr(dQkv), 0, (long)B * T * 3 * H * hd, stream); // dQ is accumulated atomically
+            int smemBf = 4 * 64 * (hd + 8) * 2 + 64 * 72 * 2 + 128 * 4;
+            Launch("attention_bf16.cu", $"fbd_attn_bwd_bf16_hd{hd}", (Div(T, 64), (uint)(B * H), 1), (128, 1, 1), smemBf,
+                Ptr(qkv), Ptr(dOutput), Ptr(lse), d, Ptr(dQkv), B, H, T, mk, bs, scale);
+            return;
+        }
         int smemQ = (2 * 32 * hd + 2 * 32 * (hd + 1)) * 4;
         Launch(ATT, "fbd_attn_bwd_dq_f32", (Div(T, AttTile), (uint)(B * H), 1), (AttThreads, 1, 1), smemQ,
             Ptr(qkv), Ptr(dOutput), Ptr(lse), d, Ptr(dQkv), B, H, hd, T, mk, bs, scale);

@@ -74,7 +74,7 @@ public sealed unsafe partial class CudaBackend
                 for (int r = 0; r < m; r++)
                 {
                     var row = c.Slice((int)(p * strideC) + r * ldc, n);
-                    ScaleShift(row, beta, 0);
+                    if (beta == 0) Fill(row, 0); else ScaleShift(row, beta, 0);
                 }
             if (bias is { } bv0) AddBias(c, ldc, bv0, m, n, strideC, batch);
             return;
@@ -96,7 +96,13 @@ public sealed unsafe partial class CudaBackend
             new LtOperand(type, k, m, lda, transA, strideA),
             new LtOperand(CudaDataType.R32F, n, m, ldc, false, strideC),
             batch, epilogueBias);
-        lt.Matmul(shape, alpha, pb, pa, beta, Ptr(c), epilogueBias ? Ptr(bias) : 0, stream);
+        try { lt.Matmul(shape, alpha, pb, pa, beta, Ptr(c), epilogueBias ? Ptr(bias) : 0, stream); }
+        catch (CudaException) when (epilogueBias)
+        {
+            // no cuBLASLt algorithm with the bias epilogue for this shape: plain GEMM, then our own bias kernel
+            epilogueBias = false;
+            lt.Matmul(shape with { Bias = false }, alpha, pb, pa, beta, Ptr(c), 0, stream);
+        }
         if (bias is { } bv && !epilogueBias) AddBias(c, ldc, bv, m, n, strideC, batch);
     }
 

@@ -181,3 +181,193 @@ extern "C" __global__ void __launch_bounds__(BF_THREADS) fbd_attn_fwd_bf16_hd64(
 { attn_fwd_bf16<64>(qkv, out, lse, B, H, T, kind, blockSize, scale); }
 extern "C" __global__ void __launch_bounds__(BF_THREADS) fbd_attn_fwd_bf16_hd128(const float* qkv, float* out, float* lse, int B, int H, int T, int kind, int blockSize, float scale)
 { attn_fwd_bf16<128>(qkv, out, lse, B, H, T, kind, blockSize, scale); }
+
+// ---- backward (FlashAttention-2 style, one block per 64-key tile, looping over query tiles) ----
+// Each warp owns 16 keys: S^T = K Q^T and dP^T = V dO^T on tensor cores, P^T = exp(S^T - lse), dS^T = P^T (dP^T - D),
+// dV += P^T dO and dK += dS^T Q accumulate in registers; dS^T goes through shared memory (bf16) so that each warp
+// then computes dQ = dS K for 16 queries and adds it to global memory atomically (dQ must be zeroed first).
+// D = rowsum(dO * O) comes from fbd_attn_bwd_dot. head_dim 32 or 64 (register budget); smem
+// 4*64*(HD+8)*2 + 64*72*2 + 128*4 bytes.
+template <int HD>
+__device__ __forceinline__ void attn_bwd_bf16(const float* qkv, const float* dOut, const float* lse, const float* D, float* dQkv,
+    int B, int H, int T, int kind, int blockSize, float scale)
+{
+    extern __shared__ __align__(16) unsigned char smemRaw[];
+    const int pitch = HD + BF_PAD, spitch = 64 + BF_PAD;
+    u16* sK = (u16*)smemRaw;
+    u16* sV = sK + 64 * pitch;
+    u16* sQ = sV + 64 * pitch;
+    u16* sG = sQ + 64 * pitch;
+    u16* sS = sG + 64 * pitch;
+    float* sL = (float*)(sS + 64 * spitch);
+    float* sD = sL + 64;
+    const float L2E = 1.4426950408889634f, sl2 = scale * L2E;
+    int bh = blockIdx.y, b = bh / H, h = bh - b * H;
+    int k0 = blockIdx.x * 64, k1 = min(T, k0 + 64);
+    long long rs = 3LL * H * HD, ors = (long long)H * HD;
+    const float* base = qkv + (long long)b * T * rs + h * HD;
+    const float* gbase = dOut + (long long)b * T * ors + h * HD;
+    stage_bf16<HD>(sK, base + (long long)H * HD, rs, k0, T);
+    stage_bf16<HD>(sV, base + 2LL * H * HD, rs, k0, T);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
+    int wk0 = k0 + warp * 16, wk1 = min(T, wk0 + 16);
+    int kr0 = wk0 + g, kr1 = wk0 + g + 8;
+    float dk[HD / 8][4], dv[HD / 8][4];
+    #pragma unroll
+    for (int i = 0; i < HD / 8; i++)
+        #pragma unroll
+        for (int e = 0; e < 4; e++) { dk[i][e] = 0.f; dv[i][e] = 0.f; }
+    for (int q0 = 0; q0 < T; q0 += 64)
+    {
+        int q1 = min(T, q0 + 64);
+        int tk = classify_tile(kind, T, blockSize, q0, q1, k0, k1);
+        if (tk == TILE_EMPTY) continue;
+        __syncthreads();
+        stage_bf16<HD>(sQ, base, rs, q0, T);
+        stage_bf16<HD>(sG, gbase, ors, q0, T);
+        for (int i = threadIdx.x; i < 64; i += BF_THREADS)
+        {
+            int qi = q0 + i;
+            sL[i] = qi < T ? lse[((long long)b * H + h) * T + qi] * L2E : 0.f;
+            sD[i] = qi < T ? D[((long long)b * H + h) * T + qi] : 0.f;
+        }
+        __syncthreads();
+        u32 live = 0, fullBits = 0;
+        if (wk0 < T)
+        {
+            #pragma unroll
+            for (int n = 0; n < 8; n++)
+            {
+                int c0 = q0 + n * 8;
+                if (c0 >= q1) continue;
+                int c = tk == TILE_FULL ? TILE_FULL : classify_tile(kind, T, blockSize, c0, min(q1, c0 + 8), wk0, wk1);
+                if (c != TILE_EMPTY) live |= 1u << n;
+                if (c == TILE_FULL) fullBits |= 1u << n;
+            }
+        }
+        float s[8][4], dp[8][4];
+        #pragma unroll
+        for (int n = 0; n < 8; n++)
+            #pragma unroll
+            for (int e = 0; e < 4; e++) { s[n][e] = 0.f; dp[n][e] = 0.f; }
+        if (live)
+        {
+            #pragma unroll
+            for (int kc = 0; kc < HD / 16; kc++)
+            {
+                const u16* ka = sK + (warp * 16 + g) * pitch + kc * 16 + t4 * 2;
+                const u16* va = sV + (warp * 16 + g) * pitch + kc * 16 + t4 * 2;
+                u32 a0 = ld_pair(ka), a1 = ld_pair(ka + 8 * pitch), a2 = ld_pair(ka + 8), a3 = ld_pair(ka + 8 * pitch + 8);
+                u32 v0 = ld_pair(va), v1 = ld_pair(va + 8 * pitch), v2 = ld_pair(va + 8), v3 = ld_pair(va + 8 * pitch + 8);
+                #pragma unroll
+                for (int n = 0; n < 8; n++)
+                {
+                    if (!(live & (1u << n))) continue;
+                    const u16* qb = sQ + (n * 8 + g) * pitch + kc * 16 + t4 * 2;
+                    const u16* gb = sG + (n * 8 + g) * pitch + kc * 16 + t4 * 2;
+                    mma_bf16_16816(s[n], a0, a1, a2, a3, ld_pair(qb), ld_pair(qb + 8));
+                    mma_bf16_16816(dp[n], v0, v1, v2, v3, ld_pair(gb), ld_pair(gb + 8));
+                }
+            }
+            #pragma unroll
+            for (int n = 0; n < 8; n++)
+                #pragma unroll
+                for (int e = 0; e < 4; e++)
+                {
+                    int key = e < 2 ? kr0 : kr1, ql = n * 8 + t4 * 2 + (e & 1), q = q0 + ql;
+                    bool ok = (live & (1u << n)) && key < T && q < q1
+                        && ((fullBits & (1u << n)) || mask_allowed(kind, T, blockSize, q, key));
+                    float p = ok ? exp2f(s[n][e] * sl2 - sL[ql]) : 0.f;
+                    s[n][e] = p;
+                    dp[n][e] = ok ? p * (dp[n][e] - sD[ql]) : 0.f;
+                }
+        }
+        // dS^T into shared memory: rows = this warp's keys, columns = the tile's queries
+        #pragma unroll
+        for (int n = 0; n < 8; n++)
+        {
+            u16* dst = sS + (warp * 16 + g) * spitch + n * 8 + t4 * 2;
+            *(u32*)dst = pack_bf16x2(dp[n][0], dp[n][1]);
+            *(u32*)(dst + 8 * spitch) = pack_bf16x2(dp[n][2], dp[n][3]);
+        }
+        if (live)
+        {
+            #pragma unroll
+            for (int kc = 0; kc < 4; kc++)
+            {
+                if (!(live & (3u << (2 * kc)))) continue;
+                u32 a0 = pack_bf16x2(s[2 * kc][0], s[2 * kc][1]), a1 = pack_bf16x2(s[2 * kc][2], s[2 * kc][3]);
+                u32 a2 = pack_bf16x2(s[2 * kc + 1][0], s[2 * kc + 1][1]), a3 = pack_bf16x2(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+                u32 d0 = pack_bf16x2(dp[2 * kc][0], dp[2 * kc][1]), d1 = pack_bf16x2(dp[2 * kc][2], dp[2 * kc][3]);
+                u32 d2 = pack_bf16x2(dp[2 * kc + 1][0], dp[2 * kc + 1][1]), d3 = pack_bf16x2(dp[2 * kc + 1][2], dp[2 * kc + 1][3]);
+                const u16* gr = sG + (kc * 16 + t4 * 2) * pitch + g;
+                const u16* qr = sQ + (kc * 16 + t4 * 2) * pitch + g;
+                #pragma unroll
+                for (int i = 0; i < HD / 8; i++)
+                {
+                    const u16* x = gr + i * 8;
+                    mma_bf16_16816(dv[i], a0, a1, a2, a3, pair_of(x[0], x[pitch]), pair_of(x[8 * pitch], x[9 * pitch]));
+                    const u16* y = qr + i * 8;
+                    mma_bf16_16816(dk[i], d0, d1, d2, d3, pair_of(y[0], y[pitch]), pair_of(y[8 * pitch], y[9 * pitch]));
+                }
+            }
+        }
+        __syncthreads();
+        // dQ = dS K for this warp's 16 queries over the tile's 64 keys
+        int wq0 = q0 + warp * 16;
+        if (wq0 < q1)
+        {
+            float dq[HD / 8][4];
+            #pragma unroll
+            for (int i = 0; i < HD / 8; i++) { dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f; }
+            #pragma unroll
+            for (int kc = 0; kc < 4; kc++)
+            {
+                if (k0 + kc * 16 >= k1) break;
+                const u16* sr = sS + (kc * 16 + t4 * 2) * spitch + warp * 16 + g;
+                u32 a0 = pair_of(sr[0], sr[spitch]), a1 = pair_of(sr[8], sr[spitch + 8]);
+                u32 a2 = pair_of(sr[8 * spitch], sr[9 * spitch]), a3 = pair_of(sr[8 * spitch + 8], sr[9 * spitch + 8]);
+                const u16* kr = sK + (kc * 16 + t4 * 2) * pitch + g;
+                #pragma unroll
+                for (int i = 0; i < HD / 8; i++)
+                {
+                    const u16* x = kr + i * 8;
+                    mma_bf16_16816(dq[i], a0, a1, a2, a3, pair_of(x[0], x[pitch]), pair_of(x[8 * pitch], x[9 * pitch]));
+                }
+            }
+            int qa = wq0 + g, qb = wq0 + g + 8;
+            #pragma unroll
+            for (int i = 0; i < HD / 8; i++)
+            {
+                int d = i * 8 + t4 * 2;
+                if (qa < T) { float* p = dQkv + ((long long)b * T + qa) * rs + h * HD + d; atomicAdd(p, dq[i][0] * scale); atomicAdd(p + 1, dq[i][1] * scale); }
+                if (qb < T) { float* p = dQkv + ((long long)b * T + qb) * rs + h * HD + d; atomicAdd(p, dq[i][2] * scale); atomicAdd(p + 1, dq[i][3] * scale); }
+            }
+        }
+    }
+    #pragma unroll
+    for (int i = 0; i < HD / 8; i++)
+    {
+        int d = i * 8 + t4 * 2;
+        if (kr0 < T)
+        {
+            float* p = dQkv + ((long long)b * T + kr0) * rs + h * HD + d;
+            p[H * HD] = dk[i][0] * scale; p[H * HD + 1] = dk[i][1] * scale;
+            p[2 * H * HD] = dv[i][0]; p[2 * H * HD + 1] = dv[i][1];
+        }
+        if (kr1 < T)
+        {
+            float* p = dQkv + ((long long)b * T + kr1) * rs + h * HD + d;
+            p[H * HD] = dk[i][2] * scale; p[H * HD + 1] = dk[i][3] * scale;
+            p[2 * H * HD] = dv[i][2]; p[2 * H * HD + 1] = dv[i][3];
+        }
+    }
+}
+
+// grid (ceil(T/64), B*H), block 128; dQkv zeroed beforehand (dQ is accumulated atomically)
+extern "C" __global__ void __launch_bounds__(BF_THREADS) fbd_attn_bwd_bf16_hd32(const float* qkv, const float* dOut, const float* lse, const float* D,
+    float* dQkv, int B, int H, int T, int kind, int blockSize, float scale)
+{ attn_bwd_bf16<32>(qkv, dOut, lse, D, dQkv, B, H, T, kind, blockSize, scale); }
+extern "C" __global__ void __launch_bounds__(BF_THREADS) fbd_attn_bwd_bf16_hd64(const float* qkv, const float* dOut, const float* lse, const float* D,
+    float* dQkv, int B, int H, int T, int kind, int blockSize, float scale)
+{ attn_bwd_bf16<64>(qkv, dOut, lse, D, dQkv, B, H, T, kind, blockSize, scale); }
