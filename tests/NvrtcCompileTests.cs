@@ -70,6 +70,42 @@ public class NvrtcCompileTests
         Assert.DoesNotContain("warning", result.Log, StringComparison.OrdinalIgnoreCase);
     }
 
+    static string? FindPtxas()
+    {
+        if (Environment.GetEnvironmentVariable("FASTBLOCKDIFF_PTXAS") is { Length: > 0 } p && File.Exists(p)) return p;
+        foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
+                     .Append("/opt/fastblockdiff-ptxas").Append("/usr/local/cuda/bin"))
+            if (File.Exists(Path.Combine(dir, "ptxas"))) return Path.Combine(dir, "ptxas");
+        return null;
+    }
+
+    /// <summary>
+    /// Runs the PTX through ptxas for the real SM (what the driver's JIT does at module load), when a ptxas is
+    /// available (.ci/install-ptxas.sh, FASTBLOCKDIFF_PTXAS or PATH); otherwise skips.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void PtxAssembles(string file, string arch)
+    {
+        RequireNvrtc();
+        var ptxas = FindPtxas();
+        if (ptxas == null) Assert.Skip("no ptxas (run .ci/install-ptxas.sh or set FASTBLOCKDIFF_PTXAS)");
+        var ptx = CudaSources.Compile(file, arch).Ptx;
+        var path = Path.Combine(Path.GetTempPath(), $"fbd-{Guid.NewGuid():N}.ptx");
+        File.WriteAllText(path, ptx);
+        try
+        {
+            var psi = new System.Diagnostics.ProcessStartInfo(ptxas!, ["-arch=sm_" + arch["compute_".Length..], "-v", path, "-o", "/dev/null"])
+            { RedirectStandardError = true, RedirectStandardOutput = true };
+            using var proc = System.Diagnostics.Process.Start(psi)!;
+            var output = proc.StandardOutput.ReadToEnd() + proc.StandardError.ReadToEnd();
+            proc.WaitForExit();
+            Assert.True(proc.ExitCode == 0, $"ptxas failed on {file} for {arch}:\n{output}");
+            TestContext.Current.SendDiagnosticMessage($"{file} {arch}: {string.Join(" | ", output.Split('\n').Where(l => l.Contains("registers")).Select(l => l.Trim()))}");
+        }
+        finally { File.Delete(path); }
+    }
+
     [Fact]
     public void PtxCacheRoundTrips()
     {
