@@ -338,6 +338,63 @@ public class CudaBackendTests
         return (o, lse, dqkv);
     }
 
+    /// <summary>Reference output row (hd values) and logsumexp of query i of (b, h); keys filtered by keyAllowed.</summary>
+    internal static (double[] O, double Lse) ReferenceRow(float[] qkv, int T, int H, int hd, int b, int h, int i, Func<int, bool> keyAllowed)
+    {
+        int rs = 3 * H * hd, D = H * hd;
+        double scale = 1 / Math.Sqrt(hd), mx = double.NegativeInfinity;
+        var sc = new double[T];
+        for (int j = 0; j < T; j++)
+        {
+            if (!keyAllowed(j)) { sc[j] = double.NegativeInfinity; continue; }
+            double dot = 0;
+            for (int d = 0; d < hd; d++) dot += (double)qkv[(b * T + i) * rs + h * hd + d] * qkv[(b * T + j) * rs + D + h * hd + d];
+            sc[j] = dot * scale; mx = Math.Max(mx, sc[j]);
+        }
+        double sum = 0; var o = new double[hd];
+        for (int j = 0; j < T; j++)
+        {
+            if (double.IsNegativeInfinity(sc[j])) continue;
+            double p = Math.Exp(sc[j] - mx); sum += p;
+            for (int d = 0; d < hd; d++) o[d] += p * qkv[(b * T + j) * rs + 2 * D + h * hd + d];
+        }
+        for (int d = 0; d < hd; d++) o[d] /= sum;
+        return (o, mx + Math.Log(sum));
+    }
+
+    [Theory]
+    [InlineData(MaskKind.Bd3, 1024, 4)] [InlineData(MaskKind.Bd3, 1024, 16)] [InlineData(MaskKind.Bd3, 4096, 4)] [InlineData(MaskKind.Bd3, 4096, 16)]
+    [InlineData(MaskKind.Causal, 4096, 1)] [InlineData(MaskKind.BlockCausal, 4096, 16)]
+    public void AttentionLongSequencesOnSampledRows(MaskKind mask, int l, int blockSize)
+    {
+        var g = Gpu();
+        int B = 1, H = 2, hd = 64, T = mask == MaskKind.Bd3 ? 2 * l : l;
+        var shape = new AttentionShape(B, H, hd, T, mask, blockSize);
+        var r = new Random(l + blockSize);
+        var qkv = Rand(r, B * T * 3 * H * hd, 2f);
+        foreach (var bf16 in new[] { false, true })
+        {
+            g.Bf16Attention = bf16;
+            try
+            {
+                var o = Poison(g, B * T * H * hd); var lse = Poison(g, B * H * T);
+                g.AttentionForward(shape, Up(g, qkv), o, lse);
+                var got = Down(g, o); var gotLse = Down(g, lse);
+                var rows = Enumerable.Range(0, 48).Select(_ => r.Next(T)).Append(0).Append(T - 1).Append(T / 2).Append(T / 2 - 1);
+                var exp = new List<float>(); var act = new List<float>();
+                foreach (var i in rows)
+                    for (int h = 0; h < H; h++)
+                    {
+                        var (ro, rl) = ReferenceRow(qkv, T, H, hd, 0, h, i, j => Bd3Mask.Allowed(mask, T, blockSize, i, j));
+                        for (int d = 0; d < hd; d++) { exp.Add((float)ro[d]); act.Add(got[i * H * hd + h * hd + d]); }
+                        exp.Add((float)rl); act.Add(gotLse[h * T + i]);
+                    }
+                Close($"long attention bf16={bf16}", exp.ToArray(), act.ToArray(), bf16 ? 2e-2 : Tol);
+            }
+            finally { g.Bf16Attention = false; }
+        }
+    }
+
     public static TheoryData<MaskKind, int, int, int> AttentionCases()
     {
         var data = new TheoryData<MaskKind, int, int, int>();
@@ -429,11 +486,15 @@ public class CudaBackendTests
         var dout = Poison(g, B * blockLen * D);
         g.DecodeAttention(new DecodeShape(B, H, hd, blockLen, cacheLen, cap), Up(g, blockQkv), Up(g, kc), Up(g, vc), dout);
         var got = Down(g, dout);
-        // reference: full attention of the block over cache ⊕ block
-        var full = new AttentionShape(B, H, hd, T, MaskKind.BlockCausal, T);
-        var (eo, _, _) = ReferenceAttention(full with { Mask = MaskKind.Full }, qkv, new float[B * T * D]);
+        // reference: each block query over every key of cache ⊕ block
         var expected = new float[B * blockLen * D];
-        for (int b = 0; b < B; b++) Array.Copy(eo, (b * T + cacheLen) * D, expected, b * blockLen * D, blockLen * D);
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++)
+                for (int i = 0; i < blockLen; i++)
+                {
+                    var (ro, _) = ReferenceRow(qkv, T, H, hd, b, h, cacheLen + i, _ => true);
+                    for (int d = 0; d < hd; d++) expected[(b * blockLen + i) * D + h * hd + d] = (float)ro[d];
+                }
         Close("decode vs reference", expected, got);
         if (cacheLen % blockLen == 0)
         {
