@@ -104,13 +104,14 @@ extern "C" __global__ void fbd_sample(const float* logits, int rows, int vocab, 
     float mx = FBD_NEG_INF;
     for (int j = t; j < vocab; j += nt) if (j != maskId) mx = fmaxf(mx, row[j] * invT);
     mx = block_max(mx, sh.fscratch);
-    float s = 0.f;
-    for (int j = t; j < vocab; j += nt) if (j != maskId) s += expf(row[j] * invT - mx);
-    s = block_sum(s, sh.fscratch);
+    // the normaliser in double: with a 50K vocabulary a float sum is off by ~1e-5, enough to move the nucleus edge
+    double s = 0.0;
+    for (int j = t; j < vocab; j += nt) if (j != maskId) s += (double)expf(row[j] * invT - mx);
+    s = block_sum_d(s, sh.dscratch);
     float pmax = 0.f;
     for (int j = t; j < vocab; j += nt)
     {
-        float v = j == maskId ? 0.f : expf(row[j] * invT - mx) / s;
+        float v = j == maskId ? 0.f : (float)((double)expf(row[j] * invT - mx) / s);
         p[j] = v;
         pmax = fmaxf(pmax, v);
     }
