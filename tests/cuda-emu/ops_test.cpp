@@ -114,6 +114,41 @@ int main() {
             check(name, probs, ep);
         }
     }
+    // rotary, embedding, gelu, adamw
+    {
+        int rows = 13, heads = 3, hd = 10, half = 5, stride = 3 * heads * hd + 1, maxPos = 20;
+        auto x = rnd(rows * stride), cs = rnd(maxPos * half), sn = rnd(maxPos * half);
+        std::vector<int> pos(rows); for (int r = 0; r < rows; r++) pos[r] = (r * 7) % maxPos;
+        for (int inv = 0; inv < 2; inv++) {
+            std::vector<double> e(x.begin(), x.end()); float sign = inv ? -1.f : 1.f;
+            for (int r = 0; r < rows; r++) for (int h = 0; h < heads; h++) for (int i = 0; i < half; i++) {
+                int b = r * stride + h * hd; double c = cs[pos[r]*half+i], s = sign * sn[pos[r]*half+i], x1 = x[b+i], x2 = x[b+half+i];
+                e[b+i] = x1*c - x2*s; e[b+half+i] = x2*c + x1*s; }
+            auto y = x;
+            launch({ 4, 1, 1 }, { 32, 1, 1 }, [&] { nm::fbd_rotary(y.data(), rows, stride, heads, hd, pos.data(), cs.data(), sn.data(), sign); });
+            check(inv ? "rotary inverse" : "rotary", y, e);
+        }
+        int vocab = 11, dim = 40, n = 30; auto table = rnd(vocab * dim), dout = rnd(n * dim); std::vector<int> ids(n), bad(1, 0);
+        for (int r = 0; r < n; r++) ids[r] = (r * 5 + 3) % vocab;
+        std::vector<float> out(n * dim, NAN), dt(vocab * dim, 0.f); std::vector<double> eo(n * dim), edt(vocab * dim, 0);
+        for (int r = 0; r < n; r++) for (int c = 0; c < dim; c++) { eo[r*dim+c] = table[ids[r]*dim+c]; edt[ids[r]*dim+c] += dout[r*dim+c]; }
+        launch({ 7, 1, 1 }, { 64, 1, 1 }, [&] { nm::fbd_embedding_fwd(ids.data(), table.data(), out.data(), n, dim, vocab, bad.data()); });
+        launch({ 7, 1, 1 }, { 64, 1, 1 }, [&] { nm::fbd_embedding_bwd(ids.data(), dout.data(), dt.data(), n, dim, vocab); });
+        check("embedding fwd", out, eo); check("embedding bwd", dt, edt);
+        int m = 5000; auto xv = rnd(m, 4), dy = rnd(m); std::vector<float> gy(m, NAN), gd(m, NAN); std::vector<double> egy(m), egd(m);
+        for (int i = 0; i < m; i++) { double v = xv[i], t = std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v));
+            egy[i] = 0.5 * v * (1 + t); egd[i] = dy[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * 0.7978845608028654 * (1 + 3 * 0.044715 * v * v)); }
+        launch({ 8, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_gelu_fwd(xv.data(), gy.data(), m); ew::fbd_gelu_bwd(xv.data(), dy.data(), gd.data(), m); });
+        check("gelu fwd", gy, egy); check("gelu bwd", gd, egd);
+        auto pa = rnd(m), ga = rnd(m), ma = rnd(m, 0.1f), va = rnd(m, 0.01f); for (auto& v : va) v = std::fabs(v);
+        float lr = 3e-4f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.01f, gs = 0.5f; int step = 3;
+        double bc1 = 1 - std::pow(b1, step), bc2 = 1 - std::pow(b2, step);
+        std::vector<double> ep(m), em(m), evv(m);
+        for (int i = 0; i < m; i++) { double g = ga[i] * gs; em[i] = b1 * ma[i] + (1 - b1) * g; evv[i] = b2 * va[i] + (1 - b2) * g * g;
+            ep[i] = pa[i] * (1 - lr * wd) - lr / bc1 * em[i] / (std::sqrt(evv[i]) / std::sqrt(bc2) + eps); }
+        launch({ 8, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_adamw(pa.data(), ga.data(), ma.data(), va.data(), b1, b2, eps, 1 - lr * wd, lr / (float)bc1, (float)std::sqrt(bc2), gs, m); });
+        check("adamw param", pa, ep); check("adamw m", ma, em); check("adamw v", va, evv);
+    }
     printf("%s\n", fails ? "FAILURES" : "ALL OK");
     return fails;
 }
