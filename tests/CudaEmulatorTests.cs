@@ -8,7 +8,7 @@ namespace FastBlockDiff.Tests;
 public class CudaEmulatorTests
 {
     [Fact]
-    public void KernelsRunCorrectlyOnTheCpuEmulator()
+    public async Task KernelsRunCorrectlyOnTheCpuEmulator()
     {
         if (Environment.GetEnvironmentVariable("FASTBLOCKDIFF_CUDA_EMU") != "1") Assert.Skip("set FASTBLOCKDIFF_CUDA_EMU=1 to run the CUDA-on-CPU emulator (needs g++ and python3)");
         var dir = new DirectoryInfo(AppContext.BaseDirectory);
@@ -17,9 +17,10 @@ public class CudaEmulatorTests
         var psi = new System.Diagnostics.ProcessStartInfo("bash", [Path.Combine(dir!.FullName, "tests", "cuda-emu", "run.sh")])
         { RedirectStandardOutput = true, RedirectStandardError = true };
         using var p = System.Diagnostics.Process.Start(psi)!;
-        var stderr = p.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
-        var output = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        Assert.True(p.ExitCode == 0, output + stderr.Result);
+        var ct = TestContext.Current.CancellationToken;
+        var stderr = p.StandardError.ReadToEndAsync(ct);
+        var output = await p.StandardOutput.ReadToEndAsync(ct);
+        await p.WaitForExitAsync(ct);
+        Assert.True(p.ExitCode == 0, output + await stderr);
     }
 }
