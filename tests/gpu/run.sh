@@ -41,7 +41,7 @@ run() {
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv || echo "nvidia-smi: not found"
   } > "$dir/device.txt" 2>&1
   export FASTBLOCKDIFF_REQUIRE_CUDA="${FASTBLOCKDIFF_REQUIRE_CUDA:-1}" FASTBLOCKDIFF_REQUIRE_NVRTC="${FASTBLOCKDIFF_REQUIRE_NVRTC:-1}"
-  export FASTBLOCKDIFF_PTX_CACHE="${FASTBLOCKDIFF_PTX_CACHE:-$dir/ptx-cache}"
+  export FASTBLOCKDIFF_PTX_CACHE="${FASTBLOCKDIFF_PTX_CACHE:-$dir/ptx-cache}" FASTBLOCKDIFF_BENCH_OUT="${FASTBLOCKDIFF_BENCH_OUT:-$dir}"
   set +e
   "$bin" -noColor -result-ctrf "$dir/summary.json" -result-trx "$dir/results.trx" "$@" 2>&1 | tee "$dir/console.log"
   local rc=${PIPESTATUS[0]}
