@@ -12,12 +12,12 @@
 #include <algorithm>
 struct dim3e { unsigned x = 1, y = 1, z = 1; };
 inline thread_local dim3e threadIdx, blockIdx;
-dim3e blockDim, gridDim;
-static std::barrier<>* g_block_bar;
-static std::vector<std::barrier<>*> g_warp_bar;
-alignas(16) static unsigned char g_dynsmem[256 * 1024];
-static std::mutex g_atomic;
-static double g_xchg[1024];
+inline dim3e blockDim, gridDim;
+inline std::barrier<>* g_block_bar;
+inline std::vector<std::barrier<>*> g_warp_bar;
+alignas(16) inline unsigned char g_dynsmem[256 * 1024];
+inline std::mutex g_atomic;
+inline double g_xchg[1024];
 #define __global__
 #define __device__
 #define __forceinline__ inline
@@ -68,7 +68,7 @@ inline void launch(dim3e grid, dim3e block, std::function<void()> body) {
     }
 }
 struct MmaX { uint32_t a[4], b[2]; };
-static MmaX g_mma[1024];
+inline MmaX g_mma[1024];
 inline float emu_bf(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; std::memcpy(&f, &u, 4); return f; }
 inline void emu_mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
     int t = tid_lin(), w = t / 32, lane = t % 32, base = w * 32;
