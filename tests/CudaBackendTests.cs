@@ -427,6 +427,17 @@ public class CudaBackendTests
         }
     }
 
+    /// <summary>One tiny case of each attention path (quick smoke run, e.g. on the fake driver of tests/cuda-emu/fake).</summary>
+    [Fact]
+    public void AttentionSmoke()
+    {
+        Attention(MaskKind.Bd3, 20, 4, 32);
+        DecodeMatchesTrainingRows(4, 36);
+        DecodeMatchesTrainingRows(8, 1000); // split-KV + combine
+        var g = Gpu();
+        if (g.ComputeCapability.Major >= 8) AttentionBf16WithinTwoPercent(MaskKind.Bd3, 36, 4, 32);
+    }
+
     public static TheoryData<MaskKind, int, int, int> AttentionCases()
     {
         var data = new TheoryData<MaskKind, int, int, int>();
