@@ -1,0 +1,186 @@
+using FastBlockDiff.Interop;
+
+namespace FastBlockDiff.Kernels.Cuda;
+
+public sealed unsafe partial class CudaBackend
+{
+    const string EW = "elementwise.cu", NORMS = "norms.cu", LOSS = "loss.cu", SAMPLE = "sampling.cu";
+
+    // ---- elementwise and reductions ----
+    public void Fill(FloatView x, float value) => Flat(EW, "fbd_fill", x.Length, Ptr(x), value, x.Length);
+
+    public void Copy(FloatView dst, FloatView src)
+    {
+        if (src.Length > dst.Length) throw new ArgumentException($"copy of {src.Length} elements into a view of {dst.Length}");
+        if (src.Length == 0) return;
+        Enter();
+        Cu.CopyDtoDAsync(Ptr(dst), Ptr(src), src.Length * 4L, stream);
+    }
+
+    public void CopyRows(FloatView dst, int dstStride, FloatView src, int srcStride, int rows, int cols)
+    {
+        if (rows <= 0 || cols <= 0) return;
+        Launch(EW, "fbd_copy_rows", (Math.Min(Div(cols, Threads), 64u), (uint)Math.Min(rows, 65535), 1), (Threads, 1, 1), 0,
+            Ptr(dst), dstStride, Ptr(src), srcStride, rows, cols);
+    }
+
+    public void Axpy(FloatView y, float alpha, FloatView x) => Flat(EW, "fbd_axpy", y.Length, Ptr(y), alpha, Ptr(x), y.Length);
+    public void ScaleShift(FloatView x, float alpha, float beta) => Flat(EW, "fbd_scale_shift", x.Length, Ptr(x), alpha, beta, x.Length);
+    public void Mul(FloatView dst, FloatView a, FloatView b, bool accumulate) =>
+        Flat(EW, "fbd_mul", dst.Length, Ptr(dst), Ptr(a), Ptr(b), accumulate ? 1 : 0, dst.Length);
+
+    public double SumSquares(FloatView x) => Reduce(x, true);
+    public double Sum(FloatView x) => Reduce(x, false);
+
+    double Reduce(FloatView x, bool squares)
+    {
+        if (x.Length == 0) return 0;
+        uint blocks = Math.Min(Blocks(x.Length), 1024u);
+        Launch(EW, "fbd_reduce_sum", (blocks, 1, 1), (Threads, 1, 1), 0, Ptr(x), x.Length, squares ? 1 : 0, partials.Pointer);
+        var host = new double[blocks];
+        fixed (double* p = host) { Cu.CopyDtoHAsync(p, partials.Pointer, blocks * 8L, stream); stream.Synchronize(); }
+        double total = 0;
+        foreach (var v in host) total += v;
+        return total;
+    }
+
+    public void ColumnSum(FloatView dst, FloatView src, int rows, int cols, bool accumulate)
+    {
+        if (cols <= 0) return;
+        if (!accumulate) { Enter(); Cu.MemsetD32Async(Ptr(dst), 0, cols, stream); }
+        if (rows <= 0) return;
+        int chunk = RowsPerChunk(rows, cols);
+        Launch(EW, "fbd_column_sum", (Div(cols, 32), Div(rows, chunk), 1), (32, 8, 1), 0, Ptr(dst), Ptr(src), rows, cols, chunk);
+    }
+
+    // rows per block of the (32 columns x 8 row-lanes) column reductions: enough blocks to fill the device
+    int RowsPerChunk(int rows, int cols)
+    {
+        long colBlocks = (cols + 31) / 32, want = Math.Max(1, MultiprocessorCount) * 8L;
+        long chunks = Math.Clamp(want / colBlocks, 1, Math.Max(1, rows / 32));
+        return (int)Math.Max(8, (rows + chunks - 1) / chunks);
+    }
+
+    // ---- dense algebra: cuBLASLt ----
+    public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, FloatView a, int lda, FloatView b, int ldb,
+        float beta, FloatView c, int ldc, FloatView? bias = null, int batch = 1, long strideA = 0, long strideB = 0, long strideC = 0)
+    {
+        if (m <= 0 || n <= 0 || batch <= 0) return;
+        Enter();
+        if (k <= 0)
+        {
+            // C = beta·C (+ bias): nothing to multiply
+            for (int p = 0; p < batch; p++)
+                for (int r = 0; r < m; r++)
+                {
+                    var row = c.Slice((int)(p * strideC) + r * ldc, n);
+                    if (beta == 0) Fill(row, 0); else ScaleShift(row, beta, 0);
+                }
+            if (bias is { } bv0) AddBias(c, ldc, bv0, m, n, strideC, batch);
+            return;
+        }
+        ulong pa = Ptr(a), pb = Ptr(b);
+        var type = CudaDataType.R32F;
+        if (Bf16Gemm)
+        {
+            // bf16 copies of the two inputs (the whole views, so strides and batches keep their meaning)
+            ulong sa = Scratch("gemm.a16", a.Length * 2L), sb = Scratch("gemm.b16", b.Length * 2L);
+            Flat(EW, "fbd_to_bf16", a.Length, pa, sa, a.Length);
+            Flat(EW, "fbd_to_bf16", b.Length, pb, sb, b.Length);
+            pa = sa; pb = sb; type = CudaDataType.R16BF;
+        }
+        // Row-major C[m,n] = op(A)·op(B) is column-major C^T[n,m] = op(B)^T·op(A)^T: swap the operands.
+        bool epilogueBias = bias is not null && batch == 1 && !Bf16Gemm;
+        var shape = new LtShape(
+            new LtOperand(type, n, k, ldb, transB, strideB),
+            new LtOperand(type, k, m, lda, transA, strideA),
+            new LtOperand(CudaDataType.R32F, n, m, ldc, false, strideC),
+            batch, epilogueBias);
+        try { lt.Matmul(shape, alpha, pb, pa, beta, Ptr(c), epilogueBias ? Ptr(bias) : 0, stream); }
+        catch (CudaException) when (epilogueBias)
+        {
+            // no cuBLASLt algorithm with the bias epilogue for this shape: plain GEMM, then our own bias kernel
+            epilogueBias = false;
+            lt.Matmul(shape with { Bias = false }, alpha, pb, pa, beta, Ptr(c), 0, stream);
+        }
+        if (bias is { } bv && !epilogueBias) AddBias(c, ldc, bv, m, n, strideC, batch);
+    }
+
+    void AddBias(FloatView c, int ldc, FloatView bias, int rows, int cols, long strideC, int batch) =>
+        Launch(EW, "fbd_add_bias_rows", (Math.Min(Div(cols, Threads), 16u), (uint)Math.Min(rows, 65535), (uint)Math.Min(batch, 65535)), (Threads, 1, 1), 0,
+            Ptr(c), ldc, Ptr(bias), rows, cols, strideC, batch);
+
+    // ---- normalisation and activations ----
+    public void LayerNormForward(FloatView x, FloatView weight, FloatView? bias, FloatView y, FloatView mean, FloatView rstd, int rows, int dim, float eps) =>
+        Launch(NORMS, "fbd_layernorm_fwd", ((uint)rows, 1, 1), (RowThreads(dim), 1, 1), 0,
+            Ptr(x), Ptr(weight), Ptr(bias), Ptr(y), Ptr(mean), Ptr(rstd), rows, dim, eps);
+
+    public void LayerNormBackward(FloatView dy, FloatView x, FloatView weight, FloatView mean, FloatView rstd,
+        FloatView dx, FloatView dWeight, FloatView? dBias, int rows, int dim)
+    {
+        if (rows <= 0) return;
+        Launch(NORMS, "fbd_layernorm_bwd_dx", ((uint)rows, 1, 1), (RowThreads(dim), 1, 1), 0,
+            Ptr(dy), Ptr(x), Ptr(weight), Ptr(mean), Ptr(rstd), Ptr(dx), rows, dim);
+        int chunk = RowsPerChunk(rows, dim);
+        Launch(NORMS, "fbd_layernorm_bwd_dw", (Div(dim, 32), Div(rows, chunk), 1), (32, 8, 1), 0,
+            Ptr(dy), Ptr(x), Ptr(mean), Ptr(rstd), Ptr(dWeight), Ptr(dBias), rows, dim, chunk);
+    }
+
+    public void GeluForward(FloatView x, FloatView y) => Flat(EW, "fbd_gelu_fwd", x.Length, Ptr(x), Ptr(y), x.Length);
+    public void GeluBackward(FloatView x, FloatView dy, FloatView dx) => Flat(EW, "fbd_gelu_bwd", x.Length, Ptr(x), Ptr(dy), Ptr(dx), x.Length);
+    public void SiluForward(FloatView x, FloatView y) => Flat(EW, "fbd_silu_fwd", x.Length, Ptr(x), Ptr(y), x.Length);
+    public void SiluBackward(FloatView x, FloatView dy, FloatView dx) => Flat(EW, "fbd_silu_bwd", x.Length, Ptr(x), Ptr(dy), Ptr(dx), x.Length);
+
+    // ---- transformer pieces ----
+    public void Rotary(FloatView x, int rows, int rowStride, int heads, int headDim, IntView positions, FloatView cos, FloatView sin, bool inverse) =>
+        Launch(NORMS, "fbd_rotary", ((uint)Math.Clamp(rows, 1, 65535), 1, 1), (RowThreads(heads * (headDim / 2)), 1, 1), 0,
+            Ptr(x), rows, rowStride, heads, headDim, Ptr(positions), Ptr(cos), Ptr(sin), inverse ? -1f : 1f);
+
+    public void EmbeddingForward(IntView ids, FloatView table, FloatView output, int rows, int dim)
+    {
+        if (rows <= 0) return;
+        flagPending = true;
+        Launch(NORMS, "fbd_embedding_fwd", ((uint)Math.Clamp(rows, 1, 65535), 1, 1), (RowThreads(dim), 1, 1), 0,
+            Ptr(ids), Ptr(table), Ptr(output), rows, dim, table.Length / dim, flag.Pointer);
+    }
+
+    public void EmbeddingBackward(IntView ids, FloatView dOutput, FloatView dTable, int rows, int dim) =>
+        Launch(NORMS, "fbd_embedding_bwd", ((uint)Math.Clamp(rows, 1, 65535), 1, 1), (RowThreads(dim), 1, 1), 0,
+            Ptr(ids), Ptr(dOutput), Ptr(dTable), rows, dim, dTable.Length / dim);
+
+    static float KeepScale(float p) => p > 0 ? 1f / (1f - p) : 1f;
+
+    public void ResidualGatedForward(FloatView x, FloatView y, FloatView gate, int rows, int dim, float dropP, ulong seed) =>
+        Flat(NORMS, "fbd_residual_gated_fwd", (long)rows * dim, Ptr(x), Ptr(y), Ptr(gate), rows, dim, dropP, KeepScale(dropP), seed);
+
+    public void ResidualGatedBackward(FloatView dx, FloatView y, FloatView gate, FloatView dy, FloatView dGate, int rows, int dim, float dropP, ulong seed)
+    {
+        if (rows <= 0 || dim <= 0) return;
+        int chunk = RowsPerChunk(rows, dim);
+        Launch(NORMS, "fbd_residual_gated_bwd", (Div(dim, 32), Div(rows, chunk), 1), (32, 8, 1), 0,
+            Ptr(dx), Ptr(y), Ptr(gate), Ptr(dy), Ptr(dGate), rows, dim, dropP, KeepScale(dropP), seed, chunk);
+    }
+
+    // ---- loss, optimiser, sampling ----
+    public void SubsCrossEntropy(FloatView logits, IntView targets, FloatView weights, FloatView loss, int rows, int vocab, int maskId, float gradScale, bool writeGrad) =>
+        Launch(LOSS, "fbd_subs_ce", ((uint)rows, 1, 1), (Math.Min(RowThreads(vocab) * 2, 512u), 1, 1), 0,
+            Ptr(logits), Ptr(targets), Ptr(weights), Ptr(loss), rows, vocab, maskId, gradScale, writeGrad ? 1 : 0);
+
+    public void AdamW(FloatView param, FloatView grad, FloatView m, FloatView v, AdamWStep s)
+    {
+        // the same float formulas as the CPU reference
+        float bc1 = 1f - MathF.Pow(s.Beta1, s.Step), bc2 = 1f - MathF.Pow(s.Beta2, s.Step);
+        float decay = 1f - s.LearningRate * s.WeightDecay, stepSize = s.LearningRate / bc1, sqrtBc2 = MathF.Sqrt(bc2);
+        Flat(EW, "fbd_adamw", param.Length, Ptr(param), Ptr(grad), Ptr(m), Ptr(v), s.Beta1, s.Beta2, s.Epsilon, decay, stepSize, sqrtBc2, s.GradScale, param.Length);
+    }
+
+    public void Ema(FloatView ema, FloatView param, float decay) => Flat(EW, "fbd_ema", ema.Length, Ptr(ema), Ptr(param), decay, ema.Length);
+
+    public void SampleCategorical(FloatView logits, int rows, int vocab, int maskId, float temperature, float topP, FloatView uniforms, IntView tokens, FloatView probs)
+    {
+        if (rows <= 0) return;
+        ulong p = Scratch("sample.p", (long)rows * vocab * 4);
+        Launch(SAMPLE, "fbd_sample", ((uint)rows, 1, 1), (256, 1, 1), 0,
+            Ptr(logits), rows, vocab, maskId, temperature, topP, Ptr(uniforms), Ptr(tokens), Ptr(probs), p);
+    }
+}

@@ -1,0 +1,56 @@
+#include "bf.cpp"
+#include <cstdio>
+#include <random>
+static bool allowedH(int kind, int T, int bs, int i, int j) { return mask_allowed(kind, T, bs, i, j); }
+static double relerr(const std::vector<float>& a, const std::vector<double>& e) {
+    double mr = 0, md = 0; for (size_t i = 0; i < a.size(); i++) { mr = std::max(mr, std::fabs(e[i])); double d = std::fabs(a[i] - e[i]); if (std::isnan(a[i])) d = 1e30; md = std::max(md, d); }
+    return md / std::max(mr, 1e-9);
+}
+int main() {
+    std::mt19937 rng(1); std::uniform_real_distribution<float> U(-2, 2);
+    struct C { int kind, T, bs, hd; };
+    std::vector<C> cases = { {0, 40, 4, 64}, {0, 80, 1, 32}, {0, 132, 33, 64}, {1, 45, 5, 64}, {2, 77, 1, 32}, {3, 35, 1, 64}, {0, 96, 16, 128}, {0, 160, 4, 64} };
+    int fails = 0;
+    for (auto c : cases) {
+        int B = 2, H = 2, hd = c.hd, T = c.T, rs = 3 * H * hd, D = H * hd;
+        float scale = 1.f / std::sqrt((float)hd);
+        std::vector<float> qkv(B * T * rs), dout(B * T * D), out(B * T * D, NAN), lse(B * H * T, NAN), Dv(B * H * T), dq(B * T * rs, NAN);
+        for (auto& x : qkv) x = U(rng); for (auto& x : dout) x = U(rng);
+        std::vector<double> eo(B * T * D), el(B * H * T), ed(B * T * rs, 0.0);
+        for (int b = 0; b < B; b++) for (int h = 0; h < H; h++) for (int i = 0; i < T; i++) {
+            std::vector<double> p(T); double mx = -INFINITY;
+            for (int j = 0; j < T; j++) { if (!allowedH(c.kind, T, c.bs, i, j)) { p[j] = -INFINITY; continue; }
+                double s = 0; for (int d = 0; d < hd; d++) s += (double)qkv[(b*T+i)*rs + h*hd + d] * qkv[(b*T+j)*rs + D + h*hd + d];
+                p[j] = s * scale; mx = std::max(mx, p[j]); }
+            double sum = 0; for (int j = 0; j < T; j++) { p[j] = std::isinf(p[j]) ? 0 : std::exp(p[j] - mx); sum += p[j]; }
+            el[(b*H+h)*T+i] = mx + std::log(sum);
+            for (int j = 0; j < T; j++) p[j] /= sum;
+            for (int d = 0; d < hd; d++) { double a = 0; for (int j = 0; j < T; j++) a += p[j] * qkv[(b*T+j)*rs + 2*D + h*hd + d]; eo[(b*T+i)*D + h*hd + d] = a; }
+            std::vector<double> dp(T); double Dd = 0;
+            for (int j = 0; j < T; j++) { if (p[j] == 0) continue; double a = 0; for (int d = 0; d < hd; d++) a += dout[(b*T+i)*D + h*hd + d] * qkv[(b*T+j)*rs + 2*D + h*hd + d]; dp[j] = a; Dd += p[j] * a; }
+            for (int j = 0; j < T; j++) { if (p[j] == 0) continue; double ds = p[j] * (dp[j] - Dd);
+                for (int d = 0; d < hd; d++) {
+                    ed[(b*T+i)*rs + h*hd + d] += ds * qkv[(b*T+j)*rs + D + h*hd + d] * scale;
+                    ed[(b*T+j)*rs + D + h*hd + d] += ds * qkv[(b*T+i)*rs + h*hd + d] * scale;
+                    ed[(b*T+j)*rs + 2*D + h*hd + d] += p[j] * dout[(b*T+i)*D + h*hd + d]; } }
+        }
+        dim3e grid{ (unsigned)((T + 63) / 64), (unsigned)(B * H), 1 }, blk{ 128, 1, 1 };
+        launch(grid, blk, [&] {
+            if (hd == 32) fbd_attn_fwd_bf16_hd32(qkv.data(), out.data(), lse.data(), B, H, T, c.kind, c.bs, scale);
+            else if (hd == 64) fbd_attn_fwd_bf16_hd64(qkv.data(), out.data(), lse.data(), B, H, T, c.kind, c.bs, scale);
+            else fbd_attn_fwd_bf16_hd128(qkv.data(), out.data(), lse.data(), B, H, T, c.kind, c.bs, scale); });
+        double e1 = relerr(out, eo), e2 = relerr(lse, el);
+        for (int b = 0; b < B; b++) for (int i = 0; i < T; i++) for (int h = 0; h < H; h++) { double s = 0; for (int d = 0; d < hd; d++) s += (double)out[(b*T+i)*D+h*hd+d] * dout[(b*T+i)*D+h*hd+d]; Dv[(b*H+h)*T+i] = (float)s; }
+        double e3 = 0;
+        if (hd <= 64) {
+            std::fill(dq.begin(), dq.end(), 0.f);
+            launch(grid, blk, [&] {
+                if (hd == 32) fbd_attn_bwd_bf16_hd32(qkv.data(), dout.data(), lse.data(), Dv.data(), dq.data(), B, H, T, c.kind, c.bs, scale);
+                else fbd_attn_bwd_bf16_hd64(qkv.data(), dout.data(), lse.data(), Dv.data(), dq.data(), B, H, T, c.kind, c.bs, scale); });
+            e3 = relerr(dq, ed);
+        }
+        bool ok = e1 < 2e-2 && e2 < 2e-2 && e3 < 2e-2; fails += !ok;
+        printf("kind=%d T=%d bs=%d hd=%d: out %.2e lse %.2e dqkv %.2e %s\n", c.kind, T, c.bs, hd, e1, e2, e3, ok ? "OK" : "FAIL");
+    }
+    return fails;
+}
