@@ -11,12 +11,6 @@ namespace FastBlockDiff.Kernels;
 /// </summary>
 public static class BackendSelector
 {
-    /// <summary>
-    /// Starts the native CUDA backend, or says why it cannot (driver, NVRTC, cuBLASLt, no device...). Registered by
-    /// the CUDA backend; null while none is registered.
-    /// </summary>
-    public static Func<(IBackend? backend, string whyNot)>? CudaFactory { get; set; }
-
     /// <param name="kind">auto, cpu, cuda or ilgpu.</param>
     /// <param name="ilgpuDevice">auto, cuda, opencl or cpu: the ILGPU accelerator when kind is ilgpu.</param>
     /// <returns>The started backend and one line saying why it was chosen (and why the others were not).</returns>
@@ -73,11 +67,11 @@ public static class BackendSelector
         }
     }
 
+    /// <summary>Starts the native CUDA backend, or says why it cannot (driver, NVRTC, cuBLASLt, no device...).</summary>
     static (IBackend? backend, string whyNot) TryCuda()
     {
-        var f = CudaFactory;
-        if (f == null) return (null, "the native CUDA backend is not built into this engine (no factory registered)");
-        try { return f(); }
+        if (Cuda.CudaBackend.Unavailable() is { } why) return (null, why);
+        try { return (new Cuda.CudaBackend(), ""); }
         catch (Exception e) { return (null, $"{e.GetType().Name}: {e.Message}"); }
     }
 
@@ -96,14 +90,11 @@ public static class BackendSelector
     public static string Describe()
     {
         var sb = new StringBuilder();
-        var f = CudaFactory;
-        if (f == null) sb.AppendLine("cuda:  not found: the native CUDA backend is not built into this engine (no factory registered)");
-        else
-        {
-            var (be, why) = TryCuda();
-            if (be != null) { sb.AppendLine($"cuda:  found: {be.Description}"); be.Dispose(); }
-            else sb.AppendLine($"cuda:  not found: {why}");
-        }
+        var (be, why) = TryCuda();
+        if (be != null) { sb.AppendLine($"cuda:  found: {be.Description}"); be.Dispose(); }
+        else sb.AppendLine("cuda:  not found:");
+        foreach (var line in FastBlockDiff.Interop.CudaAvailability.Probe().ToString().Split(Environment.NewLine))
+            sb.AppendLine($"       {line}");
         int nCuda = IlgpuProbe.Count(AcceleratorType.Cuda, out var eCuda);
         sb.AppendLine(nCuda > 0 ? $"ilgpu-cuda:   found: {nCuda} device(s)"
             : $"ilgpu-cuda:   not found: {eCuda ?? IlgpuProbe.WhyNoCuda()}");

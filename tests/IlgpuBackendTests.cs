@@ -620,10 +620,11 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
             var (be, why) = BackendSelector.Select("ilgpu", "cuda");
             using (be) { Assert.Equal("ilgpu", be.Name); Assert.Contains("Cuda", why); }
         }
-        if (BackendSelector.CudaFactory == null)
+        if (FastBlockDiff.Kernels.Cuda.CudaBackend.Unavailable() is { } whyNoCuda)
         {
             var e = Assert.Throws<BackendUnavailableException>(() => BackendSelector.Select("cuda", "auto"));
-            Assert.Contains("not built", e.Message);
+            Assert.Contains("--backend cuda cannot start", e.Message);
+            Assert.Contains(whyNoCuda, e.Message);
         }
         var (cpu, reason) = BackendSelector.Select("cpu", "auto");
         using (cpu) Assert.Equal("cpu", cpu.Name);

@@ -99,8 +99,17 @@ public sealed unsafe partial class CudaBackend : IBackend
     }
 
     // ---- storage ----
-    public FloatView AllocFloat(int length) { Enter(); return new(new CudaStorage(length, 4), 0, length); }
-    public IntView AllocInt(int length) { Enter(); return new(new CudaStorage(length, 4), 0, length); }
+    // cuMemAlloc does not zero; the op set promises zero-filled buffers (Adam moments, gradient scratch rely on it)
+    public FloatView AllocFloat(int length) { var s = Zeroed(length); return new(s, 0, length); }
+    public IntView AllocInt(int length) { var s = Zeroed(length); return new(s, 0, length); }
+
+    CudaStorage Zeroed(int length)
+    {
+        Enter();
+        var s = new CudaStorage(length, 4);
+        Cu.MemsetD32Async(s.Pointer, 0, Math.Max(length, 1), stream);
+        return s;
+    }
     CudaStorage AllocRaw(int length, int elementSize) { Enter(); return new CudaStorage(length, elementSize); }
 
     static CudaStorage S(DeviceStorage s) => s as CudaStorage

@@ -790,7 +790,7 @@ public static class IlgpuKernels
             {
                 float p = Prob(logits, o, c, maskId, inv, mx, rsum);
                 if (p <= 0f) continue;
-                uint bits = (uint)Interop.FloatAsInt(p);
+                uint bits = (uint)ILGPU.Interop.FloatAsInt(p);
                 if ((bits & mask) == prefix) Atomic.Add(ref bins[(int)((bits >> shift) & 255u)], (double)p);
             }
             Group.Barrier();
@@ -815,7 +815,7 @@ public static class IlgpuKernels
             mask |= 255u << shift;
         }
         above = run;
-        return Interop.IntAsFloat(prefix);
+        return ILGPU.Interop.IntAsFloat(prefix);
     }
 
     /// <summary>
