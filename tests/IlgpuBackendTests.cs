@@ -10,6 +10,13 @@ namespace FastBlockDiff.Tests;
 /// One ILGPU backend for the whole class: on a machine with a CUDA/OpenCL device ILGPU finds, that one; else
 /// ILGPU's CPU accelerator. FASTBLOCKDIFF_ILGPU_DEVICE=cuda|opencl|cpu forces one.
 /// </summary>
+/// <summary>
+/// The ILGPU classes run alone: the CPU accelerator simulates GPU groups with its own threads, and two accelerators
+/// (or an accelerator and the thread-hungry CPU tests) running at once once left a row of a grouped kernel unwritten.
+/// </summary>
+[CollectionDefinition("ILGPU", DisableParallelization = true)]
+public sealed class IlgpuCollection;
+
 public sealed class IlgpuFixture : IDisposable
 {
     public IlgpuBackend Ilgpu { get; }
@@ -24,6 +31,7 @@ public sealed class IlgpuFixture : IDisposable
     public void Dispose() => Ilgpu.Dispose();
 }
 
+[Collection("ILGPU")]
 public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassFixture<IlgpuFixture>
 {
     const double Tol = 1e-4;
@@ -647,6 +655,7 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
 }
 
 /// <summary>The engine on the ILGPU backend: one training step and one sampled block equal the CPU backend.</summary>
+[Collection("ILGPU")]
 public class IlgpuEngineTests(IlgpuFixture fx) : IClassFixture<IlgpuFixture>
 {
     sealed class FixedRows(int length, int vocab) : FastBlockDiff.Engine.Training.IBatchSource
@@ -703,6 +712,7 @@ public class IlgpuEngineTests(IlgpuFixture fx) : IClassFixture<IlgpuFixture>
 }
 
 /// <summary>The `fastblockdiff` command with --backend ilgpu and --ilgpu-device.</summary>
+[Collection("ILGPU")]
 public sealed class IlgpuCliTests : IDisposable
 {
     readonly string _dir = Directory.CreateTempSubdirectory("fbd-ilgpu-cli-").FullName;
