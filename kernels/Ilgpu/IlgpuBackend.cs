@@ -132,6 +132,7 @@ public sealed class IlgpuBackend : IBackend
     {
         if (src.Length > dst.Length) throw new ArgumentException($"upload of {src.Length} floats into a view of {dst.Length}");
         if (src.Length == 0) return;
+        acc.Synchronize(); // the host copy is not ordered with queued kernels (a fresh buffer's zero fill among them)
         V(dst).CopyFromCPU(ref Unsafe.AsRef(in MemoryMarshal.GetReference(src)), src.Length);
     }
 
@@ -147,6 +148,7 @@ public sealed class IlgpuBackend : IBackend
     {
         if (src.Length > dst.Length) throw new ArgumentException($"upload of {src.Length} ints into a view of {dst.Length}");
         if (src.Length == 0) return;
+        acc.Synchronize(); // the host copy is not ordered with queued kernels (a fresh buffer's zero fill among them)
         V(dst).CopyFromCPU(ref Unsafe.AsRef(in MemoryMarshal.GetReference(src)), src.Length);
     }
 
