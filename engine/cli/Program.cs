@@ -8,4 +8,5 @@ root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(ScheduleSearchCommand.Create());
 root.Subcommands.Add(SampleCommand.Create());
 root.Subcommands.Add(InfoCommand.Create());
+root.Subcommands.Add(ExperimentCommand.Create());
 return await root.Parse(args).InvokeAsync();
