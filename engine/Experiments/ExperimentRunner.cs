@@ -138,7 +138,7 @@ public static class ExperimentRunner
         var options = new TrainOptions
         {
             Steps = steps, BatchSize = cfg.BatchSize, LearningRate = cfg.LearningRate, WarmupSteps = Math.Min(cfg.WarmupSteps, Math.Max(1, steps / 2)),
-            LrSchedule = cfg.LrSchedule, MinLearningRate = cfg.LearningRate * 0.1f, Seed = cfg.Seed, Dropout = cfg.Dropout > 0,
+            LrSchedule = cfg.LrSchedule, MinLearningRate = Math.Min(3e-5f, cfg.LearningRate * 0.1f), Seed = cfg.Seed, Dropout = cfg.Dropout > 0,
         };
         // every model sees the same rows in the same order
         var trainer = new Trainer(model, options, new SamplerBatchSource(BatchSampler.ForTraining(data, cfg.BatchSize, cfg.Seed)));

@@ -129,7 +129,7 @@ public static class ExperimentPlots
             plot.Axes.Margins(bottom: 0, top: 0.2);
             plot.Title($"Schedule ablation, L' = {result.Config.AblationBlockSize}");
             plot.YLabel("variance of the per-sequence NELBO");
-            plot.ShowLegend();
+            plot.ShowLegend(ScottPlot.Alignment.UpperRight);
             Save(plot, Path.Combine(dir, "schedule_ablation.png"));
             written.Add("schedule_ablation.png");
         }
