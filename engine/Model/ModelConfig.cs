@@ -52,7 +52,8 @@ public sealed record ModelConfig
         Require(BlockSize > 0 && ModelLength % BlockSize == 0, $"sequence length {ModelLength} is not divisible by block size {BlockSize}");
         Require(MaskId >= 0 && MaskId < VocabSize, $"mask id {MaskId} outside vocab {VocabSize}");
         Require(Dropout is >= 0f and < 1f, $"dropout {Dropout}");
-        Require(ScheduleMin >= 0f && ScheduleMax <= 1f && ScheduleMin < ScheduleMax, $"schedule [β={ScheduleMin}, ω={ScheduleMax}] needs 0 ≤ β < ω ≤ 1");
+        Require(ScheduleMin >= 0f && ScheduleMax <= 1f && (ScheduleMin < ScheduleMax || (ScheduleMin == ScheduleMax && ScheduleMax > 0f)),
+            $"schedule [β={ScheduleMin}, ω={ScheduleMax}] needs 0 ≤ β < ω ≤ 1 (or β = ω > 0, a fixed rate)");
     }
 
     public string ToJson()

@@ -9,11 +9,19 @@ public readonly record struct NoiseSchedule(float Min, float Max)
     /// <summary>The full-range schedule evaluation uses (t ∈ [1e-3, 1], as bd3lms reports perplexity).</summary>
     public static readonly NoiseSchedule Eval = new(1e-3f, 1f);
     public static readonly NoiseSchedule Linear = new(0f, 1f);
+    /// <summary>Every block fully masked (t = 1, weight 1): with L' = 1 the NELBO is exactly the autoregressive NLL.</summary>
+    public static readonly NoiseSchedule Autoregressive = Fixed(1f);
+
+    /// <summary>A degenerate schedule: every block is noised at mask rate <paramref name="t"/> (0 &lt; t ≤ 1).</summary>
+    public static NoiseSchedule Fixed(float t) => new(t, t);
+
+    /// <summary>β = ω: the mask rate is not drawn but fixed.</summary>
+    public bool IsFixed => Min == Max;
 
     public void Validate()
     {
-        if (!(Min >= 0f && Max <= 1f && Min < Max))
-            throw new UserInputException($"noise schedule needs 0 ≤ β < ω ≤ 1, got β={Min}, ω={Max}");
+        if (!(Min >= 0f && Max <= 1f && (Min < Max || (IsFixed && Max > 0f))))
+            throw new UserInputException($"noise schedule needs 0 ≤ β < ω ≤ 1 (or β = ω > 0, a fixed rate), got β={Min}, ω={Max}");
     }
 
     /// <summary>Maps a uniform u ∈ [0,1) to a mask rate in [β, ω], never exactly 0 (the weight 1/t must stay finite).</summary>
@@ -22,5 +30,7 @@ public readonly record struct NoiseSchedule(float Min, float Max)
     /// <summary>NELBO weight α'/(α-1) of a masked token at mask rate t.</summary>
     public static float Weight(float t) => 1f / t;
 
-    public override string ToString() => Min == 0f && Max == 1f ? "linear" : $"clipped U[{Min:0.###}, {Max:0.###}]";
+    public override string ToString() => Min == 0f && Max == 1f ? "linear"
+        : IsFixed ? (Max == 1f ? "fixed t=1 (autoregressive)" : $"fixed t={Max:0.###}")
+        : $"clipped U[{Min:0.###}, {Max:0.###}]";
 }
