@@ -161,6 +161,7 @@ public sealed class ExperimentTests : IDisposable
         Assert.True(NoiseSchedule.Autoregressive.IsFixed);
         Assert.Throws<UserInputException>(() => new NoiseSchedule(0.6f, 0.3f).Validate());
         Assert.Throws<UserInputException>(() => NoiseSchedule.Fixed(0f).Validate());
+        Assert.Throws<UserInputException>(() => NoiseSchedule.Fixed(0.5f).Validate());
         var batch = new Bd3Batch(2, 8, 1);
         var clean = TinyModels.Tokens(16, 12, 3);
         batch.Noise(clean, NoiseSchedule.Autoregressive, 12, new Rng(1), resample: true);

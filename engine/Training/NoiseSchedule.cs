@@ -12,7 +12,7 @@ public readonly record struct NoiseSchedule(float Min, float Max)
     /// <summary>Every block fully masked (t = 1, weight 1): with L' = 1 the NELBO is exactly the autoregressive NLL.</summary>
     public static readonly NoiseSchedule Autoregressive = Fixed(1f);
 
-    /// <summary>A degenerate schedule: every block is noised at mask rate <paramref name="t"/> (0 &lt; t ≤ 1).</summary>
+    /// <summary>A degenerate schedule: every block is noised at mask rate <paramref name="t"/>; only t = 1 validates.</summary>
     public static NoiseSchedule Fixed(float t) => new(t, t);
 
     /// <summary>β = ω: the mask rate is not drawn but fixed.</summary>
@@ -20,8 +20,9 @@ public readonly record struct NoiseSchedule(float Min, float Max)
 
     public void Validate()
     {
-        if (!(Min >= 0f && Max <= 1f && (Min < Max || (IsFixed && Max > 0f))))
-            throw new UserInputException($"noise schedule needs 0 ≤ β < ω ≤ 1 (or β = ω > 0, a fixed rate), got β={Min}, ω={Max}");
+        // β = ω is an error except β = ω = 1, the autoregressive special case (every token masked, weight 1)
+        if (!(Min >= 0f && Max <= 1f && (Min < Max || (Min == 1f && Max == 1f))))
+            throw new UserInputException($"noise schedule needs 0 ≤ β < ω ≤ 1 (or β = ω = 1 for autoregressive training), got β={Min}, ω={Max}");
     }
 
     /// <summary>Maps a uniform u ∈ [0,1) to a mask rate in [β, ω], never exactly 0 (the weight 1/t must stay finite).</summary>
