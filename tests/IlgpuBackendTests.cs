@@ -658,57 +658,13 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
 [Collection("ILGPU")]
 public class IlgpuEngineTests(IlgpuFixture fx) : IClassFixture<IlgpuFixture>
 {
-    sealed class FixedRows(int length, int vocab) : FastBlockDiff.Engine.Training.IBatchSource
-    {
-        long pos;
-        public int SequenceLength => length;
-        public void Next(Span<int> dst, int batch)
-        {
-            for (int i = 0; i < dst.Length; i++) dst[i] = (int)((pos * 7 + i * 5 + i / 3) % vocab);
-            pos++;
-        }
-        public long[] SaveState() => [pos];
-        public void RestoreState(long[] state) => pos = state[0];
-    }
-
-    static void CloseArrays(float[] expected, float[] actual, string what, double tol)
-    {
-        double maxErr = 0, maxRef = 0;
-        for (int i = 0; i < expected.Length; i++) { maxErr = Math.Max(maxErr, Math.Abs(expected[i] - actual[i])); maxRef = Math.Max(maxRef, Math.Abs(expected[i])); }
-        Assert.True(maxErr <= tol * Math.Max(maxRef, 1e-6), $"{what}: max err {maxErr:E2} vs max {maxRef:E2}");
-    }
-
     [Fact]
-    public void TrainingStepsEqualCpu()
-    {
-        var config = TinyModels.Config(length: 8, blockSize: 2, vocab: 13, dim: 16, heads: 2, layers: 2) with { Dropout = 0.1f };
-        var opts = new FastBlockDiff.Engine.Training.TrainOptions { Steps = 2, BatchSize = 2, WarmupSteps = 1, LearningRate = 1e-2f, Seed = 5 };
-        var results = new List<(double loss, double norm, float[] w)>();
-        foreach (IBackend be in new IBackend[] { new CpuBackend(), fx.Ilgpu })
-        {
-            var m = TinyModels.Random(config, seed: 11, backend: be);
-            var tr = new FastBlockDiff.Engine.Training.Trainer(m, opts, new FixedRows(8, 12));
-            var (l1, n1, _) = tr.TrainStep();
-            var (l2, n2, _) = tr.TrainStep();
-            results.Add((l1 + l2, n1 + n2, m.DownloadWeights()));
-        }
-        Assert.True(Math.Abs(results[0].loss - results[1].loss) <= 1e-4 * Math.Abs(results[0].loss), $"loss {results[0].loss} vs {results[1].loss}");
-        Assert.True(Math.Abs(results[0].norm - results[1].norm) <= 1e-4 * results[0].norm, $"grad norm {results[0].norm} vs {results[1].norm}");
-        CloseArrays(results[0].w, results[1].w, "weights after two AdamW steps", 1e-4);
-    }
+    public void TrainingStepsEqualCpu() => EngineParity.TrainingStepsEqualCpu(fx.Ilgpu);
 
     [Theory]
     [InlineData(FastBlockDiff.Engine.Sampling.SamplerKind.Ddpm)]
     [InlineData(FastBlockDiff.Engine.Sampling.SamplerKind.FirstHitting)]
-    public void SampledBlocksEqualCpu(FastBlockDiff.Engine.Sampling.SamplerKind kind)
-    {
-        var config = TinyModels.Config(length: 16, blockSize: 4, vocab: 13);
-        var opts = new FastBlockDiff.Engine.Sampling.SamplingOptions { MaxTokens = 8, Seed = 42, Kind = kind, StopOnEos = false, EntropyThreshold = 0, BatchSize = 2, TopP = 0.9f };
-        var cpu = new FastBlockDiff.Engine.Sampling.BlockSampler(TinyModels.Random(config, 3, new CpuBackend()), 9, 10).Generate([1, 2, 3], opts);
-        var il = new FastBlockDiff.Engine.Sampling.BlockSampler(TinyModels.Random(config, 3, fx.Ilgpu), 9, 10).Generate([1, 2, 3], opts);
-        Assert.Equal(cpu.Tokens, il.Tokens);
-        Assert.Equal(cpu.Nfe, il.Nfe);
-    }
+    public void SampledBlocksEqualCpu(FastBlockDiff.Engine.Sampling.SamplerKind kind) => EngineParity.SampledBlocksEqualCpu(fx.Ilgpu, kind);
 }
 
 /// <summary>The `fastblockdiff` command with --backend ilgpu and --ilgpu-device.</summary>
