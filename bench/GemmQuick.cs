@@ -37,8 +37,8 @@ public static class GemmQuick
             }
         }
         if (kernel == GemmKernel.Auto) kernel = CpuGemm.Best;
-        string device = Device();
-        string loadStart = LoadAverage();
+        string device = BenchEnv.Device();
+        string loadStart = BenchEnv.LoadAverage();
         Console.WriteLine($"device: {device}");
         Console.WriteLine($"ours: CpuGemm kernel {kernel}, {Environment.ProcessorCount} threads; transA={transA} transB={transB}");
         Console.WriteLine(OpenBlas.Available ? $"OpenBLAS: {OpenBlas.LibraryName} ({OpenBlas.Config})" : $"OpenBLAS: unavailable: {OpenBlas.Error}");
@@ -79,7 +79,7 @@ public static class GemmQuick
             var doc = new Dictionary<string, object?>
             {
                 ["device"] = device,
-                ["commit"] = Git("rev-parse HEAD"),
+                ["commit"] = BenchEnv.Git("rev-parse HEAD"),
                 ["command"] = "dotnet run -c Release --project bench -- gemm-quick" + (args.Length > 0 ? " " + string.Join(' ', args) : ""),
                 ["date_utc"] = DateTime.UtcNow.ToString("O"),
                 ["runtime"] = System.Runtime.InteropServices.RuntimeInformation.FrameworkDescription,
@@ -88,11 +88,11 @@ public static class GemmQuick
                 ["openblas"] = OpenBlas.Available ? $"{OpenBlas.LibraryName}: {OpenBlas.Config}" : $"unavailable: {OpenBlas.Error}",
                 ["timing"] = "median (and best) wall time of >= 7 runs (and >= 0.3 s each), ours and OpenBLAS alternating, after >= 0.5 s of warm-up each; fp32, alpha=1, beta=0, row-major",
                 ["loadavg_start"] = loadStart,
-                ["loadavg_end"] = LoadAverage(),
+                ["loadavg_end"] = BenchEnv.LoadAverage(),
                 ["note"] = "shared 2-core machine: other jobs may run at the same time; the load averages say how busy it was",
                 ["results"] = results,
             };
-            string dir = Path.Combine(RepoRoot(), "bench", "results");
+            string dir = Path.Combine(BenchEnv.RepoRoot(), "bench", "results");
             Directory.CreateDirectory(dir);
             string file = Path.Combine(dir, $"{DateTime.UtcNow:yyyy-MM-dd}-cpu-gemm.json");
             File.WriteAllText(file, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }) + "\n");
@@ -132,44 +132,5 @@ public static class GemmQuick
     {
         var t = times.Order().ToList();
         return t[t.Count / 2];
-    }
-
-    static string LoadAverage()
-    {
-        try { return File.ReadAllText("/proc/loadavg").Trim(); }
-        catch (IOException) { return "unknown"; }
-    }
-
-    public static string Device()
-    {
-        string model = "unknown CPU";
-        try
-        {
-            var line = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name"));
-            if (line != null) model = line[(line.IndexOf(':') + 1)..].Trim();
-        }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-        return $"{model}, {Environment.ProcessorCount} cores";
-    }
-
-    static string RepoRoot()
-    {
-        for (var d = new DirectoryInfo(Environment.CurrentDirectory); d != null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "FastBlockDiff.sln"))) return d.FullName;
-        return Git("rev-parse --show-toplevel") ?? Environment.CurrentDirectory;
-    }
-
-    static string? Git(string arguments)
-    {
-        try
-        {
-            var psi = new ProcessStartInfo("git", arguments) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            using var p = Process.Start(psi)!;
-            string s = p.StandardOutput.ReadToEnd().Trim();
-            p.WaitForExit();
-            return p.ExitCode == 0 ? s : null;
-        }
-        catch (System.ComponentModel.Win32Exception) { return null; }
     }
 }
