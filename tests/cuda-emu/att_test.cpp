@@ -1,11 +1,7 @@
 #include "att.cpp"
 #include <cstdio>
 #include <random>
-static bool allowedH(int kind, int T, int bs, int i, int j) { return mask_allowed(kind, T, bs, i, j); }
-static double relerr(const std::vector<float>& a, const std::vector<double>& e) {
-    double mr = 0, md = 0; for (size_t i = 0; i < a.size(); i++) { mr = std::max(mr, std::fabs(e[i])); double d = std::fabs(a[i] - e[i]); if (std::isnan(a[i])) d = 1e30; md = std::max(md, d); }
-    return md / std::max(mr, 1e-9);
-}
+#include "ref_attention.h"
 int main() {
     std::mt19937 rng(1); std::uniform_real_distribution<float> U(-2, 2);
     struct C { int kind, T, bs, hd; };
@@ -17,23 +13,7 @@ int main() {
         std::vector<float> qkv(B * T * rs), dout(B * T * D), out(B * T * D, NAN), lse(B * H * T, NAN), Dv(B * H * T), dq(B * T * rs, NAN);
         for (auto& x : qkv) x = U(rng); for (auto& x : dout) x = U(rng);
         std::vector<double> eo(B * T * D), el(B * H * T), ed(B * T * rs, 0.0);
-        for (int b = 0; b < B; b++) for (int h = 0; h < H; h++) for (int i = 0; i < T; i++) {
-            std::vector<double> p(T); double mx = -INFINITY;
-            for (int j = 0; j < T; j++) { if (!allowedH(c.kind, T, c.bs, i, j)) { p[j] = -INFINITY; continue; }
-                double s = 0; for (int d = 0; d < hd; d++) s += (double)qkv[(b*T+i)*rs + h*hd + d] * qkv[(b*T+j)*rs + D + h*hd + d];
-                p[j] = s * scale; mx = std::max(mx, p[j]); }
-            double sum = 0; for (int j = 0; j < T; j++) { p[j] = std::isinf(p[j]) ? 0 : std::exp(p[j] - mx); sum += p[j]; }
-            el[(b*H+h)*T+i] = mx + std::log(sum);
-            for (int j = 0; j < T; j++) p[j] /= sum;
-            for (int d = 0; d < hd; d++) { double a = 0; for (int j = 0; j < T; j++) a += p[j] * qkv[(b*T+j)*rs + 2*D + h*hd + d]; eo[(b*T+i)*D + h*hd + d] = a; }
-            std::vector<double> dp(T); double Dd = 0;
-            for (int j = 0; j < T; j++) { if (p[j] == 0) continue; double a = 0; for (int d = 0; d < hd; d++) a += dout[(b*T+i)*D + h*hd + d] * qkv[(b*T+j)*rs + 2*D + h*hd + d]; dp[j] = a; Dd += p[j] * a; }
-            for (int j = 0; j < T; j++) { if (p[j] == 0) continue; double ds = p[j] * (dp[j] - Dd);
-                for (int d = 0; d < hd; d++) {
-                    ed[(b*T+i)*rs + h*hd + d] += ds * qkv[(b*T+j)*rs + D + h*hd + d] * scale;
-                    ed[(b*T+j)*rs + D + h*hd + d] += ds * qkv[(b*T+i)*rs + h*hd + d] * scale;
-                    ed[(b*T+j)*rs + 2*D + h*hd + d] += p[j] * dout[(b*T+i)*D + h*hd + d]; } }
-        }
+        reference_attention(c.kind, c.bs, B, H, T, hd, scale, qkv, dout, eo, el, ed);
         dim3e grid{ (unsigned)((T + 31) / 32), (unsigned)(B * H), 1 }, blk{ 128, 1, 1 };
         launch(grid, blk, [&] { fbd_attn_fwd_f32(qkv.data(), out.data(), lse.data(), B, H, hd, T, c.kind, c.bs, scale); });
         double e1 = relerr(out, eo), e2 = relerr(lse, el);

@@ -7,7 +7,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 W="$(mktemp -d)"; trap 'rm -rf "$W"' EXIT
-cp "$HERE/emu.h" "$HERE"/*_test.cpp "$W/"
+cp "$HERE/emu.h" "$HERE/ref_attention.h" "$HERE"/*_test.cpp "$W/"
 python3 "$HERE/prep.py" attention.cu "$W/att.cpp"
 python3 "$HERE/prep.py" attention_bf16.cu "$W/bf.cpp"
 for f in elementwise norms loss sampling; do python3 "$HERE/prep.py" $f.cu "$W/$f.cpp"; done
