@@ -38,12 +38,8 @@ public static class AttentionQuick
         var o = new QuickOptions(args, defaults: new() { ["L"] = "256,1024", ["Lp"] = "4,16", ["B"] = "1", ["H"] = "4", ["d"] = "64", ["cache"] = "256,1024,4096" });
         var doc = BenchDoc.ForThisRun("attention-quick", args,
             "median wall time of >= 5 calls (more while under the budget) after warm-up; ours and the dense peer alternate call by call; fwd_bwd = median(fwd) + median(bwd)");
-        foreach (var backendName in o.Backends)
+        foreach (var backend in o.StartedBackends())
         {
-            IBackend backend;
-            try { backend = BackendChoice.Create(backendName).Backend; }
-            catch (Exception e) { Console.WriteLine($"backend {backendName}: unavailable ({e.Message}); skipped"); continue; }
-            using var _ = backend;
             Console.WriteLine($"backend {backend.Name}: {backend.Description}");
             string ours = "fastblockdiff-" + backend.Name;
             bool dense = !o.Flag("no-dense") && backend is CpuBackend;

@@ -60,12 +60,8 @@ public static class TrainQuick
     {
         var o = new QuickOptions(args, new() { ["L"] = "256", ["Lp"] = "4,16", ["batch"] = "4" });
         var doc = BenchDoc.ForThisRun("train-quick", args, "median wall time of >= 5 calls (more while under the budget) after warm-up");
-        foreach (var backendName in o.Backends)
+        foreach (var b in o.StartedBackends())
         {
-            IBackend b;
-            try { b = BackendChoice.Create(backendName).Backend; }
-            catch (Exception e) { Console.WriteLine($"backend {backendName}: unavailable ({e.Message}); skipped"); continue; }
-            using var _ = b;
             string ours = "fastblockdiff-" + b.Name;
             int batch = o.Ints("batch")[0];
             foreach (int L in o.Ints("L"))
@@ -150,12 +146,8 @@ public static class SampleQuick
     {
         var o = new QuickOptions(args, new() { ["L"] = "1024", ["Lp"] = "16", ["batch"] = "1" });
         var doc = BenchDoc.ForThisRun("sample-quick", args, "median wall time of --repeat whole generations (first one a warm-up that is not counted)");
-        foreach (var backendName in o.Backends)
+        foreach (var b in o.StartedBackends())
         {
-            IBackend b;
-            try { b = BackendChoice.Create(backendName).Backend; }
-            catch (Exception e) { Console.WriteLine($"backend {backendName}: unavailable ({e.Message}); skipped"); continue; }
-            using var _ = b;
             string ours = "fastblockdiff-" + b.Name;
             foreach (int L in o.Ints("L"))
             foreach (int lp in o.Ints("Lp"))

@@ -39,4 +39,16 @@ public sealed class QuickOptions
             $"{DateTime.UtcNow:yyyy-MM-dd}-{BenchEnv.DeviceTag(doc.Device)}-{kind}.json");
         doc.Write(path);
     }
+
+    /// <summary>Each backend named by --backend that starts (disposed after its iteration); the others are reported and skipped.</summary>
+    public IEnumerable<FastBlockDiff.Kernels.IBackend> StartedBackends()
+    {
+        foreach (var name in Backends)
+        {
+            FastBlockDiff.Kernels.IBackend b;
+            try { b = FastBlockDiff.Engine.BackendChoice.Create(name).Backend; }
+            catch (Exception e) { Console.WriteLine($"backend {name}: unavailable ({e.Message}); skipped"); continue; }
+            using (b) yield return b;
+        }
+    }
 }
