@@ -162,6 +162,56 @@ public class IlgpuBackendTests(IlgpuFixture fx, ITestOutputHelper log) : IClassF
         }
     }
 
+    // ---------------------------------------------------------------- host copies
+    /// <summary>
+    /// Uploads and downloads while another thread keeps forcing compacting collections. The host arrays are fresh
+    /// (gen 0, movable): a copy that holds a raw address into an unpinned array reads or writes the array's old
+    /// location once the GC moves it, which is how "gemm wrote outside C" came about (an all-zero download).
+    /// </summary>
+    [Fact]
+    public void HostCopiesSurviveCompactingGc()
+    {
+        using var stop = new CancellationTokenSource();
+        var collector = new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                _ = new byte[4096];
+                GC.Collect(0, GCCollectionMode.Forced, blocking: true, compacting: true);
+                Thread.Sleep(1);
+            }
+        }) { IsBackground = true };
+        collector.Start();
+        try
+        {
+            const int n = 12_000; // under the large-object threshold: the arrays live in gen 0 and can move
+            var dev = G.AllocFloat(n);
+            var devInt = G.AllocInt(n);
+            for (int round = 0; round < 2000; round++)
+            {
+                var up = new float[n];
+                for (int i = 0; i < n; i++) up[i] = round * 1000 + i;
+                G.Upload(dev, up);
+                var down = new float[n];
+                G.Download(dev, down);
+                for (int i = 0; i < n; i++)
+                    if (down[i] != up[i]) Assert.Fail($"round {round}: element {i} came back as {down[i]}, uploaded {up[i]}");
+                var upInt = new int[n];
+                for (int i = 0; i < n; i++) upInt[i] = -round * 1000 - i;
+                G.Upload(devInt, upInt);
+                var downInt = new int[n];
+                G.Download(devInt, downInt);
+                for (int i = 0; i < n; i++)
+                    if (downInt[i] != upInt[i]) Assert.Fail($"round {round}: int element {i} came back as {downInt[i]}, uploaded {upInt[i]}");
+            }
+        }
+        finally
+        {
+            stop.Cancel();
+            collector.Join();
+        }
+    }
+
     // ---------------------------------------------------------------- GEMM
     [Theory]
     [InlineData(false, false)]

@@ -9,10 +9,25 @@ using ILGPU.Runtime.OpenCL;
 namespace FastBlockDiff.Kernels.Ilgpu;
 
 /// <summary>Device memory of the ILGPU backend: one ILGPU 1-D buffer of floats or ints.</summary>
-public sealed class IlgpuStorage<T>(MemoryBuffer1D<T, Stride1D.Dense> buffer, int length) : DeviceStorage where T : unmanaged
+public sealed class IlgpuStorage<T> : DeviceStorage where T : unmanaged
 {
-    public MemoryBuffer1D<T, Stride1D.Dense> Buffer { get; } = buffer;
-    public override int Length { get; } = length;
+    /// <summary>
+    /// Takes ownership of <paramref name="buffer"/>. ILGPU's MemoryBuffer1D is a wrapper with its own finalizer that
+    /// frees the raw buffer underneath, while the ArrayViews handed to kernels reference only that raw buffer: once
+    /// this storage became unreachable in the middle of an op (its last FloatView already turned into an ArrayView),
+    /// the finalizer thread could free memory a running kernel still uses. The wrapper's finalizer is therefore
+    /// suppressed: the raw buffer is freed by <see cref="Dispose"/> or, when nobody disposes it, by the raw buffer's
+    /// own finalizer, which cannot run while any view of it is still reachable.
+    /// </summary>
+    public IlgpuStorage(MemoryBuffer1D<T, Stride1D.Dense> buffer, int length)
+    {
+        Buffer = buffer;
+        Length = length;
+        GC.SuppressFinalize(buffer);
+    }
+
+    public MemoryBuffer1D<T, Stride1D.Dense> Buffer { get; }
+    public override int Length { get; }
     public ArrayView<T> View(int offset, int length) => ((ArrayView<T>)Buffer.View).SubView(offset, length);
     public override void Dispose()
     {
@@ -133,7 +148,8 @@ public sealed class IlgpuBackend : IBackend
         if (src.Length > dst.Length) throw new ArgumentException($"upload of {src.Length} floats into a view of {dst.Length}");
         if (src.Length == 0) return;
         acc.Synchronize(); // the host copy is not ordered with queued kernels (a fresh buffer's zero fill among them)
-        V(dst).CopyFromCPU(ref Unsafe.AsRef(in MemoryMarshal.GetReference(src)), src.Length);
+        CopyIn(V(dst), src);
+        GC.KeepAlive(dst.Storage); // the copy works on a raw pointer: the storage must outlive it
     }
 
     public void Download(FloatView src, Span<float> dst)
@@ -141,7 +157,8 @@ public sealed class IlgpuBackend : IBackend
         if (src.Length > dst.Length) throw new ArgumentException($"download of a view of {src.Length} into {dst.Length} floats");
         if (src.Length == 0) return;
         acc.Synchronize();
-        V(src).CopyToCPU(ref MemoryMarshal.GetReference(dst), src.Length);
+        CopyOut(V(src), dst);
+        GC.KeepAlive(src.Storage); // the copy works on a raw pointer: the storage must outlive it
     }
 
     public void Upload(IntView dst, ReadOnlySpan<int> src)
@@ -149,7 +166,8 @@ public sealed class IlgpuBackend : IBackend
         if (src.Length > dst.Length) throw new ArgumentException($"upload of {src.Length} ints into a view of {dst.Length}");
         if (src.Length == 0) return;
         acc.Synchronize(); // the host copy is not ordered with queued kernels (a fresh buffer's zero fill among them)
-        V(dst).CopyFromCPU(ref Unsafe.AsRef(in MemoryMarshal.GetReference(src)), src.Length);
+        CopyIn(V(dst), src);
+        GC.KeepAlive(dst.Storage); // the copy works on a raw pointer: the storage must outlive it
     }
 
     public void Download(IntView src, Span<int> dst)
@@ -157,7 +175,23 @@ public sealed class IlgpuBackend : IBackend
         if (src.Length > dst.Length) throw new ArgumentException($"download of a view of {src.Length} into {dst.Length} ints");
         if (src.Length == 0) return;
         acc.Synchronize();
-        V(src).CopyToCPU(ref MemoryMarshal.GetReference(dst), src.Length);
+        CopyOut(V(src), dst);
+        GC.KeepAlive(src.Storage); // the copy works on a raw pointer: the storage must outlive it
+    }
+
+    // ILGPU's CopyFromCPU/CopyToCPU(ref T, length) take "the base address of the pinned CPU buffer": they wrap the raw
+    // address and copy through it. A ref into an unpinned managed array is moved by a compacting GC in the middle of
+    // the copy, which then reads or writes the array's old location: an upload that silently keeps stale data, a
+    // download that returns the array's previous contents (the intermittent "gemm wrote outside C": all zeros came
+    // back). Every host copy therefore goes through these two, which pin the span for the copy's duration.
+    static unsafe void CopyIn<T>(ArrayView<T> dst, ReadOnlySpan<T> src) where T : unmanaged
+    {
+        fixed (T* p = src) dst.CopyFromCPU(ref Unsafe.AsRef<T>(p), src.Length);
+    }
+
+    static unsafe void CopyOut<T>(ArrayView<T> src, Span<T> dst) where T : unmanaged
+    {
+        fixed (T* p = dst) src.CopyToCPU(ref Unsafe.AsRef<T>(p), src.Length);
     }
 
     // ------------------------------------------------------------ kernel cache
@@ -257,7 +291,7 @@ public sealed class IlgpuBackend : IBackend
             parts, V(x), part, n, parts, squares ? 1 : 0);
         var host = new float[parts];
         acc.Synchronize();
-        part.CopyToCPU(ref host[0], parts);
+        CopyOut(part, host);
         double total = 0;
         foreach (var v in host) total += v;
         return total;
