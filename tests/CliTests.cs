@@ -26,7 +26,7 @@ public sealed class CliTests : IDisposable
 
     void AssertCleanFailure((int Code, string Out, string Err) r, string expected)
     {
-        Assert.NotEqual(0, r.Code);
+        Assert.Equal(2, r.Code);
         Assert.Contains(expected, r.Err);
         Assert.DoesNotContain("   at ", r.Err);      // no stack trace
         Assert.DoesNotContain("Unhandled", r.Err);
@@ -119,6 +119,25 @@ public sealed class CliTests : IDisposable
         var bytes = File.ReadAllBytes(weights);
         File.WriteAllBytes(weights, bytes[..(bytes.Length / 2)]);
         AssertCleanFailure(Cli("sample", "--checkpoint", outDir, "--max-tokens", "4", "--backend", "cpu"), "model.safetensors");
+    }
+
+    /// <summary>`fastblockdiff info &gt; /dev/full`: the write fails with ENOSPC; that is one line and exit code 2, not a crash.</summary>
+    [Fact]
+    public void StdoutOnAFullDevice()
+    {
+        if (!File.Exists("/dev/full")) Assert.Skip("needs /dev/full (Linux)");
+        string dll = Path.Combine(AppContext.BaseDirectory, "fastblockdiff.dll");
+        var psi = new ProcessStartInfo("bash") { RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add("-c");
+        psi.ArgumentList.Add("exec dotnet \"$0\" info > /dev/full");
+        psi.ArgumentList.Add(dll);
+        using var p = Process.Start(psi)!;
+        string err = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        Assert.True(p.ExitCode == 2, $"exit code {p.ExitCode}: {err}");
+        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.StartsWith("error: cannot write to standard output", lines[0]);
     }
 
     [Fact]

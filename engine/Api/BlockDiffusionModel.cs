@@ -40,12 +40,15 @@ public sealed class BlockDiffusionModel : IDisposable
     public static BlockDiffusionModel Load(string directory, string? tokenizer = null, string backend = "auto")
     {
         var config = ModelCheckpoint.LoadConfig(directory);
+        MemoryEstimate.ForInference(config, 1).EnsureFits(InferenceHint(directory));
         var tok = TokenizerFactory.Load(tokenizer ?? config.Tokenizer, config.MaskId);
         if (tok.ModelVocabSize > config.VocabSize)
             throw new UserInputException($"tokenizer '{tok.Name}' has {tok.ModelVocabSize} ids but the checkpoint's vocabulary is {config.VocabSize}");
+        // the weights file is checked against config.json before the backend allocates anything
+        var weights = ModelCheckpoint.LoadWeights(directory, config, Denoiser.BuildParameterSet(config));
         var (be, reason) = BackendChoice.Create(backend);
         var model = new Denoiser(be, config);
-        model.LoadWeights(ModelCheckpoint.LoadWeights(directory, config, model.Params));
+        model.LoadWeights(weights);
         return new BlockDiffusionModel(model, tok, reason);
     }
 
@@ -58,6 +61,8 @@ public sealed class BlockDiffusionModel : IDisposable
     /// </summary>
     public (string[] Texts, SampleResult Result) Sample(string prompt, SamplingOptions options, Action<int, string>? onText = null, CancellationToken cancel = default)
     {
+        options.Validate();
+        MemoryEstimate.ForInference(Config, options.BatchSize).EnsureFits("use a smaller --batch");
         var promptIds = Tokenizer.Encode(prompt);
         var decoders = Enumerable.Range(0, options.BatchSize).Select(_ => new IncrementalDecoder(Tokenizer)).ToArray();
         var sampler = new BlockSampler(Denoiser, Tokenizer.BosId, Tokenizer.EosId);
@@ -88,6 +93,9 @@ public sealed class BlockDiffusionModel : IDisposable
     /// </summary>
     public EvalResult Evaluate(string corpusPath, int batchSize = 8, int maxSequences = 0, bool allRows = false, ulong seed = 1234)
     {
+        if (batchSize <= 0) throw new UserInputException($"--batch-size must be positive, got {batchSize}");
+        if (maxSequences < 0) throw new UserInputException($"--max-sequences must be ≥ 0 (0 = all), got {maxSequences}");
+        MemoryEstimate.ForInference(Config, batchSize).EnsureFits("use a smaller --batch-size");
         var data = TokenDataset.FromCorpus(corpusPath, Tokenizer, Config.ModelLength);
         IEnumerable<int> rowIds = allRows ? Enumerable.Range(0, data.RowCount) : data.ValidRows;
         if (maxSequences > 0) rowIds = rowIds.Take(maxSequences);
@@ -96,6 +104,9 @@ public sealed class BlockDiffusionModel : IDisposable
     }
 
     public void Dispose() => Backend.Dispose();
+
+    static string InferenceHint(string directory) =>
+        $"check hidden_dim, n_blocks, model_length and vocab_size in {Path.Combine(directory, ModelCheckpoint.ConfigFile)}";
 
     /// <summary>Decodes a growing token list and returns only the new text (BPE pieces may merge across blocks).</summary>
     sealed class IncrementalDecoder(ITextTokenizer tokenizer)

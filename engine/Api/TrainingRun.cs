@@ -30,6 +30,8 @@ public sealed record TrainingRequest
     public double ValidFraction { get; init; } = 0.05;
     public string Backend { get; init; } = "auto";
     public bool Resume { get; init; }
+    /// <summary>Replace a checkpoint already in <see cref="OutputDirectory"/> (without it, or <see cref="Resume"/>, such a directory is refused).</summary>
+    public bool Overwrite { get; init; }
     public TrainOptions Options { get; init; } = new();
 }
 
@@ -58,10 +60,12 @@ public static class TrainingRun
         observer ??= new TrainingObserver();
         void Say(string s) => observer.OnMessage?.Invoke(s);
         req.Options.Validate();
-        if (req.SeqLen <= 0 || req.BlockSize <= 0) throw new UserInputException($"--seq-len ({req.SeqLen}) and --block-size ({req.BlockSize}) must be positive");
-        if (req.SeqLen % req.BlockSize != 0) throw new UserInputException($"sequence length {req.SeqLen} is not divisible by block size {req.BlockSize}");
+        ValidateShape(req);
         new NoiseSchedule(req.ScheduleMin, req.ScheduleMax).Validate();
         if (!File.Exists(req.DataPath) && !Directory.Exists(req.DataPath)) throw new UserInputException($"corpus '{req.DataPath}' does not exist");
+        if (File.Exists(req.DataPath)) InputFile.RequireRegular(req.DataPath, "corpus");
+        if (!req.Resume && !req.Overwrite && HoldsCheckpoint(req.OutputDirectory))
+            throw new UserInputException($"--out '{req.OutputDirectory}' already holds a checkpoint: add --resume to continue it, --overwrite to replace it, or choose another --out");
 
         var tokenizer = TokenizerFactory.Load(req.Tokenizer);
         ModelConfig config;
@@ -73,6 +77,7 @@ public static class TrainingRun
             config = ModelCheckpoint.LoadConfig(req.OutputDirectory);
             if (config.ModelLength != req.SeqLen || config.BlockSize != req.BlockSize)
                 throw new UserInputException($"--resume: checkpoint has L={config.ModelLength}, L'={config.BlockSize} but the command asks for L={req.SeqLen}, L'={req.BlockSize}: checkpoint of another shape");
+            MemoryEstimate.ForTraining(config, req.Options.BatchSize).EnsureFits(TrainingHint);
             tokenizer = TokenizerFactory.Load(config.Tokenizer, config.MaskId);
             resumeState = TrainingCheckpoint.Load(req.OutputDirectory);
         }
@@ -80,6 +85,9 @@ public static class TrainingRun
         {
             config = BuildConfig(req, tokenizer);
         }
+        long parameters = MemoryEstimate.ParameterCount(config);
+        WritableLocation.RequireDirectory(req.OutputDirectory, "--out", CheckpointBytes(parameters));
+        WritableLocation.RequireDirectory(TokenCacheDirectory(), "token cache directory (set XDG_CACHE_HOME to move it)", CorpusBytes(req.DataPath));
 
         var (backend, reason) = BackendChoice.Create(req.Backend);
         Say($"backend {reason}");
@@ -146,6 +154,43 @@ public static class TrainingRun
         Path.Combine(Environment.GetEnvironmentVariable("XDG_CACHE_HOME") is { Length: > 0 } x ? x
             : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache"), "fastblockdiff", "tokens");
 
+    const string TrainingHint = "use a smaller --hidden-dim, --layers, --seq-len, --batch-size or vocabulary";
+
+    static void ValidateShape(TrainingRequest req)
+    {
+        static void Require(bool ok, string message) { if (!ok) throw new UserInputException(message); }
+        Require(req.SeqLen >= 3, $"--seq-len must be at least 3 (BOS, one token, EOS), got {req.SeqLen}");
+        Require(req.BlockSize > 0 && req.BlockSize <= req.SeqLen, $"--block-size must be in [1, --seq-len = {req.SeqLen}], got {req.BlockSize}");
+        Require(req.SeqLen % req.BlockSize == 0, $"sequence length {req.SeqLen} is not divisible by block size {req.BlockSize}");
+        Require(req.ModelSize is "custom" || ModelConfig.SizeNames.Contains(req.ModelSize), $"--model '{req.ModelSize}': use tiny, small or custom");
+        Require(req.HiddenDim is null or > 0, $"--hidden-dim must be positive, got {req.HiddenDim}");
+        Require(req.Layers is null or > 0, $"--layers must be positive, got {req.Layers}");
+        Require(req.Heads is null or > 0, $"--heads must be positive, got {req.Heads}");
+        Require(req.Dropout is >= 0f and < 1f, $"--dropout must be in [0, 1), got {req.Dropout}");
+        Require(req.ValidFraction is >= 0 and < 1, $"validation fraction must be in [0, 1), got {req.ValidFraction}");
+    }
+
+    /// <summary>A directory holding any file of a checkpoint (model or training state).</summary>
+    static bool HoldsCheckpoint(string dir) =>
+        Directory.Exists(dir) && new[] { ModelCheckpoint.ConfigFile, ModelCheckpoint.WeightsFile, TrainingCheckpoint.StateFile }
+            .Any(f => File.Exists(Path.Combine(dir, f)));
+
+    /// <summary>model.safetensors (EMA weights) and training_state.safetensors (weights, two moments, EMA), with headroom for headers and logs.</summary>
+    static long CheckpointBytes(long parameters) => 5 * 4 * parameters + (1 << 20);
+
+    /// <summary>The token cache holds at most one 4-byte id per corpus byte (and an EOS per document).</summary>
+    static long CorpusBytes(string path)
+    {
+        try
+        {
+            long bytes = Directory.Exists(path)
+                ? new DirectoryInfo(path).EnumerateFiles("*.txt", SearchOption.AllDirectories).Sum(f => f.Length)
+                : new FileInfo(path).Length;
+            return 4 * bytes + 4096;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return 0; }
+    }
+
     static ModelConfig BuildConfig(TrainingRequest req, ITextTokenizer tok)
     {
         int vocab = tok.ModelVocabSize;
@@ -163,6 +208,7 @@ public static class TrainingRun
             };
         c = c with { Dropout = req.Dropout, Tokenizer = tok.Describe().Spec, ScheduleMin = req.ScheduleMin, ScheduleMax = req.ScheduleMax };
         c.Validate();
+        MemoryEstimate.ForTraining(c, req.Options.BatchSize).EnsureFits(TrainingHint);
         return c;
     }
 

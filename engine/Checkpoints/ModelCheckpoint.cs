@@ -28,6 +28,7 @@ public static class ModelCheckpoint
         if (!Directory.Exists(dir)) throw new UserInputException($"checkpoint directory '{dir}' does not exist");
         string path = Path.Combine(dir, ConfigFile);
         if (!File.Exists(path)) throw new UserInputException($"checkpoint '{dir}' has no {ConfigFile}");
+        InputFile.RequireRegular(path, "checkpoint config");
         return ModelConfig.FromJson(File.ReadAllText(path), path);
     }
 
@@ -37,15 +38,21 @@ public static class ModelCheckpoint
         string path = Path.Combine(dir, WeightsFile);
         if (!File.Exists(path)) throw new UserInputException($"checkpoint '{dir}' has no {WeightsFile}");
         using var file = SafetensorsFile.Read(path);
-        var flat = new float[parameters.Count];
-        foreach (var p in parameters.Infos)
+        var keys = new List<string>(parameters.Infos.Count);
+        foreach (var p in parameters.Infos)   // every name and shape first: nothing is allocated for a file that does not match
         {
             string key = file.Contains(Prefix + p.Name) ? Prefix + p.Name : file.Contains(p.Name) ? p.Name
                 : throw new UserInputException($"{path}: missing tensor '{Prefix + p.Name}' (is this a BD3-LM DiT checkpoint with {config.Layers} blocks?)");
             var info = file[key];
-            if (!info.Shape.Select(d => (int)d).SequenceEqual(p.Shape))
+            if (!info.Shape.SequenceEqual(p.Shape.Select(d => (long)d)))
                 throw new UserInputException($"{path}: tensor '{key}' has shape [{string.Join(",", info.Shape)}] but config.json implies [{string.Join(",", p.Shape)}]: checkpoint of another shape");
-            file.ReadFloat32(key).CopyTo(flat.AsSpan(p.Offset, p.Length));
+            keys.Add(key);
+        }
+        var flat = new float[parameters.Count];
+        for (int i = 0; i < keys.Count; i++)
+        {
+            var p = parameters.Infos[i];
+            file.ReadFloat32(keys[i]).CopyTo(flat.AsSpan(p.Offset, p.Length));
         }
         return flat;
     }

@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using FastBlockDiff.Engine.Formats;
 
 namespace FastBlockDiff.Engine.Data;
 
@@ -31,6 +32,15 @@ public sealed record CorpusOptions
 /// </summary>
 public static class Corpus
 {
+    /// <summary>Checks, without reading it, that <paramref name="path"/> is a corpus: an existing folder, or a regular file (no FIFO or device).</summary>
+    public static void RequireReadable(string path)
+    {
+        if (Directory.Exists(path)) return;
+        if (!File.Exists(path))
+            throw new UserInputException($"corpus '{path}' does not exist (expected a text file, a folder of *.txt files or a .jsonl file)");
+        InputFile.RequireRegular(path, "corpus");
+    }
+
     public static List<string> ReadDocuments(string path, CorpusOptions? options = null)
     {
         options ??= new CorpusOptions();
@@ -41,10 +51,12 @@ public static class Corpus
                 .Select(f => (rel: System.IO.Path.GetRelativePath(path, f).Replace('\\', '/'), full: f))
                 .OrderBy(x => x.rel, StringComparer.Ordinal).ToList();
             if (files.Count == 0) throw new UserInputException($"corpus folder '{path}' contains no *.txt files");
+            foreach (var f in files) InputFile.RequireRegular(f.full, "corpus file");
             foreach (var f in files) docs.AddRange(ReadTextFile(f.full, options.Split));
         }
         else if (File.Exists(path))
         {
+            InputFile.RequireRegular(path, "corpus");
             string ext = System.IO.Path.GetExtension(path).ToLowerInvariant();
             if (ext is ".jsonl" or ".json" or ".ndjson") docs.AddRange(ReadJsonl(path, options.JsonField));
             else docs.AddRange(ReadTextFile(path, options.Split));
@@ -57,10 +69,7 @@ public static class Corpus
 
     public static IEnumerable<string> ReadTextFile(string file, TextSplit split)
     {
-        string text;
-        try { text = File.ReadAllText(file, Encoding.UTF8); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        { throw new UserInputException($"cannot read corpus file '{file}': {e.Message}", e); }
+        string text = ReadBounded(file);
         text = text.Replace("\r\n", "\n");
         switch (split)
         {
@@ -90,10 +99,42 @@ public static class Corpus
         }
     }
 
+    /// <summary>Largest corpus file read (one .txt file becomes one string): split bigger corpora into a folder of files.</summary>
+    public const long MaxFileBytes = 1L << 30;
+
+    /// <summary>Reads a whole text file as UTF-8, refusing special files and stopping at <see cref="MaxFileBytes"/> even when the file keeps growing.</summary>
+    static string ReadBounded(string file)
+    {
+        InputFile.RequireRegular(file, "corpus file");
+        try
+        {
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+            if (stream.CanSeek && stream.Length > MaxFileBytes) throw TooLarge(file);
+            var bytes = new MemoryStream();
+            var buffer = new byte[1 << 16];
+            int n;
+            while ((n = stream.Read(buffer)) > 0)
+            {
+                if (bytes.Length + n > MaxFileBytes) throw TooLarge(file);
+                bytes.Write(buffer, 0, n);
+            }
+            var span = bytes.GetBuffer().AsSpan(0, (int)bytes.Length);
+            if (span.StartsWith(Encoding.UTF8.Preamble)) span = span[Encoding.UTF8.Preamble.Length..];
+            return Encoding.UTF8.GetString(span);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        { throw new UserInputException($"cannot read corpus file '{file}': {e.Message}", e); }
+    }
+
+    static UserInputException TooLarge(string file) =>
+        new($"corpus file '{file}' is larger than {MaxFileBytes >> 30} GB, the limit for one file: split it into a folder of *.txt files or JSONL");
+
     public static IEnumerable<string> ReadJsonl(string file, string field = "text")
     {
         int lineNo = 0;
         IEnumerable<string> lines;
+        InputFile.RequireRegular(file, "corpus file");
+        if (new FileInfo(file).Length > MaxFileBytes) throw TooLarge(file);
         try { lines = File.ReadLines(file, Encoding.UTF8); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         { throw new UserInputException($"cannot read corpus file '{file}': {e.Message}", e); }
@@ -112,6 +153,10 @@ public static class Corpus
                 if (v.ValueKind != JsonValueKind.String)
                     throw new UserInputException($"corpus file '{file}', line {lineNo}: field \"{field}\" is not a string");
                 text = v.GetString();
+            }
+            catch (InvalidOperationException e)   // an escaped lone surrogate such as "\ud800" is not text
+            {
+                throw new UserInputException($"corpus file '{file}', line {lineNo}: field \"{field}\" is not valid Unicode text ({e.Message.TrimEnd('.')})", e);
             }
             catch (JsonException e)
             {

@@ -134,6 +134,7 @@ public sealed class TokenDataset
         {
             cacheFile = Path.Combine(cacheDir, $"tokens-{CacheKey(corpusPath, tokenizer, options)}.bin");
             stream = TryReadCache(cacheFile);
+            if (stream != null) RequireIdsInVocabulary(stream, tokenizer, $"token cache '{cacheFile}'", "it is corrupt: delete it and run again");
         }
         if (stream == null)
         {
@@ -146,6 +147,15 @@ public sealed class TokenDataset
             }
         }
         return FromStream(stream, tokenizer, seqLen, validFraction, splitSeed);
+    }
+
+    /// <summary>Refuses a stream holding an id the model has no embedding row for, or the MASK id, before it reaches a kernel.</summary>
+    public static void RequireIdsInVocabulary(ReadOnlySpan<int> stream, ITextTokenizer tokenizer, string source, string advice)
+    {
+        int vocab = tokenizer.ModelVocabSize, mask = tokenizer.MaskId;
+        for (int i = 0; i < stream.Length; i++)
+            if ((uint)stream[i] >= (uint)vocab || stream[i] == mask)
+                throw new UserInputException($"{source} holds token id {stream[i]} at position {i}, outside the vocabulary [0, {vocab}) of tokenizer {tokenizer.Name} (or its MASK id {mask}): {advice}");
     }
 
     private static readonly byte[] CacheMagic = "FBDTOK1\0"u8.ToArray();

@@ -133,6 +133,17 @@ public sealed record ExperimentConfig
         Require(OutputDirectory.Length > 0, "--out is required");
         Require(File.Exists(DataPath) || Directory.Exists(DataPath), $"corpus '{DataPath}' does not exist");
         Require(SeqLen >= 4, $"sequence length {SeqLen} is too small");
+        Require(ModelSize is "custom" || Model.ModelConfig.SizeNames.Contains(ModelSize), $"--model '{ModelSize}': use tiny, small or custom");
+        Require(HiddenDim is null or > 0 && Layers is null or > 0 && Heads is null or > 0,
+            $"--hidden-dim, --layers and --heads must be positive, got {HiddenDim}, {Layers}, {Heads}");
+        Require(float.IsFinite(LearningRate) && LearningRate > 0, $"--lr must be a positive number, got {LearningRate}");
+        Require(WarmupSteps >= 0, $"warmup_steps must be ≥ 0, got {WarmupSteps}");
+        Require(LrSchedule is "constant" or "cosine", $"lr_schedule must be constant or cosine, got '{LrSchedule}'");
+        Require(Dropout is >= 0f and < 1f, $"dropout must be in [0, 1), got {Dropout}");
+        Require(MinGridWidth is >= 0f and <= 1f, $"min_grid_width must be in [0, 1], got {MinGridWidth}");
+        Require(SampleStepsPerBlock >= 0 && SampleTopP is > 0f and <= 1f && SampleEntropyWindow > 0
+            && float.IsFinite(SampleEntropyThreshold) && SampleEntropyThreshold >= 0,
+            "sample_steps_per_block ≥ 0, sample_top_p in (0, 1], sample_entropy_window > 0 and sample_entropy_threshold ≥ 0 are required");
         Require(StepsPerModel > 0 && BatchSize > 0, "steps and batch size must be positive");
         Require(TokenBudget is null or > 0, "token budget must be positive");
         foreach (var b in BlockSizes) Require(b > 0 && SeqLen % b == 0, $"block size {b} does not divide L={SeqLen}");
@@ -143,6 +154,8 @@ public sealed record ExperimentConfig
         Require(AblationClipped.Length == 2 && AblationClipped[0] >= 0 && AblationClipped[0] < AblationClipped[1] && AblationClipped[1] <= 1,
             "ablation_clipped must be [β, ω] with 0 ≤ β < ω ≤ 1");
         Require(EvalSequences >= 0 && EvalBatchSize > 0 && AblationSequences > 0 && ScheduleSearchSequences > 0, "evaluation sizes must be positive");
-        Require(Samples >= 0 && SampleMaxTokens > 0, "samples must be ≥ 0 and sample_max_tokens positive");
+        Require(Samples >= 0 && SampleMaxTokens > 0, $"--samples must be ≥ 0 and --sample-max-tokens positive, got {Samples} and {SampleMaxTokens}");
+        Require(AblationBlockSize >= 0, $"--ablation-block-size must be ≥ 0 (0 = none), got {AblationBlockSize}");
+        Require(EvalSequences >= 0, $"--eval-sequences must be ≥ 0 (0 = the whole split), got {EvalSequences}");
     }
 }

@@ -39,11 +39,19 @@ public static class ExperimentRunner
         observer ??= new ExperimentObserver();
         void Say(string s) => observer.OnMessage?.Invoke(s);
         cfg.Validate();
+        if (File.Exists(cfg.DataPath)) InputFile.RequireRegular(cfg.DataPath, "corpus");
+        var tokenizer = TokenizerFactory.Load(cfg.Tokenizer);
+        var largest = BuildConfig(cfg, tokenizer, cfg.SeqLen);
+        largest.Validate();
+        var need = MemoryEstimate.ForTraining(largest, Math.Max(cfg.BatchSize, cfg.EvalBatchSize));
+        need.EnsureFits("use a smaller --hidden-dim, --layers, --seq-len or --batch-size");
+        // every model's checkpoint (5 copies of the weights at most) plus plots and tables
+        long checkpoints = Plan(cfg).Count * 5L * 4 * need.Parameters + (16 << 20);
+        WritableLocation.RequireDirectory(cfg.OutputDirectory, "--out", checkpoints);
         var total = Stopwatch.StartNew();
         Directory.CreateDirectory(cfg.OutputDirectory);
         AtomicFile.WriteAllText(Path.Combine(cfg.OutputDirectory, "config.json"), cfg.ToJson());
 
-        var tokenizer = TokenizerFactory.Load(cfg.Tokenizer);
         var (backend, reason) = BackendChoice.Create(cfg.Backend);
         Say($"backend {reason}");
         var data = TokenDataset.FromCorpus(cfg.DataPath, tokenizer, cfg.SeqLen, ExperimentConfig.ValidFraction, cacheDir: TrainingRun.TokenCacheDirectory());

@@ -47,7 +47,8 @@ public sealed class BlockSampler
         var done = new StopReason?[bs];
         var finalLength = new int[bs];   // a stopped sequence keeps being computed with the batch; its output ends here
         int generated = 0, nfe = 0, cachePasses = 0;
-        _model.Rotary.EnsureCapacity(prefix.Count + options.MaxTokens + lb);
+        // rotary tables grow with the positions reached, block by block, not with MaxTokens up front
+        _model.Rotary.EnsureCapacity(prefix.Count + lb);
 
         var cache = options.UseKvCache ? new KvCache(_b, _c, bs, _c.ModelLength) : null;
         int committed = prefix.Count / lb * lb;   // tokens already in whole blocks
@@ -73,6 +74,7 @@ public sealed class BlockSampler
                 for (int s = 0; s < bs; s++) done[s] ??= StopReason.Cancelled;
                 break;
             }
+            _model.Rotary.EnsureCapacity(committed + lb);
             // block = prompt remainder (fixed) + masks
             for (int s = 0; s < bs; s++)
                 for (int i = 0; i < lb; i++)

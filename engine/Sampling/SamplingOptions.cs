@@ -32,12 +32,16 @@ public sealed record SamplingOptions
 
     public void Validate()
     {
-        if (MaxTokens <= 0) throw new UserInputException($"--max-tokens must be positive, got {MaxTokens}");
-        if (StepsPerBlock < 0) throw new UserInputException($"--steps must be ≥ 0, got {StepsPerBlock}");
-        if (!(TopP > 0 && TopP <= 1)) throw new UserInputException($"--top-p must be in (0, 1], got {TopP}");
-        if (Temperature < 0) throw new UserInputException($"--temperature must be ≥ 0, got {Temperature}");
-        if (BatchSize <= 0) throw new UserInputException($"--batch must be positive, got {BatchSize}");
-        if (ConfidenceThreshold is <= 0 or > 1) throw new UserInputException($"--confidence must be in (0, 1], got {ConfidenceThreshold}");
+        static void Require(bool ok, string message) { if (!ok) throw new UserInputException(message); }
+        Require(MaxTokens > 0, $"--max-tokens must be positive, got {MaxTokens}");
+        Require(StepsPerBlock >= 0, $"--steps must be ≥ 0 (0 = the block size), got {StepsPerBlock}");
+        Require(TopP is > 0f and <= 1f, $"--top-p must be in (0, 1], got {TopP}");
+        Require(float.IsFinite(Temperature) && Temperature >= 0, $"--temperature must be a number ≥ 0, got {Temperature}");
+        Require(BatchSize > 0, $"--batch must be positive, got {BatchSize}");
+        Require(ConfidenceThreshold is > 0f and <= 1f, $"--confidence must be in (0, 1], got {ConfidenceThreshold}");
+        Require(EntropyThreshold is null || (float.IsFinite(EntropyThreshold.Value) && EntropyThreshold >= 0),
+            $"--entropy-stop must be a number ≥ 0 nats (0 = never), got {EntropyThreshold}");
+        Require(EntropyWindow > 0, $"entropy window must be positive, got {EntropyWindow}");
     }
 }
 

@@ -105,6 +105,8 @@ public sealed class BpeTokenizer : ITextTokenizer
     {
         if (!File.Exists(vocabJson)) throw new UserInputException($"GPT-2 tokenizer: vocabulary file '{vocabJson}' does not exist");
         if (!File.Exists(mergesTxt)) throw new UserInputException($"GPT-2 tokenizer: merges file '{mergesTxt}' does not exist");
+        RequireTokenizerFile(vocabJson, "GPT-2 vocabulary file");
+        RequireTokenizerFile(mergesTxt, "GPT-2 merges file");
         spec ??= $"gpt2:{Path.GetDirectoryName(Path.GetFullPath(vocabJson))}";
 
         int maxId = -1; int? eot = null; int count = 0;
@@ -115,8 +117,8 @@ public sealed class BpeTokenizer : ITextTokenizer
                 throw new UserInputException($"GPT-2 tokenizer: '{vocabJson}' must be a JSON object mapping token strings to ids");
             foreach (var p in doc.RootElement.EnumerateObject())
             {
-                if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0)
-                    throw new UserInputException($"GPT-2 tokenizer: '{vocabJson}': token {JsonSerializer.Serialize(p.Name)} has a value that is not a non-negative integer id");
+                if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0 || id > MaxTokenId)
+                    throw new UserInputException($"GPT-2 tokenizer: '{vocabJson}': token {JsonSerializer.Serialize(p.Name)} has a value that is not an integer id in [0, {MaxTokenId}]");
                 maxId = Math.Max(maxId, id); count++;
                 if (p.Name == EndOfText) eot = id;
             }
@@ -124,6 +126,10 @@ public sealed class BpeTokenizer : ITextTokenizer
         catch (JsonException e)
         {
             throw new UserInputException($"GPT-2 tokenizer: '{vocabJson}' is not valid JSON: {e.Message}", e);
+        }
+        catch (InvalidOperationException e)   // a token written with a lone surrogate escape
+        {
+            throw new UserInputException($"GPT-2 tokenizer: '{vocabJson}' holds a token that is not valid Unicode text: {e.Message}", e);
         }
         if (count == 0) throw new UserInputException($"GPT-2 tokenizer: '{vocabJson}' holds no tokens");
 
@@ -159,7 +165,8 @@ public sealed class BpeTokenizer : ITextTokenizer
     public static BpeTokenizer FromTiktokenFile(string path, int? maskId = null)
     {
         if (!File.Exists(path)) throw new UserInputException($"tiktoken file '{path}' does not exist");
-        int maxRank = ScanTiktokenFile(path);
+        RequireTokenizerFile(path, "tiktoken file");
+        var (maxRank, ranks) = ScanTiktokenFile(path);
         string file = Path.GetFileName(path).ToLowerInvariant();
         string? model = file.StartsWith("cl100k_base") ? "gpt-4"
                       : file.StartsWith("o200k_base") ? "gpt-4o"
@@ -172,13 +179,14 @@ public sealed class BpeTokenizer : ITextTokenizer
         {
             if (model != null)
             {
-                using var stream = File.OpenRead(path);
+                using var stream = new MemoryStream(ranks);
                 inner = TiktokenTokenizer.CreateForModel(model, stream);
             }
             else
             {
                 var specials = new Dictionary<string, int> { [EndOfText] = maxRank + 1 };
-                inner = TiktokenTokenizer.Create(path, new RegexPreTokenizer(new Regex(Cl100kPattern, RegexOptions.Compiled), specials), null, specials);
+                using var stream = new MemoryStream(ranks);
+                inner = TiktokenTokenizer.Create(stream, new RegexPreTokenizer(new Regex(Cl100kPattern, RegexOptions.Compiled), specials), null, specials);
             }
         }
         catch (Exception e) when (e is not UserInputException)
@@ -210,23 +218,51 @@ public sealed class BpeTokenizer : ITextTokenizer
         return new BpeTokenizer(inner, name, maxId + 1, eos, specials, maskId, kind, files, spec);
     }
 
-    /// <summary>Validates every line of a tiktoken file and returns the largest rank.</summary>
-    private static int ScanTiktokenFile(string path)
+    /// <summary>Largest token id a tokenizer file may name; the model's embedding has one row per id, so larger ids are memory bombs.</summary>
+    public const int MaxTokenId = 1 << 24;
+
+    /// <summary>Largest tokenizer file read (the biggest real ones, o200k, are a few MB).</summary>
+    const long MaxFileBytes = 256L << 20;
+
+    static void RequireTokenizerFile(string path, string what)
+    {
+        Formats.InputFile.RequireRegular(path, what);
+        long length = new FileInfo(path).Length;
+        if (length > MaxFileBytes)
+            throw new UserInputException($"{what} '{path}' is {length >> 20} MB; tokenizer files are at most {MaxFileBytes >> 20} MB");
+    }
+
+    /// <summary>
+    /// Validates every line of a tiktoken file and returns the largest rank and the file's lines, blank lines and
+    /// '\r' removed: Microsoft.ML.Tokenizers 2.0.1 never returns from a rank file that ends with a blank line.
+    /// </summary>
+    private static (int MaxRank, byte[] Clean) ScanTiktokenFile(string path)
     {
         int maxRank = -1, lineNo = 0;
-        byte[] buf = new byte[1024];
-        foreach (var line in File.ReadLines(path))
+        var clean = new StringBuilder();
+        var seen = new HashSet<int>();
+        IEnumerable<string> lines;
+        try { lines = File.ReadLines(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        { throw new UserInputException($"cannot read tiktoken file '{path}': {e.Message}", e); }
+        foreach (var raw in lines)
         {
             lineNo++;
-            if (line.Length == 0) continue;
+            string line = raw.TrimEnd('\r');
+            if (line.Trim().Length == 0) continue;
             int sp = line.IndexOf(' ');
             if (sp <= 0 || !int.TryParse(line.AsSpan(sp + 1), System.Globalization.NumberStyles.None, null, out int rank))
                 throw new UserInputException($"tiktoken file '{path}', line {lineNo}: expected \"<base64 token> <rank>\"");
-            if (!Base64.IsValid(line.AsSpan(0, sp)))
-                throw new UserInputException($"tiktoken file '{path}', line {lineNo}: token is not valid base64");
+            if (!Base64.IsValid(line.AsSpan(0, sp), out int decoded) || decoded == 0)
+                throw new UserInputException($"tiktoken file '{path}', line {lineNo}: token is not valid, non-empty base64");
+            if (rank > MaxTokenId)
+                throw new UserInputException($"tiktoken file '{path}', line {lineNo}: rank {rank} is above {MaxTokenId}, the largest vocabulary supported");
+            if (!seen.Add(rank))
+                throw new UserInputException($"tiktoken file '{path}', line {lineNo}: rank {rank} appears twice");
             maxRank = Math.Max(maxRank, rank);
+            clean.Append(line).Append('\n');
         }
         if (maxRank < 0) throw new UserInputException($"tiktoken file '{path}' holds no tokens");
-        return maxRank;
+        return (maxRank, Encoding.UTF8.GetBytes(clean.ToString()));
     }
 }

@@ -29,12 +29,23 @@ public sealed record TrainOptions
 
     public void Validate()
     {
-        if (Steps <= 0) throw new UserInputException($"--steps must be positive, got {Steps}");
-        if (BatchSize <= 0) throw new UserInputException($"--batch-size must be positive, got {BatchSize}");
-        if (!(LearningRate > 0)) throw new UserInputException($"--lr must be positive, got {LearningRate}");
-        if (LrSchedule is not ("constant" or "cosine")) throw new UserInputException($"--lr-schedule must be constant or cosine, got '{LrSchedule}'");
-        if (GradClip < 0) throw new UserInputException($"--grad-clip must be ≥ 0, got {GradClip}");
-        if (EmaDecay is < 0 or >= 1) throw new UserInputException($"--ema must be in [0, 1), got {EmaDecay}");
+        static void Require(bool ok, string message) { if (!ok) throw new UserInputException(message); }
+        Require(Steps > 0, $"--steps must be positive, got {Steps}");
+        Require(BatchSize > 0, $"--batch-size must be positive, got {BatchSize}");
+        Require(float.IsFinite(LearningRate) && LearningRate > 0, $"--lr must be a positive number, got {LearningRate}");
+        Require(WarmupSteps >= 0, $"--warmup must be ≥ 0 steps, got {WarmupSteps}");
+        Require(LrSchedule is "constant" or "cosine", $"--lr-schedule must be constant or cosine, got '{LrSchedule}'");
+        Require(float.IsFinite(MinLearningRate) && MinLearningRate >= 0, $"minimum learning rate must be ≥ 0, got {MinLearningRate}");
+        Require(Beta1 is >= 0f and < 1f && Beta2 is >= 0f and < 1f, $"Adam betas must be in [0, 1), got ({Beta1}, {Beta2})");
+        Require(float.IsFinite(Epsilon) && Epsilon > 0, $"Adam epsilon must be positive, got {Epsilon}");
+        Require(float.IsFinite(WeightDecay) && WeightDecay >= 0, $"--weight-decay must be a number ≥ 0, got {WeightDecay}");
+        Require(float.IsFinite(GradClip) && GradClip >= 0, $"--grad-clip must be a number ≥ 0 (0 = no clipping), got {GradClip}");
+        Require(EmaDecay is >= 0f and < 1f, $"--ema must be in [0, 1), got {EmaDecay}");
+        Require(EvalEvery >= 0, $"--eval-every must be ≥ 0 steps (0 = only at the end), got {EvalEvery}");
+        Require(EvalBatches > 0, $"evaluation batches must be positive, got {EvalBatches}");
+        Require(FinalEvalSequences >= 0, $"final evaluation sequences must be ≥ 0 (0 = all), got {FinalEvalSequences}");
+        Require(CheckpointEvery >= 0, $"--checkpoint-every must be ≥ 0 steps (0 = only at the end), got {CheckpointEvery}");
+        Require(ScheduleSearchEvery >= 0, $"--schedule-search-every must be ≥ 0 steps (0 = never), got {ScheduleSearchEvery}");
     }
 
     public float LearningRateAt(int step)

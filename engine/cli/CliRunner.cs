@@ -2,10 +2,14 @@ using FastBlockDiff.Engine;
 
 namespace FastBlockDiff.Cli;
 
-/// <summary>Runs a command body and turns failures into one line on stderr and a non-zero exit code.</summary>
+/// <summary>
+/// Runs a command body and turns failures into exit codes: bad input (<see cref="UserInputException"/>) is one
+/// line "error: ..." on stderr and exit code 2; any other exception is a bug, printed in full with what to report,
+/// and exit code 70 (EX_SOFTWARE).
+/// </summary>
 static class CliRunner
 {
-    public const int UserError = 2, InternalError = 1;
+    public const int UserError = 2, InternalError = 70;
 
     public static int Run(Func<CancellationToken, int> body)
     {
@@ -19,13 +23,23 @@ static class CliRunner
         };
         Console.CancelKeyPress += onCancel;
         try { return body(cts.Token); }
-        catch (UserInputException e) { Console.Error.WriteLine($"error: {e.Message}"); return UserError; }
-        catch (Exception e) when (Environment.GetEnvironmentVariable("FASTBLOCKDIFF_DEBUG") != "1")
+        catch (UserInputException e)
         {
-            Console.Error.WriteLine($"error: {e.GetType().Name}: {e.Message}");
-            Console.Error.WriteLine("(set FASTBLOCKDIFF_DEBUG=1 for the stack trace)");
+            Console.Error.WriteLine($"error: {OneLine(e.Message)}");
+            if (Environment.GetEnvironmentVariable("FASTBLOCKDIFF_DEBUG") == "1") Console.Error.WriteLine(e);
+            return UserError;
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"internal error (a bug in FastBlockDiff, not in your input): {e.GetType().Name}: {OneLine(e.Message)}");
+            Console.Error.WriteLine(e);
+            Console.Error.WriteLine("Please report it as an issue of the FastBlockDiff project with: the full command line, the output of " +
+                "`fastblockdiff info`, this whole message including the stack trace above, and if you can the input files it needs.");
             return InternalError;
         }
         finally { Console.CancelKeyPress -= onCancel; }
     }
+
+    /// <summary>Messages quoting file contents may hold line breaks; the error stays one line.</summary>
+    static string OneLine(string message) => message.ReplaceLineEndings(" ");
 }

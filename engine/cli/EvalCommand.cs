@@ -18,6 +18,9 @@ static class EvalCommand
         var cmd = new Command("eval", "validation NELBO and perplexity (t ~ U[1e-3, 1])") { ckpt, data, all, max, batch, tokenizer, backend };
         cmd.SetAction(r => CliRunner.Run(_ =>
         {
+            if (r.GetValue(batch) <= 0) throw new UserInputException($"--batch-size must be positive, got {r.GetValue(batch)}");
+            if (r.GetValue(max) < 0) throw new UserInputException($"--max-sequences must be ≥ 0 (0 = all), got {r.GetValue(max)}");
+            Engine.Data.Corpus.RequireReadable(r.GetValue(data)!);
             using var model = BlockDiffusionModel.Load(r.GetValue(ckpt)!, r.GetValue(tokenizer), r.GetValue(backend)!);
             Console.Error.WriteLine($"backend {model.BackendReason}");
             var e = model.Evaluate(r.GetValue(data)!, r.GetValue(batch), r.GetValue(max), r.GetValue(all));

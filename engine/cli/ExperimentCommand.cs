@@ -82,7 +82,7 @@ public static class ExperimentCommand
     static int[] ParseList(string s)
     {
         try { return [.. s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(x => int.Parse(x, CultureInfo.InvariantCulture))]; }
-        catch (FormatException) { throw new UserInputException($"--block-sizes '{s}': expected comma-separated integers such as 4,8,16"); }
+        catch (Exception e) when (e is FormatException or OverflowException) { throw new UserInputException($"--block-sizes '{s}': expected comma-separated integers such as 4,8,16"); }
     }
 }
 

@@ -42,6 +42,7 @@ static class SampleCommand
                 UseKvCache = !r.GetValue(noCache), StopOnEos = !r.GetValue(noEos), EntropyThreshold = r.GetValue(entropy),
             };
             opts.Validate();
+            Engine.Model.MemoryEstimate.ForInference(Engine.Checkpoints.ModelCheckpoint.LoadConfig(r.GetValue(ckpt)!), opts.BatchSize).EnsureFits("use a smaller --batch");
             using var model = BlockDiffusionModel.Load(r.GetValue(ckpt)!, r.GetValue(tokenizer), r.GetValue(backend)!);
             Console.Error.WriteLine($"backend {model.BackendReason}; L={model.Config.ModelLength}, L'={model.Config.BlockSize}, sampler {kind}, KV cache {(opts.UseKvCache ? "on" : "off")}");
             string p = r.GetValue(prompt)!;

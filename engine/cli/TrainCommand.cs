@@ -18,6 +18,7 @@ static class TrainCommand
         var outDir = new Option<string>("--out") { Description = "output directory", Required = true };
         var backend = new Option<string>("--backend") { Description = "auto, cpu, cuda or ilgpu", DefaultValueFactory = _ => "auto" };
         var resume = new Option<bool>("--resume") { Description = "continue from the training state in --out" };
+        var overwrite = new Option<bool>("--overwrite") { Description = "replace a checkpoint already in --out" };
         var batch = new Option<int>("--batch-size") { Description = "sequences per step", DefaultValueFactory = _ => 8 };
         var lr = new Option<float>("--lr") { Description = "peak learning rate", DefaultValueFactory = _ => 3e-4f };
         var warmup = new Option<int>("--warmup") { Description = "linear warm-up steps", DefaultValueFactory = _ => 100 };
@@ -38,7 +39,7 @@ static class TrainCommand
         var heads = new Option<int?>("--heads") { Description = "custom head count" };
         var cmd = new Command("train", "train a BD3-LM")
         {
-            data, model, seqLen, blockSize, steps, outDir, backend, resume, batch, lr, warmup, lrSchedule, wd, clip, ema,
+            data, model, seqLen, blockSize, steps, outDir, backend, resume, overwrite, batch, lr, warmup, lrSchedule, wd, clip, ema,
             betaMin, betaMax, search, evalEvery, ckptEvery, tokenizer, seed, dropout, hidden, layers, heads,
         };
         cmd.SetAction(r => CliRunner.Run(cancel =>
@@ -48,7 +49,7 @@ static class TrainCommand
                 DataPath = r.GetValue(data)!, OutputDirectory = r.GetValue(outDir)!, ModelSize = r.GetValue(model)!,
                 SeqLen = r.GetValue(seqLen), BlockSize = r.GetValue(blockSize), Tokenizer = r.GetValue(tokenizer)!,
                 ScheduleMin = r.GetValue(betaMin), ScheduleMax = r.GetValue(betaMax), Dropout = r.GetValue(dropout),
-                Backend = r.GetValue(backend)!, Resume = r.GetValue(resume),
+                Backend = r.GetValue(backend)!, Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite),
                 HiddenDim = r.GetValue(hidden), Layers = r.GetValue(layers), Heads = r.GetValue(heads),
                 Options = new TrainOptions
                 {
