@@ -551,7 +551,10 @@ public class OpGradientTests
 
     // ---------------------------------------------------------------- SampleCategorical
 
-    /// <summary>softmax(logits/T) without the mask column, cut to the smallest nucleus (descending, ties by id) of mass ≥ topP, renormalised.</summary>
+    /// <summary>
+    /// softmax(logits/T) without the mask column, cut to the reference's nucleus: in descending order (ties by id) the
+    /// tokens whose cumulative mass is ≤ topP (the token that crosses topP is left out), the top token always; renormalised.
+    /// </summary>
     static double[] NucleusRef(double[] logits, int maskId, double temperature, double topP)
     {
         int v = logits.Length;
@@ -562,10 +565,10 @@ public class OpGradientTests
         if (topP < 1)
         {
             var order = Enumerable.Range(0, v).OrderByDescending(j => q[j]).ThenBy(j => j).ToArray();
-            double cum = 0; int kept = 0;
-            while (cum < topP) cum += q[order[kept++]];
+            double cum = q[order[0]]; int kept = 1;
+            while (kept < v && cum + q[order[kept]] <= topP) cum += q[order[kept++]];
             // the test must not sit on the boundary, where float and double could disagree
-            Assert.True(cum - q[order[kept - 1]] < topP - 1e-4 && cum >= topP + 1e-4, "top-p on a nucleus boundary");
+            Assert.True(kept == v || Math.Abs(cum + q[order[kept]] - topP) > 1e-4, "top-p on a nucleus boundary");
             for (int i = kept; i < v; i++) q[order[i]] = 0;
             for (int j = 0; j < v; j++) q[j] /= cum;
         }
@@ -613,6 +616,56 @@ public class OpGradientTests
         for (int j = 0; j < vocab; j++)
             Assert.True(Math.Abs(freq[j] - expect[j]) <= 5 * Math.Sqrt(expect[j] * (1 - expect[j]) / rows) + 1e-9,
                 $"token {j}: frequency {freq[j]:g5} vs {expect[j]:g5} (random uniforms)");
+    }
+
+    /// <summary>The nucleus and the draw by a full sort of the row: descending, ties by id, running mass in double.</summary>
+    static (int Token, double Prob) NucleusDrawBySort(float[] q, double topP, double u)
+    {
+        var order = Enumerable.Range(0, q.Length).Where(j => q[j] > 0).OrderByDescending(j => q[j]).ThenBy(j => j).ToArray();
+        double total = q[order[0]]; int kept = 1;
+        if (topP < 1) while (kept < order.Length && total + q[order[kept]] <= topP) total += q[order[kept++]];
+        else { total = 1; kept = order.Length; }
+        double target = u * total, acc = 0;
+        for (int i = 0; i < kept; i++)
+        {
+            acc += q[order[i]];
+            if (target < acc) return (order[i], q[order[i]] / total);
+        }
+        return (order[kept - 1], q[order[kept - 1]] / total);
+    }
+
+    [Theory]
+    [InlineData(3.0, false, 0.9f)]   // peaked: a few hundred tokens in the nucleus
+    [InlineData(0.01, false, 0.9f)]  // nearly flat: most of the vocabulary is, bucketed down to equal float bits
+    [InlineData(2.0, true, 0.7f)]    // many exactly equal probabilities: ties by id
+    [InlineData(40.0, false, 0.5f)]  // one dominant token: it alone crosses topP and alone is kept
+    [InlineData(1.0, false, 0.999f)]
+    public void SampleCategoricalNucleusOverTheGpt2VocabularyEqualsAFullSort(double scale, bool ties, float topP)
+    {
+        const int vocab = 50258, rows = 24, maskId = 50257;
+        const float temperature = 0.8f;
+        var rnd = new Random(17);
+        var logits = new float[rows * vocab];
+        for (int i = 0; i < logits.Length; i++)
+        {
+            double x = scale * Math.Sqrt(-2 * Math.Log(1 - rnd.NextDouble())) * Math.Cos(2 * Math.PI * rnd.NextDouble());
+            logits[i] = (float)(ties ? Math.Round(x) : x);
+        }
+        var u = Enumerable.Range(0, rows).Select(i => i == 0 ? 0f : i == 1 ? 0.99999f : rnd.NextSingle()).ToArray();
+        var lv = _be.AllocFloat(logits.Length); _be.Upload(lv, logits);
+        var uv = _be.AllocFloat(rows); _be.Upload(uv, u);
+        var tokens = _be.AllocInt(rows); var probs = _be.AllocFloat(rows);
+        _be.SampleCategorical(lv, rows, vocab, maskId, temperature, topP, uv, tokens, probs);
+        for (int r = 0; r < rows; r++)
+        {
+            // the same float probabilities the op computes
+            var q = new float[vocab];
+            CpuBackend.SoftMaxWithout(logits.AsSpan(r * vocab, vocab), 1f / temperature, maskId, q);
+            Assert.Equal(1.0, q.Sum(x => (double)x), 4);
+            var (token, prob) = NucleusDrawBySort(q, topP, u[r]);
+            Assert.Equal(token, CpuBackend.Span(tokens)[r]);
+            Assert.Equal(prob, CpuBackend.Span(probs)[r], 5);
+        }
     }
 
     [Fact]
