@@ -391,6 +391,40 @@ public class OpGradientTests
             Assert.Equal(0, grad.Skip(r * vocab).Take(vocab).Sum(), 5);
     }
 
+    [Fact]
+    public void SubsCrossEntropyOverTheGpt2VocabularyMatchesFloat64()
+    {
+        const int rows = 5, vocab = 50258, maskId = 50257;
+        const float gradScale = 0.5f;
+        var rnd = new Random(23);
+        var logits = Rand(rnd, rows * vocab, -4, 4);
+        for (int r = 0; r < rows; r++) logits[r * vocab + maskId] = 40;   // would dominate if not excluded
+        for (int c = 0; c < vocab; c++) logits[2 * vocab + c] += 60;      // a shifted row: exp without the max would overflow
+        var targets = new[] { 0, 17, 50256, 999, 31337 };
+        double[] weights = [1.5, 0.25, 2, 0, 1];
+        var lv = Up(logits); var loss = _be.AllocFloat(rows);
+        _be.SubsCrossEntropy(lv, Up(targets), Up(weights), loss, rows, vocab, maskId, gradScale, writeGrad: true);
+        var got = Down(lv);
+        var lossRef = new double[rows];
+        var gradRef = new double[rows * vocab];
+        for (int r = 0; r < rows; r++)
+        {
+            if (weights[r] == 0) continue;
+            var row = logits.AsSpan(r * vocab, vocab).ToArray().Select(x => (double)(float)x).ToArray();
+            double max = double.NegativeInfinity, s = 0;
+            for (int c = 0; c < vocab; c++) if (c != maskId) max = Math.Max(max, row[c]);
+            for (int c = 0; c < vocab; c++) if (c != maskId) s += Math.Exp(row[c] - max);
+            lossRef[r] = weights[r] * (max + Math.Log(s) - row[targets[r]]);
+            for (int c = 0; c < vocab; c++)
+                gradRef[r * vocab + c] = c == maskId ? 0 : gradScale * weights[r] * (Math.Exp(row[c] - max) / s - (c == targets[r] ? 1 : 0));
+        }
+        AssertRel(Down(loss), lossRef, ForwardTol, "loss");
+        for (int r = 0; r < rows; r++)
+            AssertRel(got.AsSpan(r * vocab, vocab).ToArray(), gradRef.AsSpan(r * vocab, vocab).ToArray(), ForwardTol, $"dLogits row {r}");
+        for (int r = 0; r < rows; r++) Assert.Equal(0, got[r * vocab + maskId]);
+        Assert.All(got.AsSpan(3 * vocab, vocab).ToArray(), g => Assert.Equal(0, g)); // weight-0 row
+    }
+
     // ---------------------------------------------------------------- GEMM (the transposed GEMMs of a backward)
 
     static double[] GemmRef(bool ta, bool tb, int m, int n, int k, double alpha, double[] a, double[] b, double beta, double[] c, double[]? bias)
@@ -530,6 +564,29 @@ public class OpGradientTests
             AssertRel(Down(vv), v, ForwardTol, $"v after step {t}");
             AssertRel(Down(pv), p, ForwardTol, $"param after step {t}");
             Assert.Equal(g, Down(gv)); // the gradient buffer is only read (the scale is applied on the fly)
+        }
+    }
+
+    [Theory]
+    [InlineData(37)]
+    [InlineData(40003)] // several workers, a vector tail
+    public void AdamWEmaFusedEqualsAdamWThenEma(int n)
+    {
+        var rnd = new Random(n + 1);
+        FloatView[] fused = [Up(Rand(rnd, n)), Up(Rand(rnd, n, -0.1, 0.1)), Up(Rand(rnd, n, 0, 0.01)), Up(Rand(rnd, n))]; // param, m, v, ema
+        var split = new FloatView[4];
+        for (int i = 0; i < 4; i++) { split[i] = _be.AllocFloat(n); _be.Copy(split[i], fused[i]); }
+        var gv = _be.AllocFloat(n);
+        string[] names = ["param", "m", "v", "ema"];
+        for (int t = 1; t <= 4; t++)
+        {
+            _be.Upload(gv, Rand(rnd, n, -2, 2).Select(d => (float)d).ToArray());
+            var step = new AdamWStep(3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t, t == 2 ? 0.3f : 1f); // step 2 clipped
+            float decay = 0.9f + 0.02f * t;
+            _be.AdamWEma(fused[0], gv, fused[1], fused[2], fused[3], step, decay);
+            _be.AdamW(split[0], gv, split[1], split[2], step);
+            _be.Ema(split[3], split[0], decay);
+            for (int i = 0; i < 4; i++) Assert.True(Down(fused[i]).SequenceEqual(Down(split[i])), $"{names[i]} after step {t}");
         }
     }
 
