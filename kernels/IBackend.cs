@@ -103,6 +103,15 @@ public interface IBackend : IDisposable
     /// <summary>ema = decay·ema + (1-decay)·param.</summary>
     void Ema(FloatView ema, FloatView param, float decay);
     /// <summary>
+    /// AdamW, then the EMA of the updated weights: the same result as <see cref="AdamW"/> followed by <see cref="Ema"/>,
+    /// in one pass over memory where the backend fuses them (the CPU does).
+    /// </summary>
+    void AdamWEma(FloatView param, FloatView grad, FloatView m, FloatView v, FloatView ema, AdamWStep step, float emaDecay)
+    {
+        AdamW(param, grad, m, v, step);
+        Ema(ema, param, emaDecay);
+    }
+    /// <summary>
     /// Per row: p = softmax(logits/temperature) with the mask column excluded, restricted to the smallest
     /// nucleus of mass ≥ topP and renormalised; draws a token by inverse CDF with uniforms[r] ∈ [0,1)
     /// and writes it with its (renormalised) probability.

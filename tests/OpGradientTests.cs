@@ -391,6 +391,40 @@ public class OpGradientTests
             Assert.Equal(0, grad.Skip(r * vocab).Take(vocab).Sum(), 5);
     }
 
+    [Fact]
+    public void SubsCrossEntropyOverTheGpt2VocabularyMatchesFloat64()
+    {
+        const int rows = 5, vocab = 50258, maskId = 50257;
+        const float gradScale = 0.5f;
+        var rnd = new Random(23);
+        var logits = Rand(rnd, rows * vocab, -4, 4);
+        for (int r = 0; r < rows; r++) logits[r * vocab + maskId] = 40;   // would dominate if not excluded
+        for (int c = 0; c < vocab; c++) logits[2 * vocab + c] += 60;      // a shifted row: exp without the max would overflow
+        var targets = new[] { 0, 17, 50256, 999, 31337 };
+        double[] weights = [1.5, 0.25, 2, 0, 1];
+        var lv = Up(logits); var loss = _be.AllocFloat(rows);
+        _be.SubsCrossEntropy(lv, Up(targets), Up(weights), loss, rows, vocab, maskId, gradScale, writeGrad: true);
+        var got = Down(lv);
+        var lossRef = new double[rows];
+        var gradRef = new double[rows * vocab];
+        for (int r = 0; r < rows; r++)
+        {
+            if (weights[r] == 0) continue;
+            var row = logits.AsSpan(r * vocab, vocab).ToArray().Select(x => (double)(float)x).ToArray();
+            double max = double.NegativeInfinity, s = 0;
+            for (int c = 0; c < vocab; c++) if (c != maskId) max = Math.Max(max, row[c]);
+            for (int c = 0; c < vocab; c++) if (c != maskId) s += Math.Exp(row[c] - max);
+            lossRef[r] = weights[r] * (max + Math.Log(s) - row[targets[r]]);
+            for (int c = 0; c < vocab; c++)
+                gradRef[r * vocab + c] = c == maskId ? 0 : gradScale * weights[r] * (Math.Exp(row[c] - max) / s - (c == targets[r] ? 1 : 0));
+        }
+        AssertRel(Down(loss), lossRef, ForwardTol, "loss");
+        for (int r = 0; r < rows; r++)
+            AssertRel(got.AsSpan(r * vocab, vocab).ToArray(), gradRef.AsSpan(r * vocab, vocab).ToArray(), ForwardTol, $"dLogits row {r}");
+        for (int r = 0; r < rows; r++) Assert.Equal(0, got[r * vocab + maskId]);
+        Assert.All(got.AsSpan(3 * vocab, vocab).ToArray(), g => Assert.Equal(0, g)); // weight-0 row
+    }
+
     // ---------------------------------------------------------------- GEMM (the transposed GEMMs of a backward)
 
     static double[] GemmRef(bool ta, bool tb, int m, int n, int k, double alpha, double[] a, double[] b, double beta, double[] c, double[]? bias)
@@ -533,6 +567,29 @@ public class OpGradientTests
         }
     }
 
+    [Theory]
+    [InlineData(37)]
+    [InlineData(40003)] // several workers, a vector tail
+    public void AdamWEmaFusedEqualsAdamWThenEma(int n)
+    {
+        var rnd = new Random(n + 1);
+        FloatView[] fused = [Up(Rand(rnd, n)), Up(Rand(rnd, n, -0.1, 0.1)), Up(Rand(rnd, n, 0, 0.01)), Up(Rand(rnd, n))]; // param, m, v, ema
+        var split = new FloatView[4];
+        for (int i = 0; i < 4; i++) { split[i] = _be.AllocFloat(n); _be.Copy(split[i], fused[i]); }
+        var gv = _be.AllocFloat(n);
+        string[] names = ["param", "m", "v", "ema"];
+        for (int t = 1; t <= 4; t++)
+        {
+            _be.Upload(gv, Rand(rnd, n, -2, 2).Select(d => (float)d).ToArray());
+            var step = new AdamWStep(3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t, t == 2 ? 0.3f : 1f); // step 2 clipped
+            float decay = 0.9f + 0.02f * t;
+            _be.AdamWEma(fused[0], gv, fused[1], fused[2], fused[3], step, decay);
+            _be.AdamW(split[0], gv, split[1], split[2], step);
+            _be.Ema(split[3], split[0], decay);
+            for (int i = 0; i < 4; i++) Assert.True(Down(fused[i]).SequenceEqual(Down(split[i])), $"{names[i]} after step {t}");
+        }
+    }
+
     [Fact]
     public void Ema()
     {
@@ -551,7 +608,10 @@ public class OpGradientTests
 
     // ---------------------------------------------------------------- SampleCategorical
 
-    /// <summary>softmax(logits/T) without the mask column, cut to the smallest nucleus (descending, ties by id) of mass ≥ topP, renormalised.</summary>
+    /// <summary>
+    /// softmax(logits/T) without the mask column, cut to the reference's nucleus: in descending order (ties by id) the
+    /// tokens whose cumulative mass is ≤ topP (the token that crosses topP is left out), the top token always; renormalised.
+    /// </summary>
     static double[] NucleusRef(double[] logits, int maskId, double temperature, double topP)
     {
         int v = logits.Length;
@@ -562,10 +622,10 @@ public class OpGradientTests
         if (topP < 1)
         {
             var order = Enumerable.Range(0, v).OrderByDescending(j => q[j]).ThenBy(j => j).ToArray();
-            double cum = 0; int kept = 0;
-            while (cum < topP) cum += q[order[kept++]];
+            double cum = q[order[0]]; int kept = 1;
+            while (kept < v && cum + q[order[kept]] <= topP) cum += q[order[kept++]];
             // the test must not sit on the boundary, where float and double could disagree
-            Assert.True(cum - q[order[kept - 1]] < topP - 1e-4 && cum >= topP + 1e-4, "top-p on a nucleus boundary");
+            Assert.True(kept == v || Math.Abs(cum + q[order[kept]] - topP) > 1e-4, "top-p on a nucleus boundary");
             for (int i = kept; i < v; i++) q[order[i]] = 0;
             for (int j = 0; j < v; j++) q[j] /= cum;
         }
@@ -613,6 +673,56 @@ public class OpGradientTests
         for (int j = 0; j < vocab; j++)
             Assert.True(Math.Abs(freq[j] - expect[j]) <= 5 * Math.Sqrt(expect[j] * (1 - expect[j]) / rows) + 1e-9,
                 $"token {j}: frequency {freq[j]:g5} vs {expect[j]:g5} (random uniforms)");
+    }
+
+    /// <summary>The nucleus and the draw by a full sort of the row: descending, ties by id, running mass in double.</summary>
+    static (int Token, double Prob) NucleusDrawBySort(float[] q, double topP, double u)
+    {
+        var order = Enumerable.Range(0, q.Length).Where(j => q[j] > 0).OrderByDescending(j => q[j]).ThenBy(j => j).ToArray();
+        double total = q[order[0]]; int kept = 1;
+        if (topP < 1) while (kept < order.Length && total + q[order[kept]] <= topP) total += q[order[kept++]];
+        else { total = 1; kept = order.Length; }
+        double target = u * total, acc = 0;
+        for (int i = 0; i < kept; i++)
+        {
+            acc += q[order[i]];
+            if (target < acc) return (order[i], q[order[i]] / total);
+        }
+        return (order[kept - 1], q[order[kept - 1]] / total);
+    }
+
+    [Theory]
+    [InlineData(3.0, false, 0.9f)]   // peaked: a few hundred tokens in the nucleus
+    [InlineData(0.01, false, 0.9f)]  // nearly flat: most of the vocabulary is, bucketed down to equal float bits
+    [InlineData(2.0, true, 0.7f)]    // many exactly equal probabilities: ties by id
+    [InlineData(40.0, false, 0.5f)]  // one dominant token: it alone crosses topP and alone is kept
+    [InlineData(1.0, false, 0.999f)]
+    public void SampleCategoricalNucleusOverTheGpt2VocabularyEqualsAFullSort(double scale, bool ties, float topP)
+    {
+        const int vocab = 50258, rows = 24, maskId = 50257;
+        const float temperature = 0.8f;
+        var rnd = new Random(17);
+        var logits = new float[rows * vocab];
+        for (int i = 0; i < logits.Length; i++)
+        {
+            double x = scale * Math.Sqrt(-2 * Math.Log(1 - rnd.NextDouble())) * Math.Cos(2 * Math.PI * rnd.NextDouble());
+            logits[i] = (float)(ties ? Math.Round(x) : x);
+        }
+        var u = Enumerable.Range(0, rows).Select(i => i == 0 ? 0f : i == 1 ? 0.99999f : rnd.NextSingle()).ToArray();
+        var lv = _be.AllocFloat(logits.Length); _be.Upload(lv, logits);
+        var uv = _be.AllocFloat(rows); _be.Upload(uv, u);
+        var tokens = _be.AllocInt(rows); var probs = _be.AllocFloat(rows);
+        _be.SampleCategorical(lv, rows, vocab, maskId, temperature, topP, uv, tokens, probs);
+        for (int r = 0; r < rows; r++)
+        {
+            // the same float probabilities the op computes
+            var q = new float[vocab];
+            CpuBackend.SoftMaxWithout(logits.AsSpan(r * vocab, vocab), 1f / temperature, maskId, q);
+            Assert.Equal(1.0, q.Sum(x => (double)x), 4);
+            var (token, prob) = NucleusDrawBySort(q, topP, u[r]);
+            Assert.Equal(token, CpuBackend.Span(tokens)[r]);
+            Assert.Equal(prob, CpuBackend.Span(probs)[r], 5);
+        }
     }
 
     [Fact]

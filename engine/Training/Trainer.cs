@@ -59,8 +59,7 @@ public sealed class Trainer
         if (!double.IsFinite(norm)) throw new InvalidOperationException($"gradient norm is {norm} at step {Step + 1}; lower the learning rate");
         float lr = Options.LearningRateAt(Step);
         Step++;
-        _b.AdamW(Model.Weights, Model.Grads, _m, _v, new AdamWStep(lr, Options.Beta1, Options.Beta2, Options.Epsilon, Options.WeightDecay, Step, clip));
-        _b.Ema(Ema, Model.Weights, Options.EmaDecayAt(Step));
+        _b.AdamWEma(Model.Weights, Model.Grads, _m, _v, Ema, new AdamWStep(lr, Options.Beta1, Options.Beta2, Options.Epsilon, Options.WeightDecay, Step, clip), Options.EmaDecayAt(Step));
         Model.InvalidateConditioning();
         LossLog.Add((Step, loss));
         return (loss, norm, lr);
