@@ -36,16 +36,19 @@ public sealed class BlockDiffusionModel : IDisposable
     /// Loads config.json + model.safetensors from <paramref name="directory"/> (ours, or a bd3lms Hugging Face
     /// checkpoint). <paramref name="tokenizer"/> overrides the tokenizer spec in config.json (needed for GPT-2
     /// checkpoints: "gpt2:DIR" with vocab.json and merges.txt). <paramref name="backend"/> is auto, cpu, cuda or ilgpu.
+    /// Weights holding NaN or ±Inf are refused (naming the tensor) unless <paramref name="allowNonFinite"/>.
     /// </summary>
-    public static BlockDiffusionModel Load(string directory, string? tokenizer = null, string backend = "auto")
+    public static BlockDiffusionModel Load(string directory, string? tokenizer = null, string backend = "auto", bool allowNonFinite = false)
     {
         var config = ModelCheckpoint.LoadConfig(directory);
         var tok = TokenizerFactory.Load(tokenizer ?? config.Tokenizer, config.MaskId);
         if (tok.ModelVocabSize > config.VocabSize)
             throw new UserInputException($"tokenizer '{tok.Name}' has {tok.ModelVocabSize} ids but the checkpoint's vocabulary is {config.VocabSize}");
+        var weights = ModelCheckpoint.LoadWeights(directory, config,
+            ModelCheckpoint.Parameters(config, Path.Combine(directory, ModelCheckpoint.ConfigFile)), allowNonFinite);
         var (be, reason) = BackendChoice.Create(backend);
         var model = new Denoiser(be, config);
-        model.LoadWeights(ModelCheckpoint.LoadWeights(directory, config, model.Params));
+        model.LoadWeights(weights);
         return new BlockDiffusionModel(model, tok, reason);
     }
 

@@ -117,6 +117,10 @@ public static class Corpus
             {
                 throw new UserInputException($"corpus file '{file}', line {lineNo}: invalid JSON: {e.Message}", e);
             }
+            catch (InvalidOperationException e) // a \u escape that is a lone surrogate: no valid text
+            {
+                throw new UserInputException($"corpus file '{file}', line {lineNo}: field \"{field}\" is not valid Unicode text: {e.Message}", e);
+            }
             if (!string.IsNullOrEmpty(text)) yield return text;
         }
     }

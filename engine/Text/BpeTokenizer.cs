@@ -110,7 +110,10 @@ public sealed class BpeTokenizer : ITextTokenizer
         int maxId = -1; int? eot = null; int count = 0;
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(vocabJson));
+            var json = File.ReadAllBytes(vocabJson);
+            if (!System.Text.Unicode.Utf8.IsValid(json))
+                throw new UserInputException($"GPT-2 tokenizer: '{vocabJson}' is not valid UTF-8 text");
+            using var doc = JsonDocument.Parse(json);
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
                 throw new UserInputException($"GPT-2 tokenizer: '{vocabJson}' must be a JSON object mapping token strings to ids");
             foreach (var p in doc.RootElement.EnumerateObject())
@@ -215,6 +218,7 @@ public sealed class BpeTokenizer : ITextTokenizer
     {
         int maxRank = -1, lineNo = 0;
         byte[] buf = new byte[1024];
+        var singleBytes = new bool[256];
         foreach (var line in File.ReadLines(path))
         {
             lineNo++;
@@ -224,9 +228,14 @@ public sealed class BpeTokenizer : ITextTokenizer
                 throw new UserInputException($"tiktoken file '{path}', line {lineNo}: expected \"<base64 token> <rank>\"");
             if (!Base64.IsValid(line.AsSpan(0, sp)))
                 throw new UserInputException($"tiktoken file '{path}', line {lineNo}: token is not valid base64");
+            if (Convert.TryFromBase64Chars(line.AsSpan(0, sp), buf, out int length) && length == 1) singleBytes[buf[0]] = true;
             maxRank = Math.Max(maxRank, rank);
         }
         if (maxRank < 0) throw new UserInputException($"tiktoken file '{path}' holds no tokens");
+        // Byte-level BPE falls back to single bytes: the library fails on text with a byte that has no rank.
+        int missing = Array.IndexOf(singleBytes, false);
+        if (missing >= 0)
+            throw new UserInputException($"tiktoken file '{path}' gives no rank to the byte 0x{missing:X2}; a tiktoken file must rank all 256 single bytes");
         return maxRank;
     }
 }

@@ -17,10 +17,11 @@ static class ScheduleSearchCommand
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 8 };
         var tokenizer = new Option<string?>("--tokenizer");
         var backend = new Option<string>("--backend") { DefaultValueFactory = _ => "auto" };
-        var cmd = new Command("schedule-search", "find the clipped schedule U[β, ω] with the lowest NELBO variance") { ckpt, data, max, batch, tokenizer, backend };
+        var allowNonFinite = AllowNonFiniteOption.Create();
+        var cmd = new Command("schedule-search", "find the clipped schedule U[β, ω] with the lowest NELBO variance") { ckpt, data, max, batch, tokenizer, backend, allowNonFinite };
         cmd.SetAction(r => CliRunner.Run(_ =>
         {
-            using var model = BlockDiffusionModel.Load(r.GetValue(ckpt)!, r.GetValue(tokenizer), r.GetValue(backend)!);
+            using var model = BlockDiffusionModel.Load(r.GetValue(ckpt)!, r.GetValue(tokenizer), r.GetValue(backend)!, r.GetValue(allowNonFinite));
             var ds = TokenDataset.FromCorpus(r.GetValue(data)!, model.Tokenizer, model.Config.ModelLength);
             var rows = ds.ValidRows.Take(r.GetValue(max)).Select(i => ds.Row(i).ToArray()).ToList();
             var table = new Table().AddColumns("β", "ω", "NELBO mean", "NELBO variance");
