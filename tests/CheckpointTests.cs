@@ -91,6 +91,9 @@ public sealed class CheckpointTests : IDisposable
         ModelCheckpoint.Save(_dir, c, m.Params, m.DownloadWeights());
         AtomicFile.WriteAllText(Path.Combine(_dir, ModelCheckpoint.ConfigFile), (c with { HiddenDim = 32 }).ToJson());
         var e = Assert.Throws<UserInputException>(() => ModelCheckpoint.Load(_dir, new CpuBackend()));
+        Assert.Contains("changed after the checkpoint was written", e.Message);
+        File.Delete(Path.Combine(_dir, CheckpointSet.ManifestFile));
+        e = Assert.Throws<UserInputException>(() => ModelCheckpoint.Load(_dir, new CpuBackend()));
         Assert.Contains("another shape", e.Message);
     }
 }

@@ -106,6 +106,8 @@ public sealed class CliTests : IDisposable
 
         var config = File.ReadAllText(Path.Combine(outDir, ModelCheckpoint.ConfigFile));
         AtomicFile.WriteAllText(Path.Combine(outDir, ModelCheckpoint.ConfigFile), config.Replace("\"hidden_dim\": 16", "\"hidden_dim\": 32"));
+        AssertCleanFailure(Cli("sample", "--checkpoint", outDir, "--max-tokens", "4", "--backend", "cpu"), "changed after the checkpoint was written");
+        File.Delete(Path.Combine(outDir, CheckpointSet.ManifestFile)); // now the files are read as they are
         AssertCleanFailure(Cli("sample", "--checkpoint", outDir, "--max-tokens", "4", "--backend", "cpu"), "another shape");
     }
 

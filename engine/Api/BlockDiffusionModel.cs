@@ -36,8 +36,9 @@ public sealed class BlockDiffusionModel : IDisposable
     /// Loads config.json + model.safetensors from <paramref name="directory"/> (ours, or a bd3lms Hugging Face
     /// checkpoint). <paramref name="tokenizer"/> overrides the tokenizer spec in config.json (needed for GPT-2
     /// checkpoints: "gpt2:DIR" with vocab.json and merges.txt). <paramref name="backend"/> is auto, cpu, cuda or ilgpu.
+    /// Weights holding NaN or ±Inf are refused (naming the tensor) unless <paramref name="allowNonFinite"/>.
     /// </summary>
-    public static BlockDiffusionModel Load(string directory, string? tokenizer = null, string backend = "auto")
+    public static BlockDiffusionModel Load(string directory, string? tokenizer = null, string backend = "auto", bool allowNonFinite = false)
     {
         var config = ModelCheckpoint.LoadConfig(directory);
         MemoryEstimate.ForInference(config, 1).EnsureFits(InferenceHint(directory));
@@ -45,7 +46,8 @@ public sealed class BlockDiffusionModel : IDisposable
         if (tok.ModelVocabSize > config.VocabSize)
             throw new UserInputException($"tokenizer '{tok.Name}' has {tok.ModelVocabSize} ids but the checkpoint's vocabulary is {config.VocabSize}");
         // the weights file is checked against config.json before the backend allocates anything
-        var weights = ModelCheckpoint.LoadWeights(directory, config, Denoiser.BuildParameterSet(config));
+        var weights = ModelCheckpoint.LoadWeights(directory, config,
+            ModelCheckpoint.Parameters(config, Path.Combine(directory, ModelCheckpoint.ConfigFile)), allowNonFinite);
         var (be, reason) = BackendChoice.Create(backend);
         var model = new Denoiser(be, config);
         model.LoadWeights(weights);

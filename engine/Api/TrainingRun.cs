@@ -32,6 +32,8 @@ public sealed record TrainingRequest
     public bool Resume { get; init; }
     /// <summary>Replace a checkpoint already in <see cref="OutputDirectory"/> (without it, or <see cref="Resume"/>, such a directory is refused).</summary>
     public bool Overwrite { get; init; }
+    /// <summary>Resume from a training state holding NaN/Inf (refused by default: such a run cannot recover).</summary>
+    public bool AllowNonFinite { get; init; }
     public TrainOptions Options { get; init; } = new();
 }
 
@@ -70,6 +72,7 @@ public static class TrainingRun
         var tokenizer = TokenizerFactory.Load(req.Tokenizer);
         ModelConfig config;
         TrainingState? resumeState = null;
+        CheckpointSet.Recover(req.OutputDirectory);
         if (req.Resume)
         {
             if (!TrainingCheckpoint.Exists(req.OutputDirectory))
@@ -79,7 +82,7 @@ public static class TrainingRun
                 throw new UserInputException($"--resume: checkpoint has L={config.ModelLength}, L'={config.BlockSize} but the command asks for L={req.SeqLen}, L'={req.BlockSize}: checkpoint of another shape");
             MemoryEstimate.ForTraining(config, req.Options.BatchSize).EnsureFits(TrainingHint);
             tokenizer = TokenizerFactory.Load(config.Tokenizer, config.MaskId);
-            resumeState = TrainingCheckpoint.Load(req.OutputDirectory);
+            resumeState = TrainingCheckpoint.Load(req.OutputDirectory, req.AllowNonFinite);
         }
         else
         {
@@ -109,12 +112,17 @@ public static class TrainingRun
         Say($"schedule: {trainer.Schedule}");
         var validRows = data.ValidRows.Take(Math.Max(1, req.Options.EvalBatches * req.Options.BatchSize)).Select(r => data.Row(r).ToArray()).ToList();
 
+        int? lastSaved = resumeState?.Step;
         void Checkpoint(Trainer t)
         {
             var state = t.Capture();
-            ModelCheckpoint.Save(req.OutputDirectory, config with { ScheduleMin = t.Schedule.Min, ScheduleMax = t.Schedule.Max }, model.Params, state.Ema);
-            TrainingCheckpoint.Save(req.OutputDirectory, state);
-            WriteLog(req.OutputDirectory, t.LossLog);
+            CheckpointSet.Publish(req.OutputDirectory, t.Step,
+            [
+                TrainingCheckpoint.File(state),
+                .. ModelCheckpoint.Files(config with { ScheduleMin = t.Schedule.Min, ScheduleMax = t.Schedule.Max }, model.Params, state.Ema),
+                LogFile(t.LossLog),
+            ]);
+            lastSaved = t.Step;
             observer.OnCheckpoint?.Invoke(t.Step, req.OutputDirectory);
         }
         void Evaluate(Trainer t)
@@ -134,7 +142,12 @@ public static class TrainingRun
         var clock = System.Diagnostics.Stopwatch.StartNew();
         double tps = 0;
         int startStep = trainer.Step;
-        trainer.Run(p => { tps = p.TokensPerSecond; observer.OnStep?.Invoke(p); }, Checkpoint, Evaluate, cancel);
+        try { trainer.Run(p => { tps = p.TokensPerSecond; observer.OnStep?.Invoke(p); }, Checkpoint, Evaluate, cancel); }
+        catch (TrainingDivergedException e)
+        {
+            throw new UserInputException(e.Message + (lastSaved is int s
+                ? $"; '{req.OutputDirectory}' keeps the checkpoint of step {s}" : "; no checkpoint was saved (use --checkpoint-every)"), e);
+        }
         clock.Stop();
         bool cancelled = trainer.Step < req.Options.Steps;
         Checkpoint(trainer);
@@ -212,7 +225,10 @@ public static class TrainingRun
         return c;
     }
 
-    static void WriteLog(string dir, IReadOnlyList<(int Step, double Loss)> log) =>
-        AtomicFile.WriteAllText(Path.Combine(dir, "train_log.csv"),
+    static CheckpointFile LogFile(IReadOnlyList<(int Step, double Loss)> log)
+    {
+        var bytes = new System.Text.UTF8Encoding(false).GetBytes(
             "step,loss\n" + string.Concat(log.Select(l => string.Create(CultureInfo.InvariantCulture, $"{l.Step},{l.Loss:R}\n"))));
+        return new CheckpointFile("train_log.csv", s => s.Write(bytes));
+    }
 }

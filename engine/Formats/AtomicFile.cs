@@ -18,7 +18,7 @@ public static class AtomicFile
             throw new UserInputException($"cannot write '{path}': directory '{dir}' does not exist");
         if (Directory.Exists(full))
             throw new UserInputException($"cannot write '{path}': it is a directory");
-        string temp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        string temp = Path.Combine(dir, TempName(Path.GetFileName(full)));
         try
         {
             using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
@@ -50,6 +50,18 @@ public static class AtomicFile
     /// <summary>Writes text (UTF-8, no BOM) atomically.</summary>
     public static void WriteAllText(string path, string text)
         => WriteAllBytes(path, new System.Text.UTF8Encoding(false).GetBytes(text));
+
+    /// <summary>A fresh temp file name beside <paramref name="fileName"/>: ".NAME.PID.GUID.tmp" (hidden, owned by this process).</summary>
+    public static string TempName(string fileName) => $".{fileName}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
+
+    /// <summary>The process id inside a name made by <see cref="TempName"/>, or null for any other name.</summary>
+    public static int? TempOwner(string tempName)
+    {
+        if (!tempName.StartsWith('.') || !tempName.EndsWith(".tmp", StringComparison.Ordinal)) return null;
+        var parts = tempName[..^4].Split('.');
+        if (parts.Length < 4 || parts[^1].Length != 32 || !parts[^1].All(char.IsAsciiHexDigitLower)) return null;
+        return int.TryParse(parts[^2], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid) && pid > 0 ? pid : null;
+    }
 
     private static void TryDelete(string p)
     {

@@ -120,12 +120,18 @@ public sealed class SafetensorsFile : IDisposable
     /// <summary>Opens and validates a safetensors file. Dispose the result to close the file.</summary>
     public static SafetensorsFile Read(string path)
     {
-        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("safetensors I/O needs a little-endian machine");
         if (!File.Exists(path)) throw new UserInputException($"safetensors file '{path}' does not exist");
         SafeFileHandle handle;
-        try { handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read); }
+        try { handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         { throw new UserInputException($"cannot open safetensors file '{path}': {e.Message}", e); }
+        return Read(path, handle);
+    }
+
+    /// <summary>Validates an already opened file (named <paramref name="path"/> in messages); the result owns <paramref name="handle"/>.</summary>
+    public static SafetensorsFile Read(string path, SafeFileHandle handle)
+    {
+        if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("safetensors I/O needs a little-endian machine");
         try
         {
             var (dataStart, tensors, meta) = ParseHeader(path, handle);
@@ -158,6 +164,10 @@ public sealed class SafetensorsFile : IDisposable
         long dataStart = 8 + (long)headerLen;
         long dataLength = fileLength - dataStart;
 
+        // System.Text.Json checks UTF-8 only when a string is decoded, so a bad byte would surface later as an
+        // InvalidOperationException; check the whole header up front instead.
+        if (!System.Text.Unicode.Utf8.IsValid(header))
+            throw new UserInputException($"{where}: header is not valid UTF-8; the file is corrupt or not safetensors");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(header); }
         catch (JsonException e) { throw new UserInputException($"{where}: header is not valid JSON: {e.Message}", e); }
@@ -403,6 +413,31 @@ public sealed class SafetensorsFile : IDisposable
     /// </summary>
     public static void Write(string path, IEnumerable<SafetensorsTensorData> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
+        var (headerBytes, list) = Prepare(path, tensors, metadata);
+        AtomicFile.Write(path, s => WriteTo(s, headerBytes, list));
+    }
+
+    /// <summary>
+    /// Validates the tensors and returns a writer of the whole file to a stream (for callers that publish several
+    /// files together); <paramref name="path"/> only names the file in messages.
+    /// </summary>
+    public static Action<Stream> Writer(string path, IEnumerable<SafetensorsTensorData> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var (headerBytes, list) = Prepare(path, tensors, metadata);
+        return s => WriteTo(s, headerBytes, list);
+    }
+
+    static void WriteTo(Stream s, byte[] headerBytes, List<SafetensorsTensorData> list)
+    {
+        Span<byte> len = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)headerBytes.Length);
+        s.Write(len);
+        s.Write(headerBytes);
+        foreach (var t in list) s.Write(t.Bytes);
+    }
+
+    static (byte[] Header, List<SafetensorsTensorData> Tensors) Prepare(string path, IEnumerable<SafetensorsTensorData> tensors, IReadOnlyDictionary<string, string>? metadata)
+    {
         if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("safetensors I/O needs a little-endian machine");
         var list = tensors.ToList();
         var names = new HashSet<string>(StringComparer.Ordinal);
@@ -447,15 +482,6 @@ public sealed class SafetensorsFile : IDisposable
         }
         // Pad the header with spaces so the data section starts 8-byte aligned.
         while (header.Length % 8 != 0) header.WriteByte((byte)' ');
-        var headerBytes = header.ToArray();
-
-        AtomicFile.Write(path, s =>
-        {
-            Span<byte> len = stackalloc byte[8];
-            BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)headerBytes.Length);
-            s.Write(len);
-            s.Write(headerBytes);
-            foreach (var t in list) s.Write(t.Bytes);
-        });
+        return (header.ToArray(), list);
     }
 }

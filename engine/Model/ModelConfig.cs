@@ -80,17 +80,50 @@ public sealed record ModelConfig
         return o.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
     }
 
-    /// <summary>Reads our config.json or a bd3lms one (missing mask index → vocab_size-1, missing tokenizer → gpt2 when vocab is 50258).</summary>
+    /// <summary>
+    /// Reads our config.json or a bd3lms one (missing mask index → vocab_size-1, missing tokenizer → gpt2 when vocab is
+    /// 50258). Every field is checked where it is read: integers must be whole numbers in range (256.9 is refused,
+    /// not truncated), floats finite, strings strings; a problem is a <see cref="UserInputException"/> naming
+    /// <paramref name="source"/> and the field.
+    /// </summary>
     public static ModelConfig FromJson(string json, string source)
     {
         JsonNode? root;
-        try { root = JsonNode.Parse(json); }
+        try { root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }); }
         catch (JsonException e) { throw new UserInputException($"{source}: not valid JSON ({e.Message})"); }
         if (root is not JsonObject o) throw new UserInputException($"{source}: expected a JSON object");
-        int Int(string key, int? fallback = null) => o[key] is JsonValue v && v.TryGetValue<int>(out var i) ? i
-            : o[key] is JsonValue d && d.TryGetValue<double>(out var dd) ? (int)dd
-            : fallback ?? throw new UserInputException($"{source}: missing integer '{key}'");
-        float Float(string key, float fallback) => o[key] is JsonValue v && v.TryGetValue<double>(out var d) ? (float)d : fallback;
+        JsonValue? Field(string key, string kind)
+        {
+            var node = o[key];
+            if (node is null) return null;
+            if (node is JsonValue v) return v;
+            throw new UserInputException($"{source}: '{key}' must be {kind}, found {node.GetValueKind().ToString().ToLowerInvariant()}");
+        }
+        int Int(string key, int? fallback = null)
+        {
+            var v = Field(key, "an integer");
+            if (v is null) return fallback ?? throw new UserInputException($"{source}: missing integer '{key}'");
+            if (v.GetValueKind() != JsonValueKind.Number || !v.TryGetValue<double>(out var d))
+                throw new UserInputException($"{source}: '{key}' must be an integer, found {v.ToJsonString()}");
+            if (d != Math.Floor(d) || d < int.MinValue || d > int.MaxValue)
+                throw new UserInputException($"{source}: '{key}' is {v.ToJsonString()}; it must be a whole number that fits in 32 bits");
+            return (int)d;
+        }
+        float Float(string key, float fallback)
+        {
+            var v = Field(key, "a number");
+            if (v is null) return fallback;
+            if (v.GetValueKind() != JsonValueKind.Number || !v.TryGetValue<double>(out var d) || !float.IsFinite((float)d))
+                throw new UserInputException($"{source}: '{key}' must be a finite number, found {v.ToJsonString()}");
+            return (float)d;
+        }
+        string? Text(string key)
+        {
+            var v = Field(key, "a string");
+            if (v is null) return null;
+            if (v.GetValueKind() != JsonValueKind.String) throw new UserInputException($"{source}: '{key}' must be a string, found {v.ToJsonString()}");
+            return v.GetValue<string>();
+        }
         int vocab = Int("vocab_size");
         var cfg = new ModelConfig
         {
@@ -103,11 +136,12 @@ public sealed record ModelConfig
             BlockSize = Int("block_size"),
             Dropout = Float("dropout", 0.1f),
             MaskId = Int("mask_index", vocab - 1),
-            Tokenizer = o["tokenizer"]?.GetValue<string>() ?? (vocab == 50258 ? "gpt2" : "byte"),
+            Tokenizer = Text("tokenizer") ?? (vocab == 50258 ? "gpt2" : "byte"),
             ScheduleMin = Float("sampling_eps_min", 0f),
             ScheduleMax = Float("sampling_eps_max", 1f),
         };
-        cfg.Validate();
+        try { cfg.Validate(); }
+        catch (UserInputException e) { throw new UserInputException($"{source}: {e.Message}", e); }
         return cfg;
     }
 }

@@ -112,7 +112,10 @@ public sealed class BpeTokenizer : ITextTokenizer
         int maxId = -1; int? eot = null; int count = 0;
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(vocabJson));
+            var json = File.ReadAllBytes(vocabJson);
+            if (!System.Text.Unicode.Utf8.IsValid(json))
+                throw new UserInputException($"GPT-2 tokenizer: '{vocabJson}' is not valid UTF-8 text");
+            using var doc = JsonDocument.Parse(json);
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
                 throw new UserInputException($"GPT-2 tokenizer: '{vocabJson}' must be a JSON object mapping token strings to ids");
             foreach (var p in doc.RootElement.EnumerateObject())
@@ -241,6 +244,8 @@ public sealed class BpeTokenizer : ITextTokenizer
         int maxRank = -1, lineNo = 0;
         var clean = new StringBuilder();
         var seen = new HashSet<int>();
+        byte[] buf = new byte[1024];
+        var singleBytes = new bool[256];
         IEnumerable<string> lines;
         try { lines = File.ReadLines(path); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -259,10 +264,15 @@ public sealed class BpeTokenizer : ITextTokenizer
                 throw new UserInputException($"tiktoken file '{path}', line {lineNo}: rank {rank} is above {MaxTokenId}, the largest vocabulary supported");
             if (!seen.Add(rank))
                 throw new UserInputException($"tiktoken file '{path}', line {lineNo}: rank {rank} appears twice");
+            if (Convert.TryFromBase64Chars(line.AsSpan(0, sp), buf, out int length) && length == 1) singleBytes[buf[0]] = true;
             maxRank = Math.Max(maxRank, rank);
             clean.Append(line).Append('\n');
         }
         if (maxRank < 0) throw new UserInputException($"tiktoken file '{path}' holds no tokens");
+        // Byte-level BPE falls back to single bytes: the library fails on text with a byte that has no rank.
+        int missing = Array.IndexOf(singleBytes, false);
+        if (missing >= 0)
+            throw new UserInputException($"tiktoken file '{path}' gives no rank to the byte 0x{missing:X2}; a tiktoken file must rank all 256 single bytes");
         return (maxRank, Encoding.UTF8.GetBytes(clean.ToString()));
     }
 }

@@ -56,8 +56,10 @@ public sealed class Trainer
         double loss = _objective.Run(_batch, backward: true, dropout, dropSeed);
         double norm = Math.Sqrt(_b.SumSquares(Model.Grads));
         float clip = Options.GradClip > 0 && norm > Options.GradClip ? (float)(Options.GradClip / norm) : 1f;
-        if (!double.IsFinite(norm)) throw new InvalidOperationException($"gradient norm is {norm} at step {Step + 1}; lower the learning rate");
         float lr = Options.LearningRateAt(Step);
+        if (!double.IsFinite(loss) || !double.IsFinite(norm))
+            throw new TrainingDivergedException(Step + 1, $"training diverged at step {Step + 1}: loss {loss}, gradient norm {norm} (learning rate {lr:g3}); " +
+                "lower --lr, raise --warmup or keep --grad-clip on, and resume from the last checkpoint");
         Step++;
         _b.AdamWEma(Model.Weights, Model.Grads, _m, _v, Ema, new AdamWStep(lr, Options.Beta1, Options.Beta2, Options.Epsilon, Options.WeightDecay, Step, clip), Options.EmaDecayAt(Step));
         Model.InvalidateConditioning();

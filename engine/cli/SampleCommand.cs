@@ -24,8 +24,9 @@ static class SampleCommand
         var entropy = new Option<float?>("--entropy-stop") { Description = "stop when the token entropy of the last 256 tokens falls below this (nats; 0 = never)" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "override the tokenizer of config.json (e.g. gpt2:DIR)" };
         var backend = new Option<string>("--backend") { DefaultValueFactory = _ => "auto" };
+        var allowNonFinite = AllowNonFiniteOption.Create();
         var cmd = new Command("sample", "generate text block by block with the KV cache")
-        { ckpt, maxTokens, seed, prompt, batch, steps, topP, temperature, sampler, confidence, noCache, noEos, entropy, tokenizer, backend };
+        { ckpt, maxTokens, seed, prompt, batch, steps, topP, temperature, sampler, confidence, noCache, noEos, entropy, tokenizer, backend, allowNonFinite };
         cmd.SetAction(r => CliRunner.Run(cancel =>
         {
             var kind = r.GetValue(sampler) switch
@@ -43,7 +44,7 @@ static class SampleCommand
             };
             opts.Validate();
             Engine.Model.MemoryEstimate.ForInference(Engine.Checkpoints.ModelCheckpoint.LoadConfig(r.GetValue(ckpt)!), opts.BatchSize).EnsureFits("use a smaller --batch");
-            using var model = BlockDiffusionModel.Load(r.GetValue(ckpt)!, r.GetValue(tokenizer), r.GetValue(backend)!);
+            using var model = BlockDiffusionModel.Load(r.GetValue(ckpt)!, r.GetValue(tokenizer), r.GetValue(backend)!, r.GetValue(allowNonFinite));
             Console.Error.WriteLine($"backend {model.BackendReason}; L={model.Config.ModelLength}, L'={model.Config.BlockSize}, sampler {kind}, KV cache {(opts.UseKvCache ? "on" : "off")}");
             string p = r.GetValue(prompt)!;
             bool stream = opts.BatchSize == 1;

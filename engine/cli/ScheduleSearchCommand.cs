@@ -17,13 +17,14 @@ static class ScheduleSearchCommand
         var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 8 };
         var tokenizer = new Option<string?>("--tokenizer");
         var backend = new Option<string>("--backend") { DefaultValueFactory = _ => "auto" };
-        var cmd = new Command("schedule-search", "find the clipped schedule U[β, ω] with the lowest NELBO variance") { ckpt, data, max, batch, tokenizer, backend };
+        var allowNonFinite = AllowNonFiniteOption.Create();
+        var cmd = new Command("schedule-search", "find the clipped schedule U[β, ω] with the lowest NELBO variance") { ckpt, data, max, batch, tokenizer, backend, allowNonFinite };
         cmd.SetAction(r => CliRunner.Run(_ =>
         {
             if (r.GetValue(max) <= 0) throw new UserInputException($"--max-sequences must be positive, got {r.GetValue(max)}");
             if (r.GetValue(batch) <= 0) throw new UserInputException($"--batch-size must be positive, got {r.GetValue(batch)}");
             Corpus.RequireReadable(r.GetValue(data)!);
-            using var model = BlockDiffusionModel.Load(r.GetValue(ckpt)!, r.GetValue(tokenizer), r.GetValue(backend)!);
+            using var model = BlockDiffusionModel.Load(r.GetValue(ckpt)!, r.GetValue(tokenizer), r.GetValue(backend)!, r.GetValue(allowNonFinite));
             var ds = TokenDataset.FromCorpus(r.GetValue(data)!, model.Tokenizer, model.Config.ModelLength);
             var rows = ds.ValidRows.Take(r.GetValue(max)).Select(i => ds.Row(i).ToArray()).ToList();
             var table = new Table().AddColumns("β", "ω", "NELBO mean", "NELBO variance");

@@ -37,10 +37,11 @@ static class TrainCommand
         var hidden = new Option<int?>("--hidden-dim") { Description = "custom width" };
         var layers = new Option<int?>("--layers") { Description = "custom depth" };
         var heads = new Option<int?>("--heads") { Description = "custom head count" };
+        var allowNonFinite = AllowNonFiniteOption.Create();
         var cmd = new Command("train", "train a BD3-LM")
         {
             data, model, seqLen, blockSize, steps, outDir, backend, resume, overwrite, batch, lr, warmup, lrSchedule, wd, clip, ema,
-            betaMin, betaMax, search, evalEvery, ckptEvery, tokenizer, seed, dropout, hidden, layers, heads,
+            betaMin, betaMax, search, evalEvery, ckptEvery, tokenizer, seed, dropout, hidden, layers, heads, allowNonFinite,
         };
         cmd.SetAction(r => CliRunner.Run(cancel =>
         {
@@ -49,7 +50,7 @@ static class TrainCommand
                 DataPath = r.GetValue(data)!, OutputDirectory = r.GetValue(outDir)!, ModelSize = r.GetValue(model)!,
                 SeqLen = r.GetValue(seqLen), BlockSize = r.GetValue(blockSize), Tokenizer = r.GetValue(tokenizer)!,
                 ScheduleMin = r.GetValue(betaMin), ScheduleMax = r.GetValue(betaMax), Dropout = r.GetValue(dropout),
-                Backend = r.GetValue(backend)!, Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite),
+                Backend = r.GetValue(backend)!, Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite), AllowNonFinite = r.GetValue(allowNonFinite),
                 HiddenDim = r.GetValue(hidden), Layers = r.GetValue(layers), Heads = r.GetValue(heads),
                 Options = new TrainOptions
                 {

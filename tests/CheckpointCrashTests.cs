@@ -1,0 +1,109 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using FastBlockDiff.Engine.Checkpoints;
+using FastBlockDiff.Kernels.Cpu;
+
+namespace FastBlockDiff.Tests;
+
+/// <summary>
+/// `train --checkpoint-every 1` killed with SIGKILL at seeded random moments while it checkpoints: every directory
+/// it leaves loads as one consistent set, `--resume` continues from it, the next run removes the dead run's temp
+/// files, and the resumed-after-kills run ends bitwise where an uninterrupted one does.
+/// </summary>
+public sealed class CheckpointCrashTests : IDisposable
+{
+    readonly string _dir = Directory.CreateTempSubdirectory("fbd-crash-").FullName;
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    const int Steps = 60, Kills = 5;
+
+    string[] TrainArgs(string corpus, string outDir, bool resume) =>
+    [
+        "train", "--data", corpus, "--model", "custom", "--hidden-dim", "16", "--layers", "1", "--heads", "2", "--seq-len", "16",
+        "--block-size", "4", "--steps", Steps.ToString(), "--batch-size", "2", "--warmup", "2", "--lr", "0.01",
+        "--checkpoint-every", "1", "--out", outDir, "--backend", "cpu", .. resume ? new[] { "--resume" } : [],
+    ];
+
+    static Process Start(string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "fastblockdiff.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["XDG_CACHE_HOME"] = Path.Combine(Path.GetTempPath(), "fbd-test-cache");
+        var p = Process.Start(psi)!;
+        p.OutputDataReceived += (_, _) => { };
+        p.ErrorDataReceived += (_, _) => { };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        return p;
+    }
+
+    static int? CommittedStep(string dir)
+    {
+        try { return (int?)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, CheckpointSet.ManifestFile)))?["step"]; }
+        catch (Exception e) when (e is IOException or System.Text.Json.JsonException) { return null; }
+    }
+
+    static string[] TempFiles(string dir) => Directory.GetFiles(dir, ".*.tmp").Select(Path.GetFileName).ToArray()!;
+
+    /// <summary>The directory holds one step's files: the model is the state's EMA, the config its schedule, the log its length.</summary>
+    static int AssertConsistentSet(string dir)
+    {
+        var state = TrainingCheckpoint.Load(dir);
+        var config = ModelCheckpoint.LoadConfig(dir);
+        var weights = ModelCheckpoint.Load(dir, new CpuBackend()).DownloadWeights();
+        Assert.Equal(state.Ema, weights);
+        Assert.Equal((state.ScheduleMin, state.ScheduleMax), (config.ScheduleMin, config.ScheduleMax));
+        Assert.Equal(state.Step + 1, File.ReadAllLines(Path.Combine(dir, "train_log.csv")).Length);
+        return state.Step;
+    }
+
+    [Fact]
+    public void KilledWhileCheckpointingEverySurvivorLoadsAndResumes()
+    {
+        string corpus = CheckpointTests.WriteCorpus(_dir);
+        string run = Path.Combine(_dir, "run"), straight = Path.Combine(_dir, "straight");
+        var rng = new Random(14);
+        int lastStep = 0;
+        string[] leftBehind = [];
+        for (int k = 0; k < Kills; k++)
+        {
+            using var p = Start(TrainArgs(corpus, run, resume: k > 0));
+            // wait for a checkpoint newer than the last survivor, then kill at a random moment of the next ones
+            while (!p.HasExited && (CommittedStep(run) ?? 0) <= lastStep) Thread.Sleep(2);
+            Assert.False(p.HasExited, $"round {k}: the run ended (exit {(p.HasExited ? p.ExitCode : 0)}) before it was killed; raise Steps");
+            Thread.Sleep(rng.Next(0, 60));
+            p.Kill(entireProcessTree: true);
+            p.WaitForExit();
+
+            // the previous dead run's temp files were removed by this run
+            Assert.Empty(leftBehind.Intersect(TempFiles(run)));
+            // plus one for certain: what a kill inside AtomicFile.Write leaves
+            File.WriteAllBytes(Path.Combine(run, $".model.safetensors.{p.Id}.{Guid.NewGuid():N}.tmp"), new byte[100]);
+            leftBehind = TempFiles(run);
+
+            int step = AssertConsistentSet(run);
+            Assert.True(step > lastStep, $"round {k}: survivor at step {step}, previous at {lastStep}");
+            lastStep = step;
+        }
+
+        using (var resumed = Start(TrainArgs(corpus, run, resume: true)))
+        {
+            resumed.WaitForExit();
+            Assert.Equal(0, resumed.ExitCode);
+        }
+        Assert.Empty(TempFiles(run));
+        Assert.Equal(Steps, AssertConsistentSet(run));
+
+        using (var p = Start(TrainArgs(corpus, straight, resume: false))) { p.WaitForExit(); Assert.Equal(0, p.ExitCode); }
+        var a = TrainingCheckpoint.Load(straight);
+        var b = TrainingCheckpoint.Load(run);
+        Assert.Equal(a.Weights, b.Weights);
+        Assert.Equal(a.M, b.M);
+        Assert.Equal(a.V, b.V);
+        Assert.Equal(a.Ema, b.Ema);
+        Assert.Equal(a.Rng, b.Rng);
+        Assert.Equal(a.Data, b.Data);
+        Assert.Equal(a.LossLog, b.LossLog);
+    }
+}
