@@ -104,6 +104,7 @@ public sealed record ExperimentConfig
     public static ExperimentConfig Load(string path, ExperimentConfig? baseConfig = null)
     {
         if (!File.Exists(path)) throw new UserInputException($"config file '{path}' does not exist");
+        Formats.InputFile.RequireRegular(path, "config file");
         var node = System.Text.Json.Nodes.JsonNode.Parse(JsonSerializer.Serialize(baseConfig ?? new ExperimentConfig(), Json))!.AsObject();
         System.Text.Json.Nodes.JsonObject file;
         try { file = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true })!.AsObject(); }
