@@ -134,6 +134,8 @@ public sealed record ExperimentConfig
         Require(OutputDirectory.Length > 0, "--out is required");
         Require(File.Exists(DataPath) || Directory.Exists(DataPath), $"corpus '{DataPath}' does not exist");
         Require(SeqLen >= 4, $"sequence length {SeqLen} is too small");
+        Require(AblationBlockSize >= 0, $"--ablation-block-size must be ≥ 0 (0 = none), got {AblationBlockSize}");
+        Require(EvalSequences >= 0, $"--eval-sequences must be ≥ 0 (0 = the whole split), got {EvalSequences}");
         Require(ModelSize is "custom" || Model.ModelConfig.SizeNames.Contains(ModelSize), $"--model '{ModelSize}': use tiny, small or custom");
         Require(HiddenDim is null or > 0 && Layers is null or > 0 && Heads is null or > 0,
             $"--hidden-dim, --layers and --heads must be positive, got {HiddenDim}, {Layers}, {Heads}");
@@ -156,7 +158,5 @@ public sealed record ExperimentConfig
             "ablation_clipped must be [β, ω] with 0 ≤ β < ω ≤ 1");
         Require(EvalSequences >= 0 && EvalBatchSize > 0 && AblationSequences > 0 && ScheduleSearchSequences > 0, "evaluation sizes must be positive");
         Require(Samples >= 0 && SampleMaxTokens > 0, $"--samples must be ≥ 0 and --sample-max-tokens positive, got {Samples} and {SampleMaxTokens}");
-        Require(AblationBlockSize >= 0, $"--ablation-block-size must be ≥ 0 (0 = none), got {AblationBlockSize}");
-        Require(EvalSequences >= 0, $"--eval-sequences must be ≥ 0 (0 = the whole split), got {EvalSequences}");
     }
 }
