@@ -752,7 +752,8 @@ public sealed class IlgpuCliTests : IDisposable
             Assert.DoesNotContain("   at ", r.Err);
         }
         var bad = Cli("info", "--ilgpu-device", "tpu");
-        Assert.Equal(0, bad.Code); // info does not start a backend
+        Assert.Equal(2, bad.Code); // refused where it enters, for every command
+        Assert.Contains("--ilgpu-device 'tpu'", bad.Err);
     }
 
     [Fact]

@@ -79,6 +79,21 @@ public sealed class InputValidationTests : IDisposable
         Assert.Contains("character device", Assert.Throws<UserInputException>(() => InputFile.RequireRegular("/dev/zero", "corpus")).Message);
     }
 
+    /// <summary>`sample --max-tokens 5000000` once sized the rotary tables for five million positions before the first block.</summary>
+    [Fact]
+    public void RotaryTablesGrowWithThePositionsReachedNotWithMaxTokens()
+    {
+        var model = TinyModels.Random(TinyModels.Config(length: 8, blockSize: 2));
+        using var cts = new CancellationTokenSource();
+        var sampler = new Engine.Sampling.BlockSampler(model, bosId: 10, eosId: 11);
+        int blocks = 0;
+        var options = new Engine.Sampling.SamplingOptions { MaxTokens = 5_000_000, StopOnEos = false, EntropyThreshold = 0 };
+        var result = sampler.Generate([1, 2, 3], options, (_, _) => { if (++blocks == 3) cts.Cancel(); }, cts.Token);
+        Assert.Equal(Engine.Sampling.StopReason.Cancelled, result.Reasons[0]);
+        Assert.InRange(result.GeneratedTokens, 1, 16);
+        Assert.InRange(model.Rotary.Positions, 4 + 6, 64);
+    }
+
     /// <summary>Microsoft.ML.Tokenizers 2.0.1 never returns from a rank file ending in a blank line; ours strips it first.</summary>
     [Fact]
     public async Task TiktokenFileWithTrailingBlankLineLoads()

@@ -189,7 +189,7 @@ public sealed class TokenDataset
             if (n < 0 || 16 + 4 * n != bytes.Length) return null;
             return MemoryMarshal.Cast<byte, int>(bytes.AsSpan(16)).ToArray();
         }
-        catch (IOException) { return null; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
     }
 
     private static void WriteCache(string file, int[] stream)

@@ -104,6 +104,7 @@ public sealed record ExperimentConfig
     public static ExperimentConfig Load(string path, ExperimentConfig? baseConfig = null)
     {
         if (!File.Exists(path)) throw new UserInputException($"config file '{path}' does not exist");
+        Formats.InputFile.RequireRegular(path, "config file");
         var node = System.Text.Json.Nodes.JsonNode.Parse(JsonSerializer.Serialize(baseConfig ?? new ExperimentConfig(), Json))!.AsObject();
         System.Text.Json.Nodes.JsonObject file;
         try { file = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true })!.AsObject(); }
@@ -133,6 +134,8 @@ public sealed record ExperimentConfig
         Require(OutputDirectory.Length > 0, "--out is required");
         Require(File.Exists(DataPath) || Directory.Exists(DataPath), $"corpus '{DataPath}' does not exist");
         Require(SeqLen >= 4, $"sequence length {SeqLen} is too small");
+        Require(AblationBlockSize >= 0, $"--ablation-block-size must be ≥ 0 (0 = none), got {AblationBlockSize}");
+        Require(EvalSequences >= 0, $"--eval-sequences must be ≥ 0 (0 = the whole split), got {EvalSequences}");
         Require(ModelSize is "custom" || Model.ModelConfig.SizeNames.Contains(ModelSize), $"--model '{ModelSize}': use tiny, small or custom");
         Require(HiddenDim is null or > 0 && Layers is null or > 0 && Heads is null or > 0,
             $"--hidden-dim, --layers and --heads must be positive, got {HiddenDim}, {Layers}, {Heads}");
@@ -155,7 +158,5 @@ public sealed record ExperimentConfig
             "ablation_clipped must be [β, ω] with 0 ≤ β < ω ≤ 1");
         Require(EvalSequences >= 0 && EvalBatchSize > 0 && AblationSequences > 0 && ScheduleSearchSequences > 0, "evaluation sizes must be positive");
         Require(Samples >= 0 && SampleMaxTokens > 0, $"--samples must be ≥ 0 and --sample-max-tokens positive, got {Samples} and {SampleMaxTokens}");
-        Require(AblationBlockSize >= 0, $"--ablation-block-size must be ≥ 0 (0 = none), got {AblationBlockSize}");
-        Require(EvalSequences >= 0, $"--eval-sequences must be ≥ 0 (0 = the whole split), got {EvalSequences}");
     }
 }

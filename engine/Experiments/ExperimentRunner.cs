@@ -48,11 +48,11 @@ public static class ExperimentRunner
         // every model's checkpoint (5 copies of the weights at most) plus plots and tables
         long checkpoints = Plan(cfg).Count * 5L * 4 * need.Parameters + (16 << 20);
         WritableLocation.RequireDirectory(cfg.OutputDirectory, "--out", checkpoints);
+        var (backend, reason) = BackendChoice.Create(cfg.Backend);
         var total = Stopwatch.StartNew();
         Directory.CreateDirectory(cfg.OutputDirectory);
         AtomicFile.WriteAllText(Path.Combine(cfg.OutputDirectory, "config.json"), cfg.ToJson());
 
-        var (backend, reason) = BackendChoice.Create(cfg.Backend);
         Say($"backend {reason}");
         var data = TokenDataset.FromCorpus(cfg.DataPath, tokenizer, cfg.SeqLen, ExperimentConfig.ValidFraction, cacheDir: TrainingRun.TokenCacheDirectory());
         if (data.TrainRows.Count == 0 || data.ValidRows.Count == 0)

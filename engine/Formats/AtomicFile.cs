@@ -28,7 +28,7 @@ public static class AtomicFile
             }
             File.Move(temp, full, overwrite: true);
         }
-        catch (UnauthorizedAccessException e)
+        catch (Exception e) when (e is UnauthorizedAccessException or IOException)   // permissions, a read-only or full file system
         {
             TryDelete(temp);
             throw new UserInputException($"cannot write '{path}': {e.Message}", e);

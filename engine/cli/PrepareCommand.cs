@@ -16,6 +16,7 @@ static class PrepareCommand
         {
             string pkg = BrownCorpus.ResolvePackageDir(r.GetValue(brown)!);
             string outFile = r.GetValue(output)!;
+            Engine.Formats.WritableLocation.RequireFile(outFile, "--out", 16 << 20);   // Brown is about 6 MB of text
             if (Path.GetDirectoryName(Path.GetFullPath(outFile)) is { } dir) Directory.CreateDirectory(dir);
             var stats = BrownCorpus.Prepare(pkg, outFile);
             Console.WriteLine($"wrote {outFile}: {stats.Files} files, {stats.Paragraphs:N0} paragraphs, {stats.Sentences:N0} sentences, {stats.Words:N0} words, {stats.Characters:N0} characters");
