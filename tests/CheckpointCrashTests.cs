@@ -24,19 +24,8 @@ public sealed class CheckpointCrashTests : IDisposable
         "--checkpoint-every", checkpointEvery.ToString(), "--out", outDir, "--backend", "cpu", .. resume ? new[] { "--resume" } : [],
     ];
 
-    Process Start(string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "fastblockdiff.dll"));
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.Environment["XDG_CACHE_HOME"] = Path.Combine(_dir, "cache"); // its own token cache: no other test run writes it meanwhile
-        var p = Process.Start(psi)!;
-        p.OutputDataReceived += (_, _) => { };
-        p.ErrorDataReceived += (_, _) => { };
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
-        return p;
-    }
+    // its own token cache: no other test run writes it meanwhile
+    Process Start(string[] args) => CliProcess.Start(Path.Combine(_dir, "cache"), args);
 
     static int? CommittedStep(string dir)
     {
