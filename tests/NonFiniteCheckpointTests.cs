@@ -49,6 +49,19 @@ public sealed class NonFiniteCheckpointTests : IDisposable
     }
 
     [Fact]
+    public void SampleRefusesNonFiniteWeightsUnlessAllowNonFinite()
+    {
+        string dir = PoisonedCheckpoint(float.NaN);
+        string cache = Path.Combine(_dir, "cache");
+        var refused = CliProcess.Run(cache, "sample", "--checkpoint", dir, "--max-tokens", "4", "--backend", "cpu");
+        Assert.Equal(2, refused.Code);
+        Assert.Contains("backbone.blocks.1.attn_qkv.weight", refused.Err);
+        Assert.DoesNotContain("   at ", refused.Err);
+        var allowed = CliProcess.Run(cache, "sample", "--checkpoint", dir, "--max-tokens", "4", "--backend", "cpu", "--allow-nonfinite");
+        Assert.True(allowed.Code == 0, allowed.Err);
+    }
+
+    [Fact]
     public void SavesRefuseNonFiniteValuesAndLeaveThePreviousFilesAlone()
     {
         var c = TinyModels.Config();
