@@ -1,6 +1,7 @@
 using System.Globalization;
 using FastBlockDiff.Engine.Checkpoints;
 using FastBlockDiff.Engine.Data;
+using FastBlockDiff.Engine.Distributed;
 using FastBlockDiff.Engine.Formats;
 using FastBlockDiff.Engine.Model;
 using FastBlockDiff.Engine.Text;
@@ -30,6 +31,8 @@ public sealed record TrainingRequest
     public double ValidFraction { get; init; } = 0.05;
     public string Backend { get; init; } = "auto";
     public bool Resume { get; init; }
+    /// <summary>Gradient all-reduce of a data-parallel run: auto (NCCL on CUDA when present, else MPI), mpi or nccl.</summary>
+    public string Collective { get; init; } = "auto";
     public TrainOptions Options { get; init; } = new();
 }
 
@@ -53,9 +56,11 @@ public sealed record TrainingReport(int Steps, double FinalLoss, EvalResult? Val
 /// </summary>
 public static class TrainingRun
 {
-    public static TrainingReport Run(TrainingRequest req, TrainingObserver? observer = null, CancellationToken cancel = default)
+    /// <param name="world">the ranks of a data-parallel run (<see cref="DataParallel.Join"/>); rank 0 alone reports and writes.</param>
+    public static TrainingReport Run(TrainingRequest req, TrainingObserver? observer = null, CancellationToken cancel = default, ICollective? world = null)
     {
-        observer ??= new TrainingObserver();
+        world ??= SingleProcess.Instance;
+        observer = world.Rank == 0 ? observer ?? new TrainingObserver() : new TrainingObserver();
         void Say(string s) => observer.OnMessage?.Invoke(s);
         req.Options.Validate();
         if (req.SeqLen <= 0 || req.BlockSize <= 0) throw new UserInputException($"--seq-len ({req.SeqLen}) and --block-size ({req.BlockSize}) must be positive");
@@ -74,7 +79,7 @@ public static class TrainingRun
             if (config.ModelLength != req.SeqLen || config.BlockSize != req.BlockSize)
                 throw new UserInputException($"--resume: checkpoint has L={config.ModelLength}, L'={config.BlockSize} but the command asks for L={req.SeqLen}, L'={req.BlockSize}: checkpoint of another shape");
             tokenizer = TokenizerFactory.Load(config.Tokenizer, config.MaskId);
-            resumeState = TrainingCheckpoint.Load(req.OutputDirectory);
+            if (world.Rank == 0) resumeState = TrainingCheckpoint.Load(req.OutputDirectory); // the others receive it below
         }
         else
         {
@@ -83,6 +88,9 @@ public static class TrainingRun
 
         var (backend, reason) = BackendChoice.Create(req.Backend);
         Say($"backend {reason}");
+        using var gradients = DataParallel.ForBackend(world, backend, req.Collective);
+        var collective = gradients ?? world;
+        if (world.Size > 1) Say($"data parallel: {collective.Description}; global batch {req.Options.BatchSize} = {world.Size} × {req.Options.BatchSize / Math.Max(1, world.Size)}");
         var data = TokenDataset.FromCorpus(req.DataPath, tokenizer, config.ModelLength, req.ValidFraction,
             cacheDir: TokenCacheDirectory());
         if (data.TrainRows.Count == 0) throw new UserInputException($"corpus '{req.DataPath}' is too small for one sequence of {config.ModelLength} tokens");
@@ -92,17 +100,19 @@ public static class TrainingRun
         model.Initialize((int)(req.Options.Seed & 0x7FFFFFFF));
         Say($"model: {config.Layers} layers × {config.HiddenDim} wide, {config.Heads} heads, {model.Params.Count:N0} parameters, L={config.ModelLength}, L'={config.BlockSize}, vocab {config.VocabSize} ({tokenizer.Name})");
         var sampler = BatchSampler.ForTraining(data, req.Options.BatchSize, req.Options.Seed);
-        var trainer = new Trainer(model, req.Options, new SamplerBatchSource(sampler));
+        var trainer = new Trainer(model, req.Options, new SamplerBatchSource(sampler), collective);
         if (resumeState != null)
         {
             trainer.Restore(resumeState);
             Say($"resumed at step {trainer.Step} with schedule {trainer.Schedule}");
         }
+        TrainingStateBroadcast.FromRoot(collective, trainer);
         Say($"schedule: {trainer.Schedule}");
         var validRows = data.ValidRows.Take(Math.Max(1, req.Options.EvalBatches * req.Options.BatchSize)).Select(r => data.Row(r).ToArray()).ToList();
 
         void Checkpoint(Trainer t)
         {
+            if (world.Rank != 0) return;
             var state = t.Capture();
             ModelCheckpoint.Save(req.OutputDirectory, config with { ScheduleMin = t.Schedule.Min, ScheduleMax = t.Schedule.Max }, model.Params, state.Ema);
             TrainingCheckpoint.Save(req.OutputDirectory, state);
@@ -112,6 +122,7 @@ public static class TrainingRun
         void Evaluate(Trainer t)
         {
             if (validRows.Count == 0) return;
+            if (world.Rank != 0) { TrainingStateBroadcast.ScheduleFromRoot(collective, t); return; }
             if (req.Options.ScheduleSearchEvery > 0 && t.Step % req.Options.ScheduleSearchEvery == 0)
             {
                 var (best, cells) = t.WithEmaWeights(() => ScheduleSearch.Run(model, validRows, req.Options.BatchSize));
@@ -119,6 +130,7 @@ public static class TrainingRun
                 observer.OnScheduleSearch?.Invoke(t.Step, best, cells);
                 Say($"step {t.Step}: schedule search picked {t.Schedule} (NELBO variance {best.Variance:g4})");
             }
+            TrainingStateBroadcast.ScheduleFromRoot(collective, t);
             var r = t.WithEmaWeights(() => new Evaluator(model).Evaluate(validRows, req.Options.BatchSize));
             observer.OnEval?.Invoke(t.Step, r);
         }
@@ -131,7 +143,7 @@ public static class TrainingRun
         bool cancelled = trainer.Step < req.Options.Steps;
         Checkpoint(trainer);
         EvalResult? final = null;
-        if (validRows.Count > 0 && !cancelled)
+        if (validRows.Count > 0 && !cancelled && world.Rank == 0)
         {
             int take = req.Options.FinalEvalSequences > 0 ? req.Options.FinalEvalSequences : data.ValidRows.Count;
             var allValid = data.ValidRows.Take(take).Select(r => data.Row(r).ToArray()).ToList();
