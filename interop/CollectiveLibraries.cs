@@ -25,6 +25,8 @@ public static class CollectiveLibraries
 
     /// <summary>Extra directories to search for libmpi / libnccl, separated by ':' (or ';').</summary>
     public const string LibDirsVariable = "FASTBLOCKDIFF_COLLECTIVE_LIB_DIRS";
+    /// <summary>The one file to load instead of probing (e.g. another Open MPI install than the system's).</summary>
+    public static string FileVariable(CollectiveLibrary lib) => lib == CollectiveLibrary.Mpi ? "FASTBLOCKDIFF_MPI_LIBRARY" : "FASTBLOCKDIFF_NCCL_LIBRARY";
 
     static readonly object Gate = new();
     static readonly Dictionary<CollectiveLibrary, (nint Handle, CollectiveProbe Probe)> Loaded = new();
@@ -87,6 +89,14 @@ public static class CollectiveLibraries
             if (Loaded.TryGetValue(lib, out var hit)) return hit;
             var names = CandidateNames(lib);
             nint handle = 0; string? found = null;
+            if (Environment.GetEnvironmentVariable(FileVariable(lib)) is { Length: > 0 } file)
+            {
+                var only = NativeLibrary.TryLoad(file, out handle)
+                    ? MissingExport(lib, handle) is { } bad ? new CollectiveProbe(lib, false, file, null, bad) : new CollectiveProbe(lib, true, file, VersionOf(lib, handle), null)
+                    : new CollectiveProbe(lib, false, null, null, $"{FileVariable(lib)}={file} could not be loaded");
+                Loaded[lib] = (only.Found ? handle : 0, only);
+                return Loaded[lib];
+            }
             foreach (var dir in SearchDirectories(lib))
                 foreach (var n in names)
                 {

@@ -85,14 +85,10 @@ public sealed class Trainer
         // dropout masks are a hash of (seed, element index): each rank hashes its own seed so that shards differ
         ulong seed = Kernels.Dropout.Mix(dropSeed, (ulong)_world.Rank);
         double local = _objective.Run(_shard, backward: true, dropout, seed, gradScale: 1f / _world.Size);
-        try
-        {
-            _world.AllReduce(_b, Model.Grads, ReduceOp.Sum);
-            Span<double> loss = [local];
-            _world.AllReduce(loss, ReduceOp.Average);
-            return loss[0];
-        }
-        catch (CollectiveFailedException e) { throw new CollectiveFailedException($"step {Step + 1}: {e.Message}", e.Culprit); }
+        _world.AllReduce(_b, Model.Grads, ReduceOp.Sum);
+        Span<double> loss = [local];
+        _world.AllReduce(loss, ReduceOp.Average);
+        return loss[0];
     }
 
     /// <summary>True when any rank was asked to stop (every rank must leave the loop at the same step).</summary>
@@ -110,9 +106,15 @@ public sealed class Trainer
         var clock = Stopwatch.StartNew();
         int startStep = Step;
         long tokens = 0;
-        while (Step < Options.Steps && !StopRequested(cancel))
+        while (Step < Options.Steps)
         {
-            var (loss, norm, lr) = TrainStep();
+            double loss, norm; float lr;
+            try
+            {
+                if (StopRequested(cancel)) break;
+                (loss, norm, lr) = TrainStep();
+            }
+            catch (CollectiveFailedException e) { throw new CollectiveFailedException($"step {Step + 1}: {e.Message}", e.Culprit); }
             tokens += (long)Options.BatchSize * Model.Config.ModelLength;
             double tps = tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds);
             var eta = TimeSpan.FromSeconds((Options.Steps - Step) * clock.Elapsed.TotalSeconds / (Step - startStep));

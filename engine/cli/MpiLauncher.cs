@@ -16,7 +16,8 @@ static class MpiLauncher
             $"--nproc {ranks} needs Open MPI's mpirun on PATH (apt-get install openmpi-bin libopenmpi-dev), or start the ranks yourself with mpirun -np {ranks}");
         var psi = new ProcessStartInfo(mpirun) { UseShellExecute = false };
         psi.ArgumentList.Add("-np"); psi.ArgumentList.Add(ranks.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        if (ranks > Environment.ProcessorCount) psi.ArgumentList.Add("--oversubscribe");
+        // Open MPI counts physical cores as slots; more ranks than that is fine here (they yield while they wait)
+        psi.ArgumentList.Add("--oversubscribe");
         // each rank runs its own thread pool: let the OS place them rather than pinning each to one core
         psi.ArgumentList.Add("--bind-to"); psi.ArgumentList.Add("none");
         if (Environment.UserName == "root" && Environment.GetEnvironmentVariable("OMPI_ALLOW_RUN_AS_ROOT") != "1")

@@ -73,7 +73,8 @@ static class TrainCommand
             catch (Exception e) when (world.Size > 1)
             {
                 // the other ranks are waiting in a collective: end them all now, naming this rank (MPI_Abort does not return)
-                world.Abort(e is UserInputException ? e.Message : $"{e.GetType().Name}: {e.Message}", e is UserInputException ? CliRunner.UserError : CliRunner.InternalError);
+                world.Abort(e is UserInputException or CollectiveFailedException ? e.Message : $"{e.GetType().Name}: {e.Message}",
+                    e is UserInputException ? CliRunner.UserError : CliRunner.InternalError);
                 throw;
             }
             if (world.Rank != 0) return report.Cancelled ? 130 : 0; // rank 0 alone reports and writes
