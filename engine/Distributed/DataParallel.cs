@@ -36,6 +36,10 @@ public static class DataParallel
             world.Dispose();
             throw new UserInputException($"the launcher announced {ranks} ranks but MPI_COMM_WORLD has {world.Size}: is this Open MPI's mpirun?");
         }
+        // one GPU per rank on each machine: the CUDA backend takes device FASTBLOCKDIFF_CUDA_DEVICE, here the local rank
+        if (Environment.GetEnvironmentVariable("FASTBLOCKDIFF_CUDA_DEVICE") is null
+            && int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_RANK"), out int local))
+            Environment.SetEnvironmentVariable("FASTBLOCKDIFF_CUDA_DEVICE", local.ToString(System.Globalization.CultureInfo.InvariantCulture));
         return world;
     }
 
