@@ -13,6 +13,7 @@ if (args.Length > 0)
         case "sample-quick": return SampleQuick.Run(rest);
         case "parity-dump": return ParityDump.Run(rest);
         case "compare": return Compare.Run(rest);
+        case "dataparallel-quick": return DataParallelQuick.Run(rest);
     }
 }
 

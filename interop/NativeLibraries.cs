@@ -43,7 +43,7 @@ public static class CudaLibraries
         DriverName => Load(CudaLibrary.Driver).Handle,
         NvrtcName => Load(CudaLibrary.Nvrtc).Handle,
         CublasLtName => Load(CudaLibrary.CublasLt).Handle,
-        _ => 0,
+        _ => CollectiveLibraries.Resolve(name),
     };
 
     /// <summary>Probes (once) and reports on one library.</summary>

@@ -1,6 +1,7 @@
 using System.Globalization;
 using FastBlockDiff.Engine.Checkpoints;
 using FastBlockDiff.Engine.Data;
+using FastBlockDiff.Engine.Distributed;
 using FastBlockDiff.Engine.Formats;
 using FastBlockDiff.Engine.Model;
 using FastBlockDiff.Engine.Text;
@@ -34,6 +35,8 @@ public sealed record TrainingRequest
     public bool Overwrite { get; init; }
     /// <summary>Resume from a training state holding NaN/Inf (refused by default: such a run cannot recover).</summary>
     public bool AllowNonFinite { get; init; }
+    /// <summary>Gradient all-reduce of a data-parallel run: auto (NCCL on CUDA when present, else MPI), mpi or nccl.</summary>
+    public string Collective { get; init; } = "auto";
     public TrainOptions Options { get; init; } = new();
 }
 
@@ -57,9 +60,11 @@ public sealed record TrainingReport(int Steps, double FinalLoss, EvalResult? Val
 /// </summary>
 public static class TrainingRun
 {
-    public static TrainingReport Run(TrainingRequest req, TrainingObserver? observer = null, CancellationToken cancel = default)
+    /// <param name="world">the ranks of a data-parallel run (<see cref="DataParallel.Join"/>); rank 0 alone reports and writes.</param>
+    public static TrainingReport Run(TrainingRequest req, TrainingObserver? observer = null, CancellationToken cancel = default, ICollective? world = null)
     {
-        observer ??= new TrainingObserver();
+        world ??= SingleProcess.Instance;
+        observer = world.Rank == 0 ? observer ?? new TrainingObserver() : new TrainingObserver();
         void Say(string s) => observer.OnMessage?.Invoke(s);
         req.Options.Validate();
         ValidateShape(req);
@@ -82,7 +87,7 @@ public static class TrainingRun
                 throw new UserInputException($"--resume: checkpoint has L={config.ModelLength}, L'={config.BlockSize} but the command asks for L={req.SeqLen}, L'={req.BlockSize}: checkpoint of another shape");
             MemoryEstimate.ForTraining(config, req.Options.BatchSize).EnsureFits(TrainingHint);
             tokenizer = TokenizerFactory.Load(config.Tokenizer, config.MaskId);
-            resumeState = TrainingCheckpoint.Load(req.OutputDirectory, req.AllowNonFinite);
+            if (world.Rank == 0) resumeState = TrainingCheckpoint.Load(req.OutputDirectory, req.AllowNonFinite); // the others receive it below
         }
         else
         {
@@ -94,6 +99,9 @@ public static class TrainingRun
 
         var (backend, reason) = BackendChoice.Create(req.Backend);
         Say($"backend {reason}");
+        using var gradients = DataParallel.ForBackend(world, backend, req.Collective);
+        var collective = gradients ?? world;
+        if (world.Size > 1) Say($"data parallel: {collective.Description}; global batch {req.Options.BatchSize} = {world.Size} × {req.Options.BatchSize / Math.Max(1, world.Size)}");
         var data = TokenDataset.FromCorpus(req.DataPath, tokenizer, config.ModelLength, req.ValidFraction,
             cacheDir: TokenCacheDirectory());
         if (data.TrainRows.Count == 0) throw new UserInputException($"corpus '{req.DataPath}' is too small for one sequence of {config.ModelLength} tokens");
@@ -103,18 +111,20 @@ public static class TrainingRun
         model.Initialize((int)(req.Options.Seed & 0x7FFFFFFF));
         Say($"model: {config.Layers} layers × {config.HiddenDim} wide, {config.Heads} heads, {model.Params.Count:N0} parameters, L={config.ModelLength}, L'={config.BlockSize}, vocab {config.VocabSize} ({tokenizer.Name})");
         var sampler = BatchSampler.ForTraining(data, req.Options.BatchSize, req.Options.Seed);
-        var trainer = new Trainer(model, req.Options, new SamplerBatchSource(sampler));
+        var trainer = new Trainer(model, req.Options, new SamplerBatchSource(sampler), collective);
         if (resumeState != null)
         {
             trainer.Restore(resumeState);
             Say($"resumed at step {trainer.Step} with schedule {trainer.Schedule}");
         }
+        TrainingStateBroadcast.FromRoot(collective, trainer);
         Say($"schedule: {trainer.Schedule}");
         var validRows = data.ValidRows.Take(Math.Max(1, req.Options.EvalBatches * req.Options.BatchSize)).Select(r => data.Row(r).ToArray()).ToList();
 
         int? lastSaved = resumeState?.Step;
         void Checkpoint(Trainer t)
         {
+            if (world.Rank != 0) return;
             var state = t.Capture();
             CheckpointSet.Publish(req.OutputDirectory, t.Step,
             [
@@ -128,6 +138,7 @@ public static class TrainingRun
         void Evaluate(Trainer t)
         {
             if (validRows.Count == 0) return;
+            if (world.Rank != 0) { TrainingStateBroadcast.ScheduleFromRoot(collective, t); return; }
             if (req.Options.ScheduleSearchEvery > 0 && t.Step % req.Options.ScheduleSearchEvery == 0)
             {
                 var (best, cells) = t.WithEmaWeights(() => ScheduleSearch.Run(model, validRows, req.Options.BatchSize));
@@ -135,6 +146,7 @@ public static class TrainingRun
                 observer.OnScheduleSearch?.Invoke(t.Step, best, cells);
                 Say($"step {t.Step}: schedule search picked {t.Schedule} (NELBO variance {best.Variance:g4})");
             }
+            TrainingStateBroadcast.ScheduleFromRoot(collective, t);
             var r = t.WithEmaWeights(() => new Evaluator(model).Evaluate(validRows, req.Options.BatchSize));
             observer.OnEval?.Invoke(t.Step, r);
         }
@@ -152,7 +164,7 @@ public static class TrainingRun
         bool cancelled = trainer.Step < req.Options.Steps;
         Checkpoint(trainer);
         EvalResult? final = null;
-        if (validRows.Count > 0 && !cancelled)
+        if (validRows.Count > 0 && !cancelled && world.Rank == 0)
         {
             int take = req.Options.FinalEvalSequences > 0 ? req.Options.FinalEvalSequences : data.ValidRows.Count;
             var allValid = data.ValidRows.Take(take).Select(r => data.Row(r).ToArray()).ToList();

@@ -76,6 +76,18 @@ public sealed class Bd3Batch
         }
     }
 
+    /// <summary>Copies rows [firstRow, firstRow + Batch) of a larger batch of the same shape (a data-parallel rank's shard).</summary>
+    public void CopyRows(Bd3Batch source, int firstRow)
+    {
+        if (source.Length != Length || source.BlockSize != BlockSize || firstRow < 0 || firstRow + Batch > source.Batch)
+            throw new ArgumentException($"rows [{firstRow}, {firstRow + Batch}) of a {source.Batch}x{source.Length} batch (L'={source.BlockSize}) do not fit a {Batch}x{Length} shard (L'={BlockSize})");
+        int tokens = Batch * Length, blocks = Batch * Blocks;
+        source.Clean.AsSpan(firstRow * Length, tokens).CopyTo(Clean);
+        source.Noisy.AsSpan(firstRow * Length, tokens).CopyTo(Noisy);
+        source.Weights.AsSpan(firstRow * Length, tokens).CopyTo(Weights);
+        source.Rates.AsSpan(firstRow * Blocks, blocks).CopyTo(Rates);
+    }
+
     /// <summary>Token ids [Batch, 2L] = noisy ⊕ clean per sequence.</summary>
     public int[] FullIds()
     {

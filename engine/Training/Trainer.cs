@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using FastBlockDiff.Engine.Distributed;
 using FastBlockDiff.Engine.Model;
 using FastBlockDiff.Kernels;
 
@@ -10,6 +11,9 @@ public readonly record struct TrainProgress(int Step, int TotalSteps, double Los
 /// <summary>
 /// BD3-LM training: vectorised NELBO, AdamW with warm-up and clipping, EMA of the weights. Its whole state
 /// (weights, moments, EMA, step, RNG, data position, schedule) round-trips through <see cref="TrainingState"/>.
+/// Data-parallel over a <see cref="ICollective"/> of N ranks: every rank draws and noises the same global batch (same
+/// data position, same RNG), trains on its own contiguous 1/N of the rows, and the gradients are summed across ranks
+/// (each rank's share already scaled to the global mean), so every rank takes the identical optimiser step.
 /// </summary>
 public sealed class Trainer
 {
@@ -27,10 +31,17 @@ public sealed class Trainer
     readonly IBatchSource _data;
     readonly Bd3Batch _batch;
     readonly int[] _rows;
+    readonly ICollective _world;
+    readonly Bd3Batch? _shard;
 
-    public Trainer(Denoiser model, TrainOptions options, IBatchSource data)
+    public ICollective World => _world;
+
+    public Trainer(Denoiser model, TrainOptions options, IBatchSource data, ICollective? world = null)
     {
         options.Validate();
+        _world = world ?? SingleProcess.Instance;
+        if (options.BatchSize % _world.Size != 0)
+            throw new UserInputException($"--batch-size {options.BatchSize} (the global batch) is not divisible by the {_world.Size} ranks; use a multiple of {_world.Size}");
         if (data.SequenceLength != model.Config.ModelLength)
             throw new UserInputException($"data rows have {data.SequenceLength} tokens but the model was built for L={model.Config.ModelLength}");
         Model = model; Options = options; _data = data; _b = model.Backend;
@@ -43,6 +54,7 @@ public sealed class Trainer
         _objective = new Bd3Objective(model);
         _batch = new Bd3Batch(options.BatchSize, model.Config.ModelLength, model.Config.BlockSize);
         _rows = new int[options.BatchSize * model.Config.ModelLength];
+        if (_world.Size > 1) _shard = new Bd3Batch(options.BatchSize / _world.Size, model.Config.ModelLength, model.Config.BlockSize);
     }
 
     /// <summary>One optimiser step; returns its progress record (loss of this batch before the update).</summary>
@@ -53,7 +65,7 @@ public sealed class Trainer
         ulong dropSeed = Rng.NextUInt64();
         float dropout = Options.Dropout ? Model.Config.Dropout : 0f;
         _b.Fill(Model.Grads, 0f);
-        double loss = _objective.Run(_batch, backward: true, dropout, dropSeed);
+        double loss = _shard is null ? _objective.Run(_batch, backward: true, dropout, dropSeed) : RunShard(dropout, dropSeed);
         double norm = Math.Sqrt(_b.SumSquares(Model.Grads));
         float clip = Options.GradClip > 0 && norm > Options.GradClip ? (float)(Options.GradClip / norm) : 1f;
         float lr = Options.LearningRateAt(Step);
@@ -67,15 +79,43 @@ public sealed class Trainer
         return (loss, norm, lr);
     }
 
+    /// <summary>This rank's rows of the global batch, forward and backward, then the sum of all ranks' gradients.</summary>
+    double RunShard(float dropout, ulong dropSeed)
+    {
+        _shard!.CopyRows(_batch, _world.Rank * _shard.Batch);
+        // dropout masks are a hash of (seed, element index): each rank hashes its own seed so that shards differ
+        ulong seed = Kernels.Dropout.Mix(dropSeed, (ulong)_world.Rank);
+        double local = _objective.Run(_shard, backward: true, dropout, seed, gradScale: 1f / _world.Size);
+        _world.AllReduce(_b, Model.Grads, ReduceOp.Sum);
+        Span<double> loss = [local];
+        _world.AllReduce(loss, ReduceOp.Average);
+        return loss[0];
+    }
+
+    /// <summary>True when any rank was asked to stop (every rank must leave the loop at the same step).</summary>
+    bool StopRequested(CancellationToken cancel)
+    {
+        if (_world.Size == 1) return cancel.IsCancellationRequested;
+        Span<double> flag = [cancel.IsCancellationRequested ? 1 : 0];
+        _world.AllReduce(flag, ReduceOp.Sum);
+        return flag[0] > 0;
+    }
+
     /// <summary>Runs until Options.Steps, calling back after each step; stops early (state intact) on cancellation.</summary>
     public void Run(Action<TrainProgress>? onStep = null, Action<Trainer>? onCheckpoint = null, Action<Trainer>? onEval = null, CancellationToken cancel = default)
     {
         var clock = Stopwatch.StartNew();
         int startStep = Step;
         long tokens = 0;
-        while (Step < Options.Steps && !cancel.IsCancellationRequested)
+        while (Step < Options.Steps)
         {
-            var (loss, norm, lr) = TrainStep();
+            double loss, norm; float lr;
+            try
+            {
+                if (StopRequested(cancel)) break;
+                (loss, norm, lr) = TrainStep();
+            }
+            catch (CollectiveFailedException e) { throw new CollectiveFailedException($"step {Step + 1}: {e.Message}", e.Culprit); }
             tokens += (long)Options.BatchSize * Model.Config.ModelLength;
             double tps = tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds);
             var eta = TimeSpan.FromSeconds((Options.Steps - Step) * clock.Elapsed.TotalSeconds / (Step - startStep));

@@ -13,6 +13,7 @@ static class InfoCommand
         {
             Console.WriteLine($"FastBlockDiff on .NET {Environment.Version}, {Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}");
             foreach (var line in BackendChoice.Describe()) Console.WriteLine(line);
+            foreach (var line in Engine.Distributed.DataParallel.Describe()) Console.WriteLine(line);
             return 0;
         }));
         return cmd;

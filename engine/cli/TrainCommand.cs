@@ -1,5 +1,6 @@
 using System.CommandLine;
 using FastBlockDiff.Engine;
+using FastBlockDiff.Engine.Distributed;
 using FastBlockDiff.Engine.Training;
 using Spectre.Console;
 
@@ -38,19 +39,27 @@ static class TrainCommand
         var layers = new Option<int?>("--layers") { Description = "custom depth" };
         var heads = new Option<int?>("--heads") { Description = "custom head count" };
         var allowNonFinite = AllowNonFiniteOption.Create();
+        var nproc = new Option<int>("--nproc") { Description = "data-parallel ranks: runs mpirun -np N on this command (--batch-size is the global batch)", DefaultValueFactory = _ => 1 };
+        var collective = new Option<string>("--collective") { Description = "gradient all-reduce under mpirun: auto (NCCL on CUDA, else MPI), mpi or nccl", DefaultValueFactory = _ => "auto" };
+        var collectiveTimeout = new Option<double>("--collective-timeout") { Description = "seconds a rank waits for the others before the job is aborted naming the missing rank", DefaultValueFactory = _ => DataParallel.DefaultTimeout.TotalSeconds };
         var cmd = new Command("train", "train a BD3-LM")
         {
             data, model, seqLen, blockSize, steps, outDir, backend, resume, overwrite, batch, lr, warmup, lrSchedule, wd, clip, ema,
-            betaMin, betaMax, search, evalEvery, ckptEvery, tokenizer, seed, dropout, hidden, layers, heads, allowNonFinite,
+            betaMin, betaMax, search, evalEvery, ckptEvery, tokenizer, seed, dropout, hidden, layers, heads, allowNonFinite, nproc, collective, collectiveTimeout,
         };
         cmd.SetAction(r => CliRunner.Run(cancel =>
         {
+            int ranks = r.GetValue(nproc);
+            if (ranks < 1) throw new UserInputException($"--nproc must be at least 1, got {ranks}");
+            if (ranks > 1 && DataParallel.LaunchedRanks() is null) return MpiLauncher.Relaunch(ranks);
+            if (ranks > 1 && DataParallel.LaunchedRanks() != ranks)
+                throw new UserInputException($"--nproc {ranks} under a launcher that started {DataParallel.LaunchedRanks()} ranks: drop --nproc when using mpirun -np");
             var req = new TrainingRequest
             {
                 DataPath = r.GetValue(data)!, OutputDirectory = r.GetValue(outDir)!, ModelSize = r.GetValue(model)!,
                 SeqLen = r.GetValue(seqLen), BlockSize = r.GetValue(blockSize), Tokenizer = r.GetValue(tokenizer)!,
                 ScheduleMin = r.GetValue(betaMin), ScheduleMax = r.GetValue(betaMax), Dropout = r.GetValue(dropout),
-                Backend = r.GetValue(backend)!, Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite), AllowNonFinite = r.GetValue(allowNonFinite),
+                Backend = r.GetValue(backend)!, Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite), AllowNonFinite = r.GetValue(allowNonFinite), Collective = r.GetValue(collective)!,
                 HiddenDim = r.GetValue(hidden), Layers = r.GetValue(layers), Heads = r.GetValue(heads),
                 Options = new TrainOptions
                 {
@@ -60,7 +69,17 @@ static class TrainCommand
                     ScheduleSearchEvery = r.GetValue(search), Dropout = r.GetValue(dropout) > 0,
                 },
             };
-            var report = Train(req, cancel);
+            using var world = DataParallel.Join(TimeSpan.FromSeconds(r.GetValue(collectiveTimeout)));
+            TrainingReport report;
+            try { report = Train(req, cancel, world); }
+            catch (Exception e) when (world.Size > 1)
+            {
+                // the other ranks are waiting in a collective: end them all now, naming this rank (MPI_Abort does not return)
+                world.Abort(e is UserInputException or CollectiveFailedException ? e.Message : $"{e.GetType().Name}: {e.Message}",
+                    e is UserInputException ? CliRunner.UserError : CliRunner.InternalError);
+                throw;
+            }
+            if (world.Rank != 0) return report.Cancelled ? 130 : 0; // rank 0 alone reports and writes
             if (report.Validation is { } v)
                 Console.WriteLine($"validation: NELBO {v.Nelbo:F4} nats/token, perplexity {v.Perplexity:F3}" +
                     (req.Tokenizer == "byte" ? $", {v.BitsPerToken:F3} bits/byte" : "") + $" ({v.Sequences} sequences, t ~ U[1e-3, 1])");
@@ -73,9 +92,9 @@ static class TrainCommand
         return cmd;
     }
 
-    static TrainingReport Train(TrainingRequest req, CancellationToken cancel)
+    static TrainingReport Train(TrainingRequest req, CancellationToken cancel, ICollective world)
     {
-        bool interactive = !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+        bool interactive = world.Rank == 0 && !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
         var lastLine = DateTime.MinValue;
         TrainingObserver Observer(Action<TrainProgress> onStep) => new()
         {
@@ -86,14 +105,14 @@ static class TrainCommand
         };
         if (!interactive)
         {
-            return TrainingRun.Run(req, Observer(p =>
+            return TrainingRun.Run(req, world: world, cancel: cancel, observer: Observer(p =>
             {
                 if (p.Step == p.TotalSteps || (DateTime.UtcNow - lastLine).TotalSeconds >= 10)
                 {
                     lastLine = DateTime.UtcNow;
                     Console.WriteLine($"step {p.Step}/{p.TotalSteps}  loss {p.Loss:F4}  lr {p.LearningRate:g3}  |g| {p.GradNorm:F2}  {p.TokensPerSecond:N0} tok/s  eta {p.Eta:hh\\:mm\\:ss}");
                 }
-            }), cancel);
+            }));
         }
         TrainingReport? report = null;
         AnsiConsole.Progress()
@@ -105,7 +124,7 @@ static class TrainCommand
                 {
                     task.Value = p.Step;
                     task.Description = $"step {p.Step}/{p.TotalSteps} loss {p.Loss:F3} {p.TokensPerSecond:N0} tok/s";
-                }), cancel);
+                }), cancel, world);
             });
         return report!;
     }
