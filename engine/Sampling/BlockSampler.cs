@@ -65,6 +65,9 @@ public sealed class BlockSampler
         var sampled = new int[bs * lb];
         var probs = new float[bs * lb];
         var u = new float[bs * lb];
+        // first-hitting reveals one position per sequence and step: only those rows are gathered here and sampled
+        var hitRows = options.Kind == SamplerKind.FirstHitting ? _b.AllocFloat(checked(bs * _c.VocabSize)) : default;
+        using var hitRowsOwner = hitRows.Storage;
 
         while (done.Any(d => d == null))
         {
@@ -93,6 +96,11 @@ public sealed class BlockSampler
                     logits = Denoise(cache, seqs, committed, block, bs);
                     nfe++;
                     stale = false;
+                }
+                if (options.Kind == SamplerKind.FirstHitting)
+                {
+                    stale = RevealFirstHits(options, rng, logits, hitRows, block, uniforms, sampledDev, probsDev, u, sampled);
+                    continue;
                 }
                 for (int i = 0; i < u.Length; i++) u[i] = rng.NextFloat();
                 _b.Upload(uniforms, u);
@@ -137,6 +145,33 @@ public sealed class BlockSampler
     }
 
     bool AnyMasked(int[] block) => Array.IndexOf(block, _c.MaskId) >= 0;
+
+    /// <summary>
+    /// First-hitting: each sequence reveals one uniformly chosen masked position, so only that position's row of
+    /// logits is sampled (one row per sequence instead of all L'). Returns whether any token changed.
+    /// </summary>
+    bool RevealFirstHits(SamplingOptions o, Rng rng, FloatView logits, FloatView rows, int[] block, FloatView uniforms, IntView sampledDev, FloatView probsDev, float[] u, int[] sampled)
+    {
+        int lb = _c.BlockSize, v = _c.VocabSize, bs = block.Length / lb, n = 0;
+        var at = new int[bs];
+        for (int s = 0; s < bs; s++)
+        {
+            var seq = block.AsSpan(s * lb, lb);
+            int count = seq.Count(_c.MaskId);
+            if (count == 0) continue;
+            int skip = rng.NextInt(count), i = 0;
+            while (seq[i] != _c.MaskId || skip-- > 0) i++;
+            at[n] = s * lb + i;
+            _b.Copy(rows.Slice(n * v, v), logits.Slice(checked(at[n] * v), v));
+            u[n++] = rng.NextFloat();
+        }
+        if (n == 0) return false;
+        _b.Upload(uniforms.Slice(0, n), u.AsSpan(0, n));
+        _b.SampleCategorical(rows, n, v, _c.MaskId, o.Temperature, o.TopP, uniforms, sampledDev, probsDev);
+        _b.Download(sampledDev.Slice(0, n), sampled.AsSpan(0, n));
+        for (int k = 0; k < n; k++) block[at[k]] = sampled[k];
+        return true;
+    }
 
     /// <summary>Applies one reveal rule to one sequence's block; returns whether any token changed.</summary>
     bool Reveal(SamplingOptions o, Rng rng, Span<int> block, ReadOnlySpan<int> sampled, ReadOnlySpan<float> probs, int step, int steps)
