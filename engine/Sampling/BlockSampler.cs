@@ -65,8 +65,8 @@ public sealed class BlockSampler
         var sampled = new int[bs * lb];
         var probs = new float[bs * lb];
         var u = new float[bs * lb];
-        // first-hitting reveals one position per sequence and step: only those rows are gathered here and sampled
-        var hitRows = options.Kind == SamplerKind.FirstHitting ? _b.AllocFloat(checked(bs * _c.VocabSize)) : default;
+        // DDPM and first-hitting decide first which positions a step reveals: only those rows are gathered here and sampled
+        var hitRows = options.Kind != SamplerKind.Confidence ? _b.AllocFloat(checked(bs * _c.VocabSize)) : default;
         using var hitRowsOwner = hitRows.Storage;
 
         while (done.Any(d => d == null))
@@ -97,9 +97,10 @@ public sealed class BlockSampler
                     nfe++;
                     stale = false;
                 }
-                if (options.Kind == SamplerKind.FirstHitting)
+                if (options.Kind != SamplerKind.Confidence)
                 {
-                    stale = RevealFirstHits(options, rng, logits, hitRows, block, uniforms, sampledDev, probsDev, u, sampled);
+                    var chosen = ChooseReveals(options, rng, block, k, steps);
+                    stale = SampleChosen(options, rng, logits, hitRows, chosen, block, uniforms, sampledDev, probsDev, u, sampled);
                     continue;
                 }
                 for (int i = 0; i < u.Length; i++) u[i] = rng.NextFloat();
@@ -147,29 +148,60 @@ public sealed class BlockSampler
     bool AnyMasked(int[] block) => Array.IndexOf(block, _c.MaskId) >= 0;
 
     /// <summary>
-    /// First-hitting: each sequence reveals one uniformly chosen masked position, so only that position's row of
-    /// logits is sampled (one row per sequence instead of all L'). Returns whether any token changed.
+    /// The positions (indices into the batch's block) this step reveals. First-hitting: one uniformly chosen masked
+    /// position per sequence. DDPM: each masked position with (α_s - α_t)/(1 - α_t), t = 1 - k/T → s = t - 1/T; the last step all.
     /// </summary>
-    bool RevealFirstHits(SamplingOptions o, Rng rng, FloatView logits, FloatView rows, int[] block, FloatView uniforms, IntView sampledDev, FloatView probsDev, float[] u, int[] sampled)
+    List<int> ChooseReveals(SamplingOptions o, Rng rng, int[] block, int step, int steps)
     {
-        int lb = _c.BlockSize, v = _c.VocabSize, bs = block.Length / lb, n = 0;
-        var at = new int[bs];
-        for (int s = 0; s < bs; s++)
+        int lb = _c.BlockSize;
+        var chosen = new List<int>();
+        double t = 1.0 - (double)step / steps, s = Math.Max(0.0, t - 1.0 / steps);
+        double p = step >= steps - 1 ? 1.0 : (t - s) / t;
+        for (int q = 0; q < block.Length / lb; q++)
         {
-            var seq = block.AsSpan(s * lb, lb);
+            var seq = block.AsSpan(q * lb, lb);
             int count = seq.Count(_c.MaskId);
             if (count == 0) continue;
-            int skip = rng.NextInt(count), i = 0;
-            while (seq[i] != _c.MaskId || skip-- > 0) i++;
-            at[n] = s * lb + i;
-            _b.Copy(rows.Slice(n * v, v), logits.Slice(checked(at[n] * v), v));
-            u[n++] = rng.NextFloat();
+            if (o.Kind == SamplerKind.FirstHitting)
+            {
+                int skip = rng.NextInt(count), i = 0;
+                while (seq[i] != _c.MaskId || skip-- > 0) i++;
+                chosen.Add(q * lb + i);
+                continue;
+            }
+            for (int i = 0; i < lb; i++)
+                if (seq[i] == _c.MaskId && rng.NextDouble() < p) chosen.Add(q * lb + i);
         }
+        return chosen;
+    }
+
+    /// <summary>
+    /// Samples a token for each chosen position and reveals it; returns whether any token changed. Up to one row per
+    /// sequence, the chosen rows are gathered and only they are sampled; more (the last step), all rows are.
+    /// </summary>
+    bool SampleChosen(SamplingOptions o, Rng rng, FloatView logits, FloatView rows, List<int> chosen, int[] block, FloatView uniforms, IntView sampledDev, FloatView probsDev, float[] u, int[] sampled)
+    {
+        int v = _c.VocabSize, n = chosen.Count;
         if (n == 0) return false;
-        _b.Upload(uniforms.Slice(0, n), u.AsSpan(0, n));
-        _b.SampleCategorical(rows, n, v, _c.MaskId, o.Temperature, o.TopP, uniforms, sampledDev, probsDev);
-        _b.Download(sampledDev.Slice(0, n), sampled.AsSpan(0, n));
-        for (int k = 0; k < n; k++) block[at[k]] = sampled[k];
+        if (n <= rows.Length / v)
+        {
+            for (int k = 0; k < n; k++)
+            {
+                _b.Copy(rows.Slice(k * v, v), logits.Slice(checked(chosen[k] * v), v));
+                u[k] = rng.NextFloat();
+            }
+            _b.Upload(uniforms.Slice(0, n), u.AsSpan(0, n));
+            _b.SampleCategorical(rows, n, v, _c.MaskId, o.Temperature, o.TopP, uniforms, sampledDev, probsDev);
+            _b.Download(sampledDev.Slice(0, n), sampled.AsSpan(0, n));
+            for (int k = 0; k < n; k++) block[chosen[k]] = sampled[k];
+            return true;
+        }
+        Array.Clear(u);
+        foreach (int i in chosen) u[i] = rng.NextFloat();
+        _b.Upload(uniforms, u);
+        _b.SampleCategorical(logits, block.Length, v, _c.MaskId, o.Temperature, o.TopP, uniforms, sampledDev, probsDev);
+        _b.Download(sampledDev, sampled);
+        foreach (int i in chosen) block[i] = sampled[i];
         return true;
     }
 
