@@ -178,6 +178,14 @@ public static class SampleQuick
                     string note = cached ? "KV cache: each NFE runs L' tokens against the cached prefix; committing a block is one more pass (cache_passes)"
                         : "no KV cache: each NFE re-runs the whole window (≤ L tokens, block-causal)";
                     if (!cached && cachedTps is { } c) note += $"; cached/uncached = {c / tps:F1}x";
+                    if (cached)
+                    {
+                        // the sampler's own share: one SampleCategorical over batch·L' rows per step of every block (an upper bound)
+                        double op = SamplerSeconds(b, batch * lp, cfg.VocabSize, cfg.MaskId, opts.TopP);
+                        double share = (double)mid.GeneratedTokens / batch / lp * steps * op / sec;
+                        note += $"; sampler op {op * 1e3:F2} ms per step (top-p {opts.TopP}), ≤ {100 * share:F1}% of the generation";
+                        Console.WriteLine($"  sampler  : {op * 1e3:F2} ms per step over {batch * lp} rows × V={cfg.VocabSize}, at most {100 * share:F1}% of sampling time");
+                    }
                     doc.Results.Add(new BenchResult
                     {
                         Suite = "sample", Impl = impl, Backend = b.Name,
@@ -193,5 +201,21 @@ public static class SampleQuick
         }
         o.WriteDoc(doc, "sample");
         return 0;
+    }
+
+    /// <summary>Median seconds of one SampleCategorical over rows × vocab random logits (std 3: a few hundred tokens in the nucleus).</summary>
+    static double SamplerSeconds(IBackend b, int rows, int vocab, int maskId, float topP)
+    {
+        var rnd = new Random(3);
+        var host = new float[(long)rows * vocab];
+        for (int i = 0; i < host.Length; i++) host[i] = 3f * (rnd.NextSingle() + rnd.NextSingle() + rnd.NextSingle() - 1.5f);
+        var logits = b.AllocFloat(host.Length); var u = b.AllocFloat(rows); var tokens = b.AllocInt(rows); var probs = b.AllocFloat(rows);
+        using (logits.Storage) using (u.Storage) using (tokens.Storage) using (probs.Storage)
+        {
+            b.Upload(logits, host);
+            b.Upload(u, Enumerable.Range(0, rows).Select(_ => rnd.NextSingle()).ToArray());
+            var t = QuickTimer.Time([() => { b.SampleCategorical(logits, rows, vocab, maskId, 1f, topP, u, tokens, probs); b.Synchronize(); }], minRuns: 5, budgetSeconds: 1);
+            return QuickTimer.Median(t[0]);
+        }
     }
 }

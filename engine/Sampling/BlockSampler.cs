@@ -66,6 +66,9 @@ public sealed class BlockSampler
         var sampled = new int[bs * lb];
         var probs = new float[bs * lb];
         var u = new float[bs * lb];
+        // DDPM and first-hitting decide first which positions a step reveals: only those rows are gathered here and sampled
+        var hitRows = options.Kind != SamplerKind.Confidence ? _b.AllocFloat(checked(bs * _c.VocabSize)) : default;
+        using var hitRowsOwner = hitRows.Storage;
 
         while (done.Any(d => d == null))
         {
@@ -95,6 +98,12 @@ public sealed class BlockSampler
                     logits = Denoise(cache, seqs, committed, block, bs);
                     nfe++;
                     stale = false;
+                }
+                if (options.Kind != SamplerKind.Confidence)
+                {
+                    var chosen = ChooseReveals(options, rng, block, k, steps);
+                    stale = SampleChosen(options, rng, logits, hitRows, chosen, block, uniforms, sampledDev, probsDev, u, sampled);
+                    continue;
                 }
                 for (int i = 0; i < u.Length; i++) u[i] = rng.NextFloat();
                 _b.Upload(uniforms, u);
@@ -139,6 +148,64 @@ public sealed class BlockSampler
     }
 
     bool AnyMasked(int[] block) => Array.IndexOf(block, _c.MaskId) >= 0;
+
+    /// <summary>
+    /// The positions (indices into the batch's block) this step reveals. First-hitting: one uniformly chosen masked
+    /// position per sequence. DDPM: each masked position with (α_s - α_t)/(1 - α_t), t = 1 - k/T → s = t - 1/T; the last step all.
+    /// </summary>
+    List<int> ChooseReveals(SamplingOptions o, Rng rng, int[] block, int step, int steps)
+    {
+        int lb = _c.BlockSize;
+        var chosen = new List<int>();
+        double t = 1.0 - (double)step / steps, s = Math.Max(0.0, t - 1.0 / steps);
+        double p = step >= steps - 1 ? 1.0 : (t - s) / t;
+        for (int q = 0; q < block.Length / lb; q++)
+        {
+            var seq = block.AsSpan(q * lb, lb);
+            int count = seq.Count(_c.MaskId);
+            if (count == 0) continue;
+            if (o.Kind == SamplerKind.FirstHitting)
+            {
+                int skip = rng.NextInt(count), i = 0;
+                while (seq[i] != _c.MaskId || skip-- > 0) i++;
+                chosen.Add(q * lb + i);
+                continue;
+            }
+            for (int i = 0; i < lb; i++)
+                if (seq[i] == _c.MaskId && rng.NextDouble() < p) chosen.Add(q * lb + i);
+        }
+        return chosen;
+    }
+
+    /// <summary>
+    /// Samples a token for each chosen position and reveals it; returns whether any token changed. Up to one row per
+    /// sequence, the chosen rows are gathered and only they are sampled; more (the last step), all rows are.
+    /// </summary>
+    bool SampleChosen(SamplingOptions o, Rng rng, FloatView logits, FloatView rows, List<int> chosen, int[] block, FloatView uniforms, IntView sampledDev, FloatView probsDev, float[] u, int[] sampled)
+    {
+        int v = _c.VocabSize, n = chosen.Count;
+        if (n == 0) return false;
+        if (n <= rows.Length / v)
+        {
+            for (int k = 0; k < n; k++)
+            {
+                _b.Copy(rows.Slice(k * v, v), logits.Slice(checked(chosen[k] * v), v));
+                u[k] = rng.NextFloat();
+            }
+            _b.Upload(uniforms.Slice(0, n), u.AsSpan(0, n));
+            _b.SampleCategorical(rows, n, v, _c.MaskId, o.Temperature, o.TopP, uniforms, sampledDev, probsDev);
+            _b.Download(sampledDev.Slice(0, n), sampled.AsSpan(0, n));
+            for (int k = 0; k < n; k++) block[chosen[k]] = sampled[k];
+            return true;
+        }
+        Array.Clear(u);
+        foreach (int i in chosen) u[i] = rng.NextFloat();
+        _b.Upload(uniforms, u);
+        _b.SampleCategorical(logits, block.Length, v, _c.MaskId, o.Temperature, o.TopP, uniforms, sampledDev, probsDev);
+        _b.Download(sampledDev, sampled);
+        foreach (int i in chosen) block[i] = sampled[i];
+        return true;
+    }
 
     /// <summary>Applies one reveal rule to one sequence's block; returns whether any token changed.</summary>
     bool Reveal(SamplingOptions o, Rng rng, Span<int> block, ReadOnlySpan<int> sampled, ReadOnlySpan<float> probs, int step, int steps)

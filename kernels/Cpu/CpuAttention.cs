@@ -51,12 +51,13 @@ public static class CpuAttention
 
     sealed class Scratch
     {
-        public readonly float[] Q, O, K, V, S, S2, M, L;
+        public readonly float[] Q, O, K, V, S, S2, M, L, KT, S4;
         public readonly int[] R;
         public Scratch(int hd)
         {
             Q = new float[QueryTile * hd]; O = new float[QueryTile * hd];
             K = new float[KeyTile * hd]; V = new float[KeyTile * hd];
+            KT = new float[hd * KeyTile]; S4 = new float[4 * KeyTile];
             S2 = new float[KeyTile];
             S = new float[KeyTile + 1]; // +1: a slice may start at n1 = KeyTile with n2 = 0
             M = new float[QueryTile]; L = new float[QueryTile];
@@ -168,14 +169,26 @@ public static class CpuAttention
     }
 
     /// <summary>
-    /// Every row of the query tile against all n gathered keys (a Full tile): rows go in pairs through
-    /// two-row micro-kernels that share each key load.
+    /// Every row of the query tile against all n gathered keys (a Full tile), as small GEMMs: four query rows at a
+    /// time, the scores Q·Kᵀ by a 4×16 register tile over the transposed keys, then P·V by a 4-row tile that shares
+    /// each value load; a remaining pair and row go through the two-row and one-row kernels.
     /// </summary>
     static void UpdateAllRows(Scratch sc, int nq, int hd, int n)
     {
         int r = 0;
         if (Vector256.IsHardwareAccelerated && hd % 8 == 0)
         {
+            if (nq >= 4)
+            {
+                for (int j = 0; j < n; j++)
+                    for (int c = 0; c < hd; c++) sc.KT[c * KeyTile + j] = sc.K[j * hd + c];
+            }
+            for (; r + 4 <= nq; r += 4)
+            {
+                Scores4(ref sc.Q[r * hd], hd, ref sc.KT[0], n, ref sc.S4[0]);
+                for (int i = 0; i < 4; i++) SoftmaxStep(sc, r + i, hd, sc.S4.AsSpan(i * KeyTile, n));
+                AccumulateRows4(ref sc.O[r * hd], ref sc.V[0], n, hd, ref sc.S4[0]);
+            }
             for (; r + 1 < nq; r += 2)
             {
                 Dots2(ref sc.Q[r * hd], ref sc.Q[(r + 1) * hd], ref sc.K[0], n, hd, ref sc.S[0], ref sc.S2[0]);
@@ -405,6 +418,109 @@ public static class CpuAttention
                 b0 = Vector256.MultiplyAddEstimate(Vector256.Create(Unsafe.Add(ref w1, t)), k0, b0);
             }
             a0.StoreUnsafe(ref acc0, (nuint)c); b0.StoreUnsafe(ref acc1, (nuint)c);
+        }
+    }
+
+    /// <summary>
+    /// s[i·KeyTile + j] = q_i · k_j for the four query rows q_i (contiguous, hd floats each) and keys j &lt; n, the keys
+    /// transposed: kt[c·KeyTile + j]. A 4×16 register tile: per c, two key loads and four broadcasts feed eight FMAs.
+    /// </summary>
+    static void Scores4(ref float q, int hd, ref float kt, int n, ref float s)
+    {
+        ref float q1 = ref Unsafe.Add(ref q, hd);
+        ref float q2 = ref Unsafe.Add(ref q1, hd);
+        ref float q3 = ref Unsafe.Add(ref q2, hd);
+        int j = 0;
+        for (; j + 16 <= n; j += 16)
+        {
+            Vector256<float> a0 = default, a1 = default, b0 = default, b1 = default, c0 = default, c1 = default, d0 = default, d1 = default;
+            for (int c = 0; c < hd; c++)
+            {
+                ref float kc = ref Unsafe.Add(ref kt, c * KeyTile + j);
+                var k0 = Vector256.LoadUnsafe(ref kc); var k1 = Vector256.LoadUnsafe(ref kc, 8);
+                var x = Vector256.Create(Unsafe.Add(ref q, c));
+                a0 = Vector256.MultiplyAddEstimate(x, k0, a0); a1 = Vector256.MultiplyAddEstimate(x, k1, a1);
+                x = Vector256.Create(Unsafe.Add(ref q1, c));
+                b0 = Vector256.MultiplyAddEstimate(x, k0, b0); b1 = Vector256.MultiplyAddEstimate(x, k1, b1);
+                x = Vector256.Create(Unsafe.Add(ref q2, c));
+                c0 = Vector256.MultiplyAddEstimate(x, k0, c0); c1 = Vector256.MultiplyAddEstimate(x, k1, c1);
+                x = Vector256.Create(Unsafe.Add(ref q3, c));
+                d0 = Vector256.MultiplyAddEstimate(x, k0, d0); d1 = Vector256.MultiplyAddEstimate(x, k1, d1);
+            }
+            a0.StoreUnsafe(ref s, (nuint)j); a1.StoreUnsafe(ref s, (nuint)(j + 8));
+            b0.StoreUnsafe(ref s, (nuint)(KeyTile + j)); b1.StoreUnsafe(ref s, (nuint)(KeyTile + j + 8));
+            c0.StoreUnsafe(ref s, (nuint)(2 * KeyTile + j)); c1.StoreUnsafe(ref s, (nuint)(2 * KeyTile + j + 8));
+            d0.StoreUnsafe(ref s, (nuint)(3 * KeyTile + j)); d1.StoreUnsafe(ref s, (nuint)(3 * KeyTile + j + 8));
+        }
+        for (; j < n; j++)
+        {
+            float sa = 0, sb = 0, sc = 0, sd = 0;
+            for (int c = 0; c < hd; c++)
+            {
+                float k = Unsafe.Add(ref kt, c * KeyTile + j);
+                sa += Unsafe.Add(ref q, c) * k; sb += Unsafe.Add(ref q1, c) * k;
+                sc += Unsafe.Add(ref q2, c) * k; sd += Unsafe.Add(ref q3, c) * k;
+            }
+            Unsafe.Add(ref s, j) = sa; Unsafe.Add(ref s, KeyTile + j) = sb;
+            Unsafe.Add(ref s, 2 * KeyTile + j) = sc; Unsafe.Add(ref s, 3 * KeyTile + j) = sd;
+        }
+    }
+
+    /// <summary>
+    /// acc_i += Σ_t w[i·KeyTile + t]·rows[t] for four contiguous accumulator rows (hd floats each) and t &lt; count:
+    /// a 4×16 register tile, two value loads and four broadcasts per eight FMAs. hd % 8 == 0.
+    /// </summary>
+    static void AccumulateRows4(ref float acc, ref float rows, int count, int hd, ref float w)
+    {
+        ref float w1 = ref Unsafe.Add(ref w, KeyTile);
+        ref float w2 = ref Unsafe.Add(ref w1, KeyTile);
+        ref float w3 = ref Unsafe.Add(ref w2, KeyTile);
+        int c = 0;
+        for (; c + 16 <= hd; c += 16)
+        {
+            ref float o0 = ref Unsafe.Add(ref acc, c);
+            ref float o1 = ref Unsafe.Add(ref o0, hd);
+            ref float o2 = ref Unsafe.Add(ref o1, hd);
+            ref float o3 = ref Unsafe.Add(ref o2, hd);
+            var a0 = Vector256.LoadUnsafe(ref o0); var a1 = Vector256.LoadUnsafe(ref o0, 8);
+            var b0 = Vector256.LoadUnsafe(ref o1); var b1 = Vector256.LoadUnsafe(ref o1, 8);
+            var c0 = Vector256.LoadUnsafe(ref o2); var c1 = Vector256.LoadUnsafe(ref o2, 8);
+            var d0 = Vector256.LoadUnsafe(ref o3); var d1 = Vector256.LoadUnsafe(ref o3, 8);
+            for (int t = 0; t < count; t++)
+            {
+                ref float rt = ref Unsafe.Add(ref rows, t * hd + c);
+                var v0 = Vector256.LoadUnsafe(ref rt); var v1 = Vector256.LoadUnsafe(ref rt, 8);
+                var x = Vector256.Create(Unsafe.Add(ref w, t));
+                a0 = Vector256.MultiplyAddEstimate(x, v0, a0); a1 = Vector256.MultiplyAddEstimate(x, v1, a1);
+                x = Vector256.Create(Unsafe.Add(ref w1, t));
+                b0 = Vector256.MultiplyAddEstimate(x, v0, b0); b1 = Vector256.MultiplyAddEstimate(x, v1, b1);
+                x = Vector256.Create(Unsafe.Add(ref w2, t));
+                c0 = Vector256.MultiplyAddEstimate(x, v0, c0); c1 = Vector256.MultiplyAddEstimate(x, v1, c1);
+                x = Vector256.Create(Unsafe.Add(ref w3, t));
+                d0 = Vector256.MultiplyAddEstimate(x, v0, d0); d1 = Vector256.MultiplyAddEstimate(x, v1, d1);
+            }
+            a0.StoreUnsafe(ref o0); a1.StoreUnsafe(ref o0, 8);
+            b0.StoreUnsafe(ref o1); b1.StoreUnsafe(ref o1, 8);
+            c0.StoreUnsafe(ref o2); c1.StoreUnsafe(ref o2, 8);
+            d0.StoreUnsafe(ref o3); d1.StoreUnsafe(ref o3, 8);
+        }
+        if (c < hd) // the last 8 columns
+        {
+            ref float o0 = ref Unsafe.Add(ref acc, c);
+            ref float o1 = ref Unsafe.Add(ref o0, hd);
+            ref float o2 = ref Unsafe.Add(ref o1, hd);
+            ref float o3 = ref Unsafe.Add(ref o2, hd);
+            var a0 = Vector256.LoadUnsafe(ref o0); var b0 = Vector256.LoadUnsafe(ref o1);
+            var c0 = Vector256.LoadUnsafe(ref o2); var d0 = Vector256.LoadUnsafe(ref o3);
+            for (int t = 0; t < count; t++)
+            {
+                var v0 = Vector256.LoadUnsafe(ref Unsafe.Add(ref rows, t * hd + c));
+                a0 = Vector256.MultiplyAddEstimate(Vector256.Create(Unsafe.Add(ref w, t)), v0, a0);
+                b0 = Vector256.MultiplyAddEstimate(Vector256.Create(Unsafe.Add(ref w1, t)), v0, b0);
+                c0 = Vector256.MultiplyAddEstimate(Vector256.Create(Unsafe.Add(ref w2, t)), v0, c0);
+                d0 = Vector256.MultiplyAddEstimate(Vector256.Create(Unsafe.Add(ref w3, t)), v0, d0);
+            }
+            a0.StoreUnsafe(ref o0); b0.StoreUnsafe(ref o1); c0.StoreUnsafe(ref o2); d0.StoreUnsafe(ref o3);
         }
     }
 
