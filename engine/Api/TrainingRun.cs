@@ -28,6 +28,8 @@ public sealed record TrainingRequest
     public float ScheduleMax { get; init; } = 1f;
     public float Dropout { get; init; } = 0.1f;
     public double ValidFraction { get; init; } = 0.05;
+    /// <summary>Documents packed across rows with EOS between them (the reference's default), or one [BOS] … [EOS] per row.</summary>
+    public Data.RowPacking Packing { get; init; } = Data.RowPacking.Wrap;
     public string Backend { get; init; } = "auto";
     public bool Resume { get; init; }
     public TrainOptions Options { get; init; } = new();
@@ -73,7 +75,7 @@ public static class TrainingRun
             config = ModelCheckpoint.LoadConfig(req.OutputDirectory);
             if (config.ModelLength != req.SeqLen || config.BlockSize != req.BlockSize)
                 throw new UserInputException($"--resume: checkpoint has L={config.ModelLength}, L'={config.BlockSize} but the command asks for L={req.SeqLen}, L'={req.BlockSize}: checkpoint of another shape");
-            tokenizer = TokenizerFactory.Load(config.Tokenizer, config.MaskId);
+            tokenizer = TokenizerFactory.Load(ModelCheckpoint.TokenizerSpec(req.OutputDirectory, config.Tokenizer), config.MaskId);
             resumeState = TrainingCheckpoint.Load(req.OutputDirectory);
         }
         else
@@ -84,7 +86,7 @@ public static class TrainingRun
         var (backend, reason) = BackendChoice.Create(req.Backend);
         Say($"backend {reason}");
         var data = TokenDataset.FromCorpus(req.DataPath, tokenizer, config.ModelLength, req.ValidFraction,
-            cacheDir: TokenCacheDirectory());
+            cacheDir: TokenCacheDirectory(), packing: req.Packing);
         if (data.TrainRows.Count == 0) throw new UserInputException($"corpus '{req.DataPath}' is too small for one sequence of {config.ModelLength} tokens");
         Say($"data: {data.StreamTokens:N0} tokens → {data.TrainRows.Count} train / {data.ValidRows.Count} validation rows of {config.ModelLength}");
 

@@ -36,10 +36,11 @@ static class TrainCommand
         var hidden = new Option<int?>("--hidden-dim") { Description = "custom width" };
         var layers = new Option<int?>("--layers") { Description = "custom depth" };
         var heads = new Option<int?>("--heads") { Description = "custom head count" };
+        var packing = new Option<string>("--packing") { Description = "wrap (documents with EOS between them, across rows) or per-row ([BOS] … [EOS] rows)", DefaultValueFactory = _ => "wrap" };
         var cmd = new Command("train", "train a BD3-LM")
         {
             data, model, seqLen, blockSize, steps, outDir, backend, resume, batch, lr, warmup, lrSchedule, wd, clip, ema,
-            betaMin, betaMax, search, evalEvery, ckptEvery, tokenizer, seed, dropout, hidden, layers, heads,
+            betaMin, betaMax, search, evalEvery, ckptEvery, tokenizer, seed, dropout, hidden, layers, heads, packing,
         };
         cmd.SetAction(r => CliRunner.Run(cancel =>
         {
@@ -50,6 +51,12 @@ static class TrainCommand
                 ScheduleMin = r.GetValue(betaMin), ScheduleMax = r.GetValue(betaMax), Dropout = r.GetValue(dropout),
                 Backend = r.GetValue(backend)!, Resume = r.GetValue(resume),
                 HiddenDim = r.GetValue(hidden), Layers = r.GetValue(layers), Heads = r.GetValue(heads),
+                Packing = r.GetValue(packing) switch
+                {
+                    "wrap" => Engine.Data.RowPacking.Wrap,
+                    "per-row" => Engine.Data.RowPacking.PerRow,
+                    var other => throw new UserInputException($"--packing must be wrap or per-row, got '{other}'"),
+                },
                 Options = new TrainOptions
                 {
                     Steps = r.GetValue(steps), BatchSize = r.GetValue(batch), LearningRate = r.GetValue(lr), WarmupSteps = r.GetValue(warmup),
