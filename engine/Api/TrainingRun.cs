@@ -32,6 +32,9 @@ public sealed record TrainingRequest
     public Data.RowPacking Packing { get; init; } = Data.RowPacking.Wrap;
     public string Backend { get; init; } = "auto";
     public bool Resume { get; init; }
+    /// <summary>Start from the weights of this checkpoint (ours or a published bd3lms one) with a fresh optimiser, e.g. to
+    /// fine-tune at a smaller L' what was pretrained at L' = L. The architecture must match; L' and the schedule may differ.</summary>
+    public string? InitFrom { get; init; }
     public TrainOptions Options { get; init; } = new();
 }
 
@@ -92,6 +95,15 @@ public static class TrainingRun
 
         var model = new Denoiser(backend, config);
         model.Initialize((int)(req.Options.Seed & 0x7FFFFFFF));
+        if (req.InitFrom != null)
+        {
+            if (req.Resume) throw new UserInputException("--init-from starts a new run from a checkpoint's weights; it cannot be combined with --resume");
+            var from = ModelCheckpoint.LoadConfig(req.InitFrom);
+            if ((from.VocabSize, from.HiddenDim, from.CondDim, from.Layers, from.Heads) != (config.VocabSize, config.HiddenDim, config.CondDim, config.Layers, config.Heads))
+                throw new UserInputException($"--init-from '{req.InitFrom}': its model ({from.Layers} layers × {from.HiddenDim}, {from.Heads} heads, cond {from.CondDim}, vocab {from.VocabSize}) is not the one requested ({config.Layers} × {config.HiddenDim}, {config.Heads} heads, cond {config.CondDim}, vocab {config.VocabSize})");
+            model.LoadWeights(ModelCheckpoint.LoadWeights(req.InitFrom, from, model.Params));
+            Say($"weights from {req.InitFrom} (trained at L'={from.BlockSize}); fresh optimiser");
+        }
         Say($"model: {config.Layers} layers × {config.HiddenDim} wide, {config.Heads} heads, {model.Params.Count:N0} parameters, L={config.ModelLength}, L'={config.BlockSize}, vocab {config.VocabSize} ({tokenizer.Name})");
         var sampler = BatchSampler.ForTraining(data, req.Options.BatchSize, req.Options.Seed);
         var trainer = new Trainer(model, req.Options, new SamplerBatchSource(sampler));

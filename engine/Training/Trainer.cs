@@ -48,12 +48,18 @@ public sealed class Trainer
     /// <summary>One optimiser step; returns its progress record (loss of this batch before the update).</summary>
     public (double Loss, double GradNorm, float Lr) TrainStep()
     {
-        _data.Next(_rows, Options.BatchSize);
-        _batch.Noise(_rows, Schedule, Model.Config.MaskId, Rng, resample: true);
-        ulong dropSeed = Rng.NextUInt64();
         float dropout = Options.Dropout ? Model.Config.Dropout : 0f;
+        int accum = Options.GradAccumulation;
         _b.Fill(Model.Grads, 0f);
-        double loss = _objective.Run(_batch, backward: true, dropout, dropSeed);
+        double loss = 0;
+        for (int k = 0; k < accum; k++)
+        {
+            // each micro-batch adds its gradient scaled by 1/accum: the mean over all accum·BatchSize rows
+            _data.Next(_rows, Options.BatchSize);
+            _batch.Noise(_rows, Schedule, Model.Config.MaskId, Rng, resample: true);
+            ulong dropSeed = Rng.NextUInt64();
+            loss += _objective.Run(_batch, backward: true, dropout, dropSeed, 1f / accum) / accum;
+        }
         double norm = Math.Sqrt(_b.SumSquares(Model.Grads));
         float clip = Options.GradClip > 0 && norm > Options.GradClip ? (float)(Options.GradClip / norm) : 1f;
         if (!double.IsFinite(norm)) throw new InvalidOperationException($"gradient norm is {norm} at step {Step + 1}; lower the learning rate");
@@ -75,7 +81,7 @@ public sealed class Trainer
         while (Step < Options.Steps && !cancel.IsCancellationRequested)
         {
             var (loss, norm, lr) = TrainStep();
-            tokens += (long)Options.BatchSize * Model.Config.ModelLength;
+            tokens += (long)Options.BatchSize * Options.GradAccumulation * Model.Config.ModelLength;
             double tps = tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds);
             var eta = TimeSpan.FromSeconds((Options.Steps - Step) * clock.Elapsed.TotalSeconds / (Step - startStep));
             onStep?.Invoke(new TrainProgress(Step, Options.Steps, loss, lr, norm, tps, clock.Elapsed, eta));

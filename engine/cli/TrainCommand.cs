@@ -36,11 +36,13 @@ static class TrainCommand
         var hidden = new Option<int?>("--hidden-dim") { Description = "custom width" };
         var layers = new Option<int?>("--layers") { Description = "custom depth" };
         var heads = new Option<int?>("--heads") { Description = "custom head count" };
+        var gradAccum = new Option<int>("--grad-accum") { Description = "micro-batches of --batch-size per optimiser step", DefaultValueFactory = _ => 1 };
+        var initFrom = new Option<string?>("--init-from") { Description = "start from this checkpoint's weights (fresh optimiser), e.g. fine-tune at a smaller L'" };
         var packing = new Option<string>("--packing") { Description = "wrap (documents with EOS between them, across rows) or per-row ([BOS] … [EOS] rows)", DefaultValueFactory = _ => "wrap" };
         var cmd = new Command("train", "train a BD3-LM")
         {
             data, model, seqLen, blockSize, steps, outDir, backend, resume, batch, lr, warmup, lrSchedule, wd, clip, ema,
-            betaMin, betaMax, search, evalEvery, ckptEvery, tokenizer, seed, dropout, hidden, layers, heads, packing,
+            betaMin, betaMax, search, evalEvery, ckptEvery, tokenizer, seed, dropout, hidden, layers, heads, packing, initFrom, gradAccum,
         };
         cmd.SetAction(r => CliRunner.Run(cancel =>
         {
@@ -49,7 +51,7 @@ static class TrainCommand
                 DataPath = r.GetValue(data)!, OutputDirectory = r.GetValue(outDir)!, ModelSize = r.GetValue(model)!,
                 SeqLen = r.GetValue(seqLen), BlockSize = r.GetValue(blockSize), Tokenizer = r.GetValue(tokenizer)!,
                 ScheduleMin = r.GetValue(betaMin), ScheduleMax = r.GetValue(betaMax), Dropout = r.GetValue(dropout),
-                Backend = r.GetValue(backend)!, Resume = r.GetValue(resume),
+                Backend = r.GetValue(backend)!, Resume = r.GetValue(resume), InitFrom = r.GetValue(initFrom),
                 HiddenDim = r.GetValue(hidden), Layers = r.GetValue(layers), Heads = r.GetValue(heads),
                 Packing = r.GetValue(packing) switch
                 {
@@ -59,7 +61,7 @@ static class TrainCommand
                 },
                 Options = new TrainOptions
                 {
-                    Steps = r.GetValue(steps), BatchSize = r.GetValue(batch), LearningRate = r.GetValue(lr), WarmupSteps = r.GetValue(warmup),
+                    Steps = r.GetValue(steps), BatchSize = r.GetValue(batch), GradAccumulation = r.GetValue(gradAccum), LearningRate = r.GetValue(lr), WarmupSteps = r.GetValue(warmup),
                     LrSchedule = r.GetValue(lrSchedule)!, WeightDecay = r.GetValue(wd), GradClip = r.GetValue(clip), EmaDecay = r.GetValue(ema),
                     Seed = r.GetValue(seed), EvalEvery = r.GetValue(evalEvery), CheckpointEvery = r.GetValue(ckptEvery),
                     ScheduleSearchEvery = r.GetValue(search), Dropout = r.GetValue(dropout) > 0,
