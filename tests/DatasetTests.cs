@@ -61,18 +61,49 @@ public class DatasetTests
     }
 
     [Fact]
-    public void PackingFollowsBd3lmsWrap()
+    public void PerRowPackingPutsBosAndEosInEveryRow()
     {
         var tok = new ByteTokenizer();
-        var ds = TokenDataset.Build(["abc", "de"], tok, seqLen: 4, validFraction: 0);
+        var ds = TokenDataset.Build(["abc", "de"], tok, seqLen: 4, validFraction: 0, packing: RowPacking.PerRow);
         // stream: a b c EOS d e EOS -> chunks of 2: [a b] [c EOS] [d e], [EOS] dropped
         Assert.Equal(3, ds.RowCount);
         Assert.Equal(7, ds.StreamTokens);
         Assert.Equal([256, 97, 98, 257, 256, 99, 257, 257, 256, 100, 101, 257], ds.Tokens.ToArray());
         Assert.Equal([0, 1, 2], ds.TrainRows);
         Assert.Empty(ds.ValidRows);
-        var e = Assert.Throws<UserInputException>(() => TokenDataset.Build(["ab"], tok, seqLen: 16));
+        var e = Assert.Throws<UserInputException>(() => TokenDataset.Build(["ab"], tok, seqLen: 16, packing: RowPacking.PerRow));
         Assert.Contains("too small", e.Message);
+    }
+
+    [Fact]
+    public void WrapPackingIsTheDefaultAndAddsNothingAtRowBoundaries()
+    {
+        // byte tokenizer (BOS 256 ≠ EOS 257): every document is BOS … EOS; rows are plain stretches of that stream
+        var ds = TokenDataset.Build(["abc", "de", "fgh"], new ByteTokenizer(), seqLen: 5, validFraction: 0);
+        // stream: BOS a b c EOS BOS d e EOS BOS f g h EOS (14) -> rows of 5: [BOS a b c EOS] [BOS d e EOS BOS], rest dropped
+        Assert.Equal(14, ds.StreamTokens);
+        Assert.Equal([256, 97, 98, 99, 257, 256, 100, 101, 257, 256], ds.Tokens.ToArray());
+
+        // BOS = EOS (GPT-2 style): EOS alone separates documents, exactly the reference's wrapped stream
+        var gptLike = new FixedTokenizer();
+        var g = TokenDataset.Build(["ab", "c", "de"], gptLike, seqLen: 3, validFraction: 0);
+        Assert.Equal(["a", "b", "|", "c", "|", "d"], g.Tokens.ToArray().Select(gptLike.Text));
+        Assert.Equal(8, g.StreamTokens);
+    }
+
+    /// <summary>One id per letter, '|' (id 26) as both BOS and EOS, as GPT-2's 50256.</summary>
+    sealed class FixedTokenizer : ITextTokenizer
+    {
+        public string Name => "letters";
+        public int VocabSize => 27;
+        public int BosId => 26;
+        public int EosId => 26;
+        public int MaskId => 27;
+        public int? PadId => null;
+        public int[] Encode(string text) => [.. text.Select(c => c - 'a')];
+        public string Decode(ReadOnlySpan<int> ids, bool skipSpecial = true) => string.Concat(ids.ToArray().Select(Text));
+        public string Text(int id) => id == 26 ? "|" : ((char)('a' + id)).ToString();
+        public TokenizerDescriptor Describe() => new("letters", [], "letters", 27, 26, 26, 27, null);
     }
 
     [Fact]

@@ -164,7 +164,7 @@ public sealed class ExperimentTests : IDisposable
         Assert.Throws<UserInputException>(() => NoiseSchedule.Fixed(0.5f).Validate());
         var batch = new Bd3Batch(2, 8, 1);
         var clean = TinyModels.Tokens(16, 12, 3);
-        batch.Noise(clean, NoiseSchedule.Autoregressive, 12, new Rng(1), resample: true);
+        batch.Noise(clean, NoiseSchedule.Autoregressive, 12, new Rng(1), resample: true, ignoreBos: false);
         Assert.All(batch.Noisy, t => Assert.Equal(12, t));
         Assert.All(batch.Weights, w => Assert.Equal(1f, w));
         (TinyModels.Config() with { BlockSize = 1, ScheduleMin = 1f, ScheduleMax = 1f }).Validate();

@@ -42,7 +42,7 @@ public sealed class BlockDiffusionModel : IDisposable
     {
         var config = ModelCheckpoint.LoadConfig(directory);
         MemoryEstimate.ForInference(config, 1).EnsureFits(InferenceHint(directory));
-        var tok = TokenizerFactory.Load(tokenizer ?? config.Tokenizer, config.MaskId);
+        var tok = TokenizerFactory.Load(tokenizer ?? ModelCheckpoint.TokenizerSpec(directory, config.Tokenizer), config.MaskId);
         if (tok.ModelVocabSize > config.VocabSize)
             throw new UserInputException($"tokenizer '{tok.Name}' has {tok.ModelVocabSize} ids but the checkpoint's vocabulary is {config.VocabSize}");
         // the weights file is checked against config.json before the backend allocates anything
@@ -91,7 +91,8 @@ public sealed class BlockDiffusionModel : IDisposable
 
     /// <summary>
     /// Validation NELBO (t ~ U[1e-3, 1]) on a corpus: its deterministic validation split, or every row with
-    /// <paramref name="allRows"/>. At most <paramref name="maxSequences"/> rows (0 = all).
+    /// <paramref name="allRows"/>. At most <paramref name="maxSequences"/> rows (0 = all). An L' = 1 model is scored
+    /// at t = 1, its exact NLL, as the reference's eval_nll.
     /// </summary>
     public EvalResult Evaluate(string corpusPath, int batchSize = 8, int maxSequences = 0, bool allRows = false, ulong seed = 1234)
     {
@@ -102,7 +103,7 @@ public sealed class BlockDiffusionModel : IDisposable
         IEnumerable<int> rowIds = allRows ? Enumerable.Range(0, data.RowCount) : data.ValidRows;
         if (maxSequences > 0) rowIds = rowIds.Take(maxSequences);
         var rows = rowIds.Select(r => data.Row(r).ToArray()).ToList();
-        return new Evaluator(Denoiser).Evaluate(rows, batchSize, seed: seed);
+        return new Evaluator(Denoiser).Evaluate(rows, batchSize, Config.BlockSize == 1 ? NoiseSchedule.Autoregressive : null, seed: seed);
     }
 
     public void Dispose() => Backend.Dispose();

@@ -29,6 +29,8 @@ public sealed record TrainingRequest
     public float ScheduleMax { get; init; } = 1f;
     public float Dropout { get; init; } = 0.1f;
     public double ValidFraction { get; init; } = 0.05;
+    /// <summary>Documents packed across rows with EOS between them (the reference's default), or one [BOS] … [EOS] per row.</summary>
+    public Data.RowPacking Packing { get; init; } = Data.RowPacking.Wrap;
     public string Backend { get; init; } = "auto";
     public bool Resume { get; init; }
     /// <summary>Replace a checkpoint already in <see cref="OutputDirectory"/> (without it, or <see cref="Resume"/>, such a directory is refused).</summary>
@@ -37,6 +39,9 @@ public sealed record TrainingRequest
     public bool AllowNonFinite { get; init; }
     /// <summary>Gradient all-reduce of a data-parallel run: auto (NCCL on CUDA when present, else MPI), mpi or nccl.</summary>
     public string Collective { get; init; } = "auto";
+    /// <summary>Start from the weights of this checkpoint (ours or a published bd3lms one) with a fresh optimiser, e.g. to
+    /// fine-tune at a smaller L' what was pretrained at L' = L. The architecture must match; L' and the schedule may differ.</summary>
+    public string? InitFrom { get; init; }
     public TrainOptions Options { get; init; } = new();
 }
 
@@ -86,7 +91,7 @@ public static class TrainingRun
             if (config.ModelLength != req.SeqLen || config.BlockSize != req.BlockSize)
                 throw new UserInputException($"--resume: checkpoint has L={config.ModelLength}, L'={config.BlockSize} but the command asks for L={req.SeqLen}, L'={req.BlockSize}: checkpoint of another shape");
             MemoryEstimate.ForTraining(config, req.Options.BatchSize).EnsureFits(TrainingHint);
-            tokenizer = TokenizerFactory.Load(config.Tokenizer, config.MaskId);
+            tokenizer = TokenizerFactory.Load(ModelCheckpoint.TokenizerSpec(req.OutputDirectory, config.Tokenizer), config.MaskId);
             if (world.Rank == 0) resumeState = TrainingCheckpoint.Load(req.OutputDirectory, req.AllowNonFinite); // the others receive it below
         }
         else
@@ -103,12 +108,21 @@ public static class TrainingRun
         var collective = gradients ?? world;
         if (world.Size > 1) Say($"data parallel: {collective.Description}; global batch {req.Options.BatchSize} = {world.Size} × {req.Options.BatchSize / Math.Max(1, world.Size)}");
         var data = TokenDataset.FromCorpus(req.DataPath, tokenizer, config.ModelLength, req.ValidFraction,
-            cacheDir: TokenCacheDirectory());
+            cacheDir: TokenCacheDirectory(), packing: req.Packing);
         if (data.TrainRows.Count == 0) throw new UserInputException($"corpus '{req.DataPath}' is too small for one sequence of {config.ModelLength} tokens");
         Say($"data: {data.StreamTokens:N0} tokens → {data.TrainRows.Count} train / {data.ValidRows.Count} validation rows of {config.ModelLength}");
 
         var model = new Denoiser(backend, config);
         model.Initialize((int)(req.Options.Seed & 0x7FFFFFFF));
+        if (req.InitFrom != null)
+        {
+            if (req.Resume) throw new UserInputException("--init-from starts a new run from a checkpoint's weights; it cannot be combined with --resume");
+            var from = ModelCheckpoint.LoadConfig(req.InitFrom);
+            if ((from.VocabSize, from.HiddenDim, from.CondDim, from.Layers, from.Heads) != (config.VocabSize, config.HiddenDim, config.CondDim, config.Layers, config.Heads))
+                throw new UserInputException($"--init-from '{req.InitFrom}': its model ({from.Layers} layers × {from.HiddenDim}, {from.Heads} heads, cond {from.CondDim}, vocab {from.VocabSize}) is not the one requested ({config.Layers} × {config.HiddenDim}, {config.Heads} heads, cond {config.CondDim}, vocab {config.VocabSize})");
+            model.LoadWeights(ModelCheckpoint.LoadWeights(req.InitFrom, from, model.Params));
+            Say($"weights from {req.InitFrom} (trained at L'={from.BlockSize}); fresh optimiser");
+        }
         Say($"model: {config.Layers} layers × {config.HiddenDim} wide, {config.Heads} heads, {model.Params.Count:N0} parameters, L={config.ModelLength}, L'={config.BlockSize}, vocab {config.VocabSize} ({tokenizer.Name})");
         var sampler = BatchSampler.ForTraining(data, req.Options.BatchSize, req.Options.Seed);
         var trainer = new Trainer(model, req.Options, new SamplerBatchSource(sampler), collective);
@@ -132,6 +146,7 @@ public static class TrainingRun
                 .. ModelCheckpoint.Files(config with { ScheduleMin = t.Schedule.Min, ScheduleMax = t.Schedule.Max }, model.Params, state.Ema),
                 LogFile(t.LossLog),
             ]);
+            ModelCheckpoint.StoreTokenizer(req.OutputDirectory, config.Tokenizer);
             lastSaved = t.Step;
             observer.OnCheckpoint?.Invoke(t.Step, req.OutputDirectory);
         }

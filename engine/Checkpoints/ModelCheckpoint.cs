@@ -14,8 +14,11 @@ public static class ModelCheckpoint
     public const string ConfigFile = "config.json", WeightsFile = "model.safetensors", Prefix = "backbone.";
     public const string AllowNonFiniteAdvice = "the checkpoint is corrupt or its training diverged; use --allow-nonfinite to load it anyway";
 
-    public static void Save(string dir, ModelConfig config, ParameterSet parameters, float[] weights) =>
+    public static void Save(string dir, ModelConfig config, ParameterSet parameters, float[] weights)
+    {
         CheckpointSet.Publish(dir, null, Files(config, parameters, weights));
+        StoreTokenizer(dir, config.Tokenizer);
+    }
 
     /// <summary>config.json and model.safetensors, for publishing with other files; refuses non-finite weights.</summary>
     public static IReadOnlyList<CheckpointFile> Files(ModelConfig config, ParameterSet parameters, float[] weights)
@@ -32,10 +35,53 @@ public static class ModelCheckpoint
         return [new CheckpointFile(ConfigFile, s => s.Write(configBytes)), new CheckpointFile(WeightsFile, writeWeights)];
     }
 
+    public const string TokenizerDir = "tokenizer";
+
+    /// <summary>The files a tokenizer spec reads (GPT-2 vocab.json + merges.txt, or a tiktoken file); none for built-in ones.</summary>
+    static string[] TokenizerFiles(string spec)
+    {
+        string path = spec.StartsWith("gpt2:", StringComparison.OrdinalIgnoreCase) ? spec[5..]
+            : spec.StartsWith("tiktoken:", StringComparison.OrdinalIgnoreCase) ? spec[9..] : spec;
+        if (Directory.Exists(path)) return [Path.Combine(path, "vocab.json"), Path.Combine(path, "merges.txt")];
+        if (spec.StartsWith("gpt2:", StringComparison.OrdinalIgnoreCase)) return [Path.Combine(path, "vocab.json"), Path.Combine(path, "merges.txt")];
+        if (spec.StartsWith("tiktoken:", StringComparison.OrdinalIgnoreCase) || spec.EndsWith(".tiktoken", StringComparison.OrdinalIgnoreCase)) return [path];
+        return [];
+    }
+
+    /// <summary>Copies the tokenizer's files into DIR/tokenizer, so that a moved checkpoint still finds them.</summary>
+    /// <summary>Copies the tokenizer files config.json names into DIR/tokenizer, so that a moved checkpoint still finds them.</summary>
+    public static void StoreTokenizer(string dir, string spec)
+    {
+        var files = TokenizerFiles(spec);
+        if (files.Length == 0 || !files.All(File.Exists)) return;
+        string target = Path.Combine(dir, TokenizerDir);
+        Directory.CreateDirectory(target);
+        foreach (var f in files)
+        {
+            string copy = Path.Combine(target, Path.GetFileName(f));
+            if (Path.GetFullPath(copy) == Path.GetFullPath(f) || (File.Exists(copy) && new FileInfo(copy).Length == new FileInfo(f).Length)) continue;
+            AtomicFile.Write(copy, s => { using var src = File.OpenRead(f); src.CopyTo(s); });
+        }
+    }
+
+    /// <summary>
+    /// The tokenizer spec to load for checkpoint <paramref name="dir"/>: the recorded one while its files exist, else
+    /// the copies stored in DIR/tokenizer (the checkpoint was moved or the original files are gone).
+    /// </summary>
+    public static string TokenizerSpec(string dir, string spec)
+    {
+        var files = TokenizerFiles(spec);
+        if (files.Length == 0 || files.All(File.Exists)) return spec;
+        string stored = Path.Combine(dir, TokenizerDir);
+        if (!files.All(f => File.Exists(Path.Combine(stored, Path.GetFileName(f))))) return spec;
+        return files.Length == 2 ? $"gpt2:{stored}" : $"tiktoken:{Path.Combine(stored, Path.GetFileName(files[0]))}";
+    }
+
     public static ModelConfig LoadConfig(string dir)
     {
         if (!Directory.Exists(dir)) throw new UserInputException($"checkpoint directory '{dir}' does not exist");
         var (handle, path) = CheckpointSet.Open(dir, ConfigFile) ?? throw new UserInputException($"checkpoint '{dir}' has no {ConfigFile}");
+        ModelConfig config;
         using (handle)
         {
             long length = RandomAccess.GetLength(handle);
@@ -48,8 +94,28 @@ public static class ModelCheckpoint
                 at += n;
             }
             if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw new UserInputException($"{path}: not valid UTF-8 text");
-            return ModelConfig.FromJson(System.Text.Encoding.UTF8.GetString(bytes), path);
+            config = ModelConfig.FromJson(System.Text.Encoding.UTF8.GetString(bytes), path);
         }
+        return WithScheduleFromTensors(dir, config);
+    }
+
+    /// <summary>
+    /// The clipped schedule the training ended with: the reference keeps it in the sampling_eps_min/max buffers (the
+    /// tensors of its checkpoints), which its schedule search updates while config.json keeps the initial values.
+    /// </summary>
+    static ModelConfig WithScheduleFromTensors(string dir, ModelConfig config)
+    {
+        var opened = CheckpointSet.Open(dir, WeightsFile);
+        if (opened is not var (handle, weights)) return config;
+        using var file = SafetensorsFile.Read(weights, handle);
+        float? Scalar(string name) =>
+            file.Contains(name) ? file.ReadFloat32(name) is { Length: 1 } v ? v[0] : throw new UserInputException($"{weights}: tensor '{name}' should hold one value")
+            : file.Contains(Prefix + name) ? file.ReadFloat32(Prefix + name) is { Length: 1 } w ? w[0] : throw new UserInputException($"{weights}: tensor '{Prefix + name}' should hold one value")
+            : null;
+        if (Scalar("sampling_eps_min") is not { } lo || Scalar("sampling_eps_max") is not { } hi) return config;
+        var c = config with { ScheduleMin = lo, ScheduleMax = hi };
+        c.Validate();
+        return c;
     }
 
     /// <summary>

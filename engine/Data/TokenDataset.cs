@@ -7,14 +7,27 @@ using FastBlockDiff.Engine.Text;
 
 namespace FastBlockDiff.Engine.Data;
 
+/// <summary>How the document stream becomes rows (see <see cref="TokenDataset"/>).</summary>
+public enum RowPacking
+{
+    /// <summary>Rows are consecutive stretches of the stream; documents are separated by EOS (the reference's OWT packing).</summary>
+    Wrap,
+    /// <summary>Every row is [BOS] + chunk + [EOS].</summary>
+    PerRow,
+}
+
 /// <summary>
 /// A tokenised corpus packed into rows of <see cref="SeqLen"/> tokens, split into train and
 /// validation rows.
 /// <para>
-/// Packing follows bd3lms/MDLM with <c>wrap</c>: every document is encoded (no special tokens)
-/// and followed by EOS; all documents are concatenated in corpus order; the stream is cut into
-/// chunks of SeqLen - 2 tokens; each row is <c>[BOS] + chunk + [EOS]</c>. The incomplete last
-/// chunk is dropped. (For GPT-2, BOS = EOS = 50256.)
+/// Packing (<see cref="RowPacking"/>): every document is encoded (no special tokens) and followed by EOS;
+/// all documents are concatenated in corpus order. <see cref="RowPacking.Wrap"/> (the default, as the
+/// reference's OpenWebText runs: insert_train_special=False) cuts that stream into rows of SeqLen tokens
+/// with no special token added at a row boundary; when BOS differs from EOS (the byte tokenizer) each
+/// document also starts with BOS, so that generation, which starts from BOS, starts a document as in
+/// training (for GPT-2, BOS = EOS = 50256 and EOS alone separates documents). <see cref="RowPacking.PerRow"/>
+/// cuts chunks of SeqLen - 2 tokens and makes each row <c>[BOS] + chunk + [EOS]</c>. The incomplete last
+/// chunk is dropped.
 /// </para>
 /// <para>
 /// Train/validation split (deterministic, independent of the machine and of the number of rows
@@ -51,8 +64,8 @@ public sealed class TokenDataset
 
     /// <summary>Encodes documents (in parallel, order preserved) and packs them.</summary>
     public static TokenDataset Build(IReadOnlyList<string> documents, ITextTokenizer tokenizer, int seqLen,
-                                     double validFraction = 0.05, ulong splitSeed = DefaultSplitSeed)
-        => FromStream(EncodeStream(documents, tokenizer), tokenizer, seqLen, validFraction, splitSeed);
+                                     double validFraction = 0.05, ulong splitSeed = DefaultSplitSeed, RowPacking packing = RowPacking.Wrap)
+        => FromStream(EncodeStream(documents, tokenizer), tokenizer, seqLen, validFraction, splitSeed, packing);
 
     /// <summary>The document stream: each document's ids followed by EOS.</summary>
     public static int[] EncodeStream(IReadOnlyList<string> documents, ITextTokenizer tokenizer)
@@ -73,11 +86,13 @@ public sealed class TokenDataset
 
     /// <summary>Packs an already encoded document stream (documents each followed by EOS).</summary>
     public static TokenDataset FromStream(ReadOnlySpan<int> stream, ITextTokenizer tokenizer, int seqLen,
-                                          double validFraction = 0.05, ulong splitSeed = DefaultSplitSeed)
+                                          double validFraction = 0.05, ulong splitSeed = DefaultSplitSeed, RowPacking packing = RowPacking.Wrap)
     {
-        if (seqLen < 3) throw new UserInputException($"sequence length {seqLen} is too small (at least 3: BOS, one token, EOS)");
+        bool perRow = packing == RowPacking.PerRow;
+        if (seqLen < (perRow ? 3 : 2)) throw new UserInputException($"sequence length {seqLen} is too small (at least {(perRow ? "3: BOS, one token, EOS" : "2")})");
         if (!(validFraction >= 0 && validFraction < 1)) throw new UserInputException($"validation fraction {validFraction} must be in [0, 1)");
-        int chunk = seqLen - 2;
+        if (!perRow && tokenizer.BosId != tokenizer.EosId) stream = WithBosPerDocument(stream, tokenizer);
+        int chunk = perRow ? seqLen - 2 : seqLen;
         long rows = stream.Length / chunk;
         if (rows == 0)
             throw new UserInputException($"corpus too small: {stream.Length} tokens cannot fill one row of {seqLen} tokens ({chunk} text tokens per row)");
@@ -86,12 +101,31 @@ public sealed class TokenDataset
         for (long r = 0; r < rows; r++)
         {
             var row = tokens.AsSpan((int)(r * seqLen), seqLen);
+            if (!perRow) { stream.Slice((int)(r * chunk), chunk).CopyTo(row); continue; }
             row[0] = tokenizer.BosId;
             stream.Slice((int)(r * chunk), chunk).CopyTo(row[1..]);
             row[^1] = tokenizer.EosId;
         }
         var (train, valid) = Split((int)rows, validFraction, splitSeed);
         return new TokenDataset(tokens, seqLen, train, valid, stream.Length);
+    }
+
+    /// <summary>BOS before every document of an EOS-terminated stream.</summary>
+    static int[] WithBosPerDocument(ReadOnlySpan<int> stream, ITextTokenizer tokenizer)
+    {
+        int docs = 0;
+        foreach (var t in stream) if (t == tokenizer.EosId) docs++;
+        if (stream.Length > 0 && stream[^1] != tokenizer.EosId) docs++;
+        var r = new int[stream.Length + docs];
+        int p = 0;
+        bool start = true;
+        foreach (var t in stream)
+        {
+            if (start) r[p++] = tokenizer.BosId;
+            r[p++] = t;
+            start = t == tokenizer.EosId;
+        }
+        return r;
     }
 
     /// <summary>The deterministic hash split described on the class.</summary>
@@ -125,7 +159,7 @@ public sealed class TokenDataset
     /// </summary>
     public static TokenDataset FromCorpus(string corpusPath, ITextTokenizer tokenizer, int seqLen,
                                           double validFraction = 0.05, ulong splitSeed = DefaultSplitSeed,
-                                          CorpusOptions? options = null, string? cacheDir = null)
+                                          CorpusOptions? options = null, string? cacheDir = null, RowPacking packing = RowPacking.Wrap)
     {
         options ??= new CorpusOptions();
         int[]? stream = null;
@@ -146,7 +180,7 @@ public sealed class TokenDataset
                 WriteCache(cacheFile, stream);
             }
         }
-        return FromStream(stream, tokenizer, seqLen, validFraction, splitSeed);
+        return FromStream(stream, tokenizer, seqLen, validFraction, splitSeed, packing);
     }
 
     /// <summary>Refuses a stream holding an id the model has no embedding row for, or the MASK id, before it reaches a kernel.</summary>

@@ -56,26 +56,41 @@ public sealed record ModelConfig
             $"schedule [β={ScheduleMin}, ω={ScheduleMax}] needs 0 ≤ β < ω ≤ 1 (or β = ω > 0, a fixed rate)");
     }
 
+    /// <summary>
+    /// config.json with the whole key set of bd3lms's BD3LMConfig (models/hf/configuration_bd3lm.py), so that its
+    /// code reads our checkpoints (with its configuration_bd3lm.py and modeling_bd3lm.py next to config.json), plus
+    /// our mask_index and tokenizer.
+    /// </summary>
     public string ToJson()
     {
         var o = new JsonObject
         {
             ["model_type"] = "bd3lm",
             ["architectures"] = new JsonArray("BD3LM"),
+            ["auto_map"] = new JsonObject
+            {
+                ["AutoConfig"] = "configuration_bd3lm.BD3LMConfig",
+                ["AutoModelForMaskedLM"] = "modeling_bd3lm.BD3LM",
+            },
+            ["block_size"] = BlockSize,
             ["vocab_size"] = VocabSize,
+            ["model_length"] = ModelLength,
+            ["cross_attn"] = true,
+            ["adaln"] = true,
+            ["attn_backend"] = "sdpa",
+            ["causal"] = false,
             ["hidden_dim"] = HiddenDim,
             ["cond_dim"] = CondDim,
             ["n_blocks"] = Layers,
             ["n_heads"] = Heads,
-            ["model_length"] = ModelLength,
-            ["block_size"] = BlockSize,
             ["dropout"] = Dropout,
             ["time_conditioning"] = false,
-            ["adaln"] = true,
-            ["mask_index"] = MaskId,
-            ["tokenizer"] = Tokenizer,
+            ["var_min"] = true,
             ["sampling_eps_min"] = ScheduleMin,
             ["sampling_eps_max"] = ScheduleMax,
+            ["return_dict"] = false,
+            ["mask_index"] = MaskId,
+            ["tokenizer"] = Tokenizer,
         };
         return o.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
     }
@@ -124,6 +139,21 @@ public sealed record ModelConfig
             if (v.GetValueKind() != JsonValueKind.String) throw new UserInputException($"{source}: '{key}' must be a string, found {v.ToJsonString()}");
             return v.GetValue<string>();
         }
+        bool? Bool(string key)
+        {
+            var v = Field(key, "true or false");
+            if (v is null) return null;
+            if (v.GetValueKind() is not (JsonValueKind.True or JsonValueKind.False))
+                throw new UserInputException($"{source}: '{key}' must be true or false, found {v.ToJsonString()}");
+            return v.GetValue<bool>();
+        }
+        // what the engine cannot honour: a time-conditioned, causal or non-vectorised (cross_attn = false) model
+        if (Bool("time_conditioning") == true)
+            throw new UserInputException($"{source}: time_conditioning is true, but the engine runs BD3-LM's unconditioned denoiser (σ = 0); this checkpoint needs the reference code");
+        if (Bool("causal") == true)
+            throw new UserInputException($"{source}: causal is true (an autoregressive backbone), but the engine's denoiser attends bidirectionally within a block; train an L' = 1 BD3-LM instead");
+        if (Bool("cross_attn") == false)
+            throw new UserInputException($"{source}: cross_attn is false, but the engine trains and samples with the x_noisy ⊕ x_clean attention of BD3-LM (cross_attn = true)");
         int vocab = Int("vocab_size");
         var cfg = new ModelConfig
         {

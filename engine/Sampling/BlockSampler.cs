@@ -33,12 +33,49 @@ public sealed class BlockSampler
     /// Generates continuations of BOS ⊕ prompt for options.BatchSize sequences. <paramref name="onBlock"/> receives,
     /// per sequence, the tokens each committed block added (after stop truncation).
     /// </summary>
+    /// <remarks>
+    /// Stop rules are the reference's two modes. Variable length (<see cref="SamplingOptions.StopOnEos"/>): a sequence
+    /// stops when it holds more than one EOS, BOS counting as the first (so at the first generated EOS), and is cut
+    /// after it; when the entropy of its last window falls below the threshold it stops and that window is cut off.
+    /// Fixed length: EOS does not stop it; a sample that falls to low entropy is discarded and regenerated (at most
+    /// <see cref="SamplingOptions.MaxRegenerations"/> times, after which it is returned as it is with
+    /// <see cref="StopReason.LowEntropy"/>). In fixed-length mode <paramref name="onBlock"/> receives a sequence's
+    /// blocks only once the sample is accepted, so no consumer sees a discarded sample.
+    /// </remarks>
     public SampleResult Generate(ReadOnlySpan<int> prompt, SamplingOptions options, Action<int, int[]>? onBlock = null, CancellationToken cancel = default)
     {
         options.Validate();
-        int bs = options.BatchSize, lb = _c.BlockSize, steps = options.StepsPerBlock > 0 ? options.StepsPerBlock : lb;
-        float entropyThreshold = options.EntropyThreshold ?? (float)Math.Min(4.0, 0.4 * Math.Log(_c.VocabSize));
         var rng = new Rng(options.Seed);
+        if (options.StopOnEos) return GenerateBatch(prompt, options, options.BatchSize, rng, onBlock, cancel);
+
+        var clock = Stopwatch.StartNew();
+        int bs = options.BatchSize;
+        var tokens = new int[bs][];
+        var reasons = new StopReason[bs];
+        int nfe = 0, cachePasses = 0, generated = 0;
+        var pending = Enumerable.Range(0, bs).ToList();
+        for (int attempt = 0; pending.Count > 0; attempt++)
+        {
+            var r = GenerateBatch(prompt, options, pending.Count, rng, null, cancel);
+            nfe += r.Nfe; cachePasses += r.CachePasses; generated += r.GeneratedTokens;
+            var retry = new List<int>();
+            for (int i = 0; i < pending.Count; i++)
+            {
+                int s = pending[i];
+                tokens[s] = r.Tokens[i]; reasons[s] = r.Reasons[i];
+                if (r.Reasons[i] == StopReason.LowEntropy && attempt < options.MaxRegenerations) retry.Add(s);
+                else onBlock?.Invoke(s, r.Tokens[i]);
+            }
+            pending = retry;
+        }
+        clock.Stop();
+        return new SampleResult(tokens, reasons, nfe, cachePasses, generated, clock.Elapsed);
+    }
+
+    SampleResult GenerateBatch(ReadOnlySpan<int> prompt, SamplingOptions options, int bs, Rng rng, Action<int, int[]>? onBlock, CancellationToken cancel)
+    {
+        int lb = _c.BlockSize, steps = options.StepsPerBlock > 0 ? options.StepsPerBlock : lb;
+        float entropyThreshold = options.EntropyThreshold ?? (float)Math.Min(4.0, 0.4 * Math.Log(_c.VocabSize));
         var clock = Stopwatch.StartNew();
 
         var prefix = new List<int>(prompt.Length + 1) { _bos };
@@ -132,14 +169,19 @@ public sealed class BlockSampler
                     int tok = seqs[s][pos];
                     added.Add(tok);
                     int genCount = pos - prefix.Count + 1;
+                    // BOS counts as the first EOS: the first generated one is the second, and the sample ends after it
                     if (options.StopOnEos && tok == _eos) { done[s] = StopReason.Eos; break; }
                     if (genCount >= options.MaxTokens) { done[s] = StopReason.MaxTokens; break; }
                 }
                 generated += added.Count;
                 onBlock?.Invoke(s, [.. added]);
-                if (done[s] == null && entropyThreshold > 0 && LowEntropy(seqs[s], prefix.Count, options.EntropyWindow, entropyThreshold))
-                    done[s] = StopReason.LowEntropy;
                 if (done[s] != null) finalLength[s] = firstNew + added.Count;
+                else if (entropyThreshold > 0 && LowEntropy(seqs[s], prefix.Count, options.EntropyWindow, entropyThreshold))
+                {
+                    // variable length cuts the low-entropy window off; fixed length discards the sample (the caller regenerates)
+                    done[s] = StopReason.LowEntropy;
+                    finalLength[s] = options.StopOnEos ? seqs[s].Count - options.EntropyWindow : seqs[s].Count;
+                }
             }
         }
         clock.Stop();

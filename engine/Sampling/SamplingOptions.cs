@@ -5,7 +5,7 @@ public enum SamplerKind
 {
     /// <summary>DDPM ancestral update: each masked token is revealed with probability (α_s-α_t)/(1-α_t) per step.</summary>
     Ddpm,
-    /// <summary>One uniformly chosen masked token per step (the reference's default).</summary>
+    /// <summary>One uniformly chosen masked token per step (the reference's default, and ours).</summary>
     FirstHitting,
     /// <summary>Every masked position whose sampled token has probability above a threshold, at least one per step.</summary>
     Confidence,
@@ -16,16 +16,21 @@ public sealed record SamplingOptions
 {
     /// <summary>Tokens to generate after the prompt (the hard length limit).</summary>
     public int MaxTokens { get; init; } = 256;
-    /// <summary>Denoising steps T per block (DDPM). 0 = the block size.</summary>
+    /// <summary>Denoising steps T per block (DDPM; first-hitting always takes one step per masked token). 0 = the block size.</summary>
     public int StepsPerBlock { get; init; }
     public float Temperature { get; init; } = 1f;
     public float TopP { get; init; } = 0.9f;
-    public SamplerKind Kind { get; init; } = SamplerKind.Ddpm;
+    /// <summary>Reveal rule; first-hitting (one token per step) is the reference's default.</summary>
+    public SamplerKind Kind { get; init; } = SamplerKind.FirstHitting;
     public float ConfidenceThreshold { get; init; } = 0.9f;
     public bool UseKvCache { get; init; } = true;
     public ulong Seed { get; init; } = 0;
     public int BatchSize { get; init; } = 1;
+    /// <summary>true: the reference's variable-length mode (stop after the first generated EOS; on low entropy cut the
+    /// last window off). false: its fixed-length mode (EOS does not stop; a low-entropy sample is regenerated).</summary>
     public bool StopOnEos { get; init; } = true;
+    /// <summary>Fixed-length mode: how often a low-entropy sample is discarded and drawn again (the reference tries 10 times).</summary>
+    public int MaxRegenerations { get; init; } = 10;
     /// <summary>Stop a sequence when the entropy (nats) of the token counts of its last EntropyWindow tokens falls below this. null = min(4, 0.4·ln V); 0 = never.</summary>
     public float? EntropyThreshold { get; init; }
     public int EntropyWindow { get; init; } = 256;
@@ -38,6 +43,7 @@ public sealed record SamplingOptions
         Require(TopP is > 0f and <= 1f, $"--top-p must be in (0, 1], got {TopP}");
         Require(float.IsFinite(Temperature) && Temperature >= 0, $"--temperature must be a number ≥ 0, got {Temperature}");
         Require(BatchSize > 0, $"--batch must be positive, got {BatchSize}");
+        Require(MaxRegenerations >= 0, $"--max-regenerations must be ≥ 0, got {MaxRegenerations}");
         Require(ConfidenceThreshold is > 0f and <= 1f, $"--confidence must be in (0, 1], got {ConfidenceThreshold}");
         Require(EntropyThreshold is null || (float.IsFinite(EntropyThreshold.Value) && EntropyThreshold >= 0),
             $"--entropy-stop must be a number ≥ 0 nats (0 = never), got {EntropyThreshold}");

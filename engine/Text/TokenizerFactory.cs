@@ -4,7 +4,7 @@ namespace FastBlockDiff.Engine.Text;
 public static class TokenizerFactory
 {
     public const string SpecHelp =
-        "\"byte\", \"gpt2:DIR\" (or a directory holding vocab.json and merges.txt), \"tiktoken:FILE\" (or a *.tiktoken file), \"cl100k\", \"o200k\"";
+        "\"byte\", \"gpt2\" (built in), \"gpt2:DIR\" (or a directory holding vocab.json and merges.txt), \"tiktoken:FILE\" (or a *.tiktoken file), \"cl100k\", \"o200k\"";
 
     /// <summary>
     /// Loads a tokenizer. <paramref name="spec"/> is one of: "byte"; "gpt2:DIR" or a directory
@@ -23,8 +23,7 @@ public static class TokenizerFactory
             case "byte": case "bytes": return new ByteTokenizer(maskId);
             case "cl100k": case "cl100k_base": return BpeTokenizer.FromEncoding("cl100k_base", maskId);
             case "o200k": case "o200k_base": return BpeTokenizer.FromEncoding("o200k_base", maskId);
-            case "gpt2":
-                throw new UserInputException("tokenizer spec 'gpt2' needs the GPT-2 vocabulary files: use gpt2:DIR where DIR holds vocab.json and merges.txt");
+            case "gpt2": return BpeTokenizer.FromGpt2Builtin(maskId);
         }
         if (spec.StartsWith("gpt2:", StringComparison.OrdinalIgnoreCase))
             return BpeTokenizer.FromGpt2Directory(spec["gpt2:".Length..], maskId);

@@ -29,9 +29,12 @@ public sealed class Bd3Batch
     /// Draws one t per (sequence, block), stratified over the whole batch (low-discrepancy, as bd3lms), and masks
     /// each token with probability t. With a clipped range, a block whose realised mask fraction falls outside
     /// [β, ω] is re-masked (bounded retries) when <paramref name="resample"/> is set, as the reference does in
-    /// training. Evaluation must not resample: forcing a mask into a block drawn at small t would bias the bound.
+    /// training; a bound at ε (β ≤ 1e-3) or at ω = 1 is no bound, as there. Evaluation must not resample: forcing
+    /// a mask into a block drawn at small t would bias the bound. With <paramref name="ignoreBos"/> (the reference's
+    /// ignore_bos) position 0 of every row is never masked. A masked token weighs 1/t, or 1 when β &gt; 0.5 (as the
+    /// reference's loss for clipped ranges above one half).
     /// </summary>
-    public void Noise(ReadOnlySpan<int> clean, NoiseSchedule schedule, int maskId, Rng rng, bool resample = false, bool stratified = true)
+    public void Noise(ReadOnlySpan<int> clean, NoiseSchedule schedule, int maskId, Rng rng, bool resample = false, bool stratified = true, bool ignoreBos = true)
     {
         clean.CopyTo(Clean);
         int n = Rates.Length;
@@ -43,8 +46,10 @@ public sealed class Bd3Batch
         }
         // shuffle the strata so a sequence's blocks are not ordered by t
         for (int i = n - 1; i > 0; i--) { int j = rng.NextInt(i + 1); (Rates[i], Rates[j]) = (Rates[j], Rates[i]); }
-        bool clipped = resample && (schedule.Min > 0f || schedule.Max < 1f);
-        for (int blk = 0; blk < n; blk++) NoiseBlock(blk, Rates[blk], maskId, rng, clipped ? schedule : null);
+        bool clipped = resample && (schedule.HasLowerBound || schedule.HasUpperBound);
+        for (int blk = 0; blk < n; blk++) NoiseBlock(blk, Rates[blk], maskId, rng, clipped ? schedule : null, schedule.UnitWeight);
+        if (ignoreBos)
+            for (int s = 0; s < Batch; s++) { Noisy[s * Length] = Clean[s * Length]; Weights[s * Length] = 0f; }
     }
 
     /// <summary>Noises with given per-block rates (tests, AR special case with t = 1).</summary>
@@ -52,12 +57,13 @@ public sealed class Bd3Batch
     {
         clean.CopyTo(Clean);
         rates.CopyTo(Rates);
-        for (int blk = 0; blk < Rates.Length; blk++) NoiseBlock(blk, Rates[blk], maskId, rng, null);
+        for (int blk = 0; blk < Rates.Length; blk++) NoiseBlock(blk, Rates[blk], maskId, rng, null, false);
     }
 
-    void NoiseBlock(int blk, float t, int maskId, Rng rng, NoiseSchedule? clip)
+    void NoiseBlock(int blk, float t, int maskId, Rng rng, NoiseSchedule? clip, bool unitWeight)
     {
         int start = blk * BlockSize;
+        float weight = unitWeight ? 1f : NoiseSchedule.Weight(t);
         for (int attempt = 0; ; attempt++)
         {
             int masked = 0;
@@ -65,14 +71,15 @@ public sealed class Bd3Batch
             {
                 bool m = rng.NextDouble() < t;
                 Noisy[i] = m ? maskId : Clean[i];
-                Weights[i] = m ? NoiseSchedule.Weight(t) : 0f;
+                Weights[i] = m ? weight : 0f;
                 masked += m ? 1 : 0;
             }
             if (clip is not { } c || attempt >= 64) return;
             float frac = (float)masked / BlockSize;
+            float lo = c.HasLowerBound ? c.Min : 0f, hi = c.HasUpperBound ? c.Max : 1f;
             // a fraction can only land in [β, ω] if some multiple of 1/L' does; otherwise accept the draw
-            bool reachable = Math.Floor(c.Max * BlockSize) >= Math.Ceiling(c.Min * BlockSize);
-            if (!reachable || (frac >= c.Min && frac <= c.Max)) return;
+            bool reachable = Math.Floor(hi * BlockSize) >= Math.Ceiling(lo * BlockSize);
+            if (!reachable || (frac >= lo && frac <= hi)) return;
         }
     }
 

@@ -61,6 +61,13 @@ public sealed class Bd3Objective
         return r;
     }
 
+    /// <summary>Per-token weighted loss [B·L] of the last forward (0 where a token was carried over).</summary>
+    public float[] TokenLosses()
+    {
+        _b.Download(_loss, _lossHost);
+        return _lossHost;
+    }
+
     /// <summary>Logits of the noisy half from the last run ([B·L, V]), for tests.</summary>
     public float[] LastLogits(Bd3Batch batch)
     {

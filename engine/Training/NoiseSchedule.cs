@@ -28,6 +28,16 @@ public readonly record struct NoiseSchedule(float Min, float Max)
     /// <summary>Maps a uniform u ∈ [0,1) to a mask rate in [β, ω], never exactly 0 (the weight 1/t must stay finite).</summary>
     public float MaskRate(double u) => (float)Math.Max(Min + (Max - Min) * u, 1e-4);
 
+    /// <summary>The ε the reference draws t from [ε, 1] with; a lower bound at or below it is no bound (no re-masking).</summary>
+    public const float Epsilon = 1e-3f;
+
+    /// <summary>Whether re-masking enforces β: not at 0 nor at ε, which the reference treats as no bound.</summary>
+    public bool HasLowerBound => Min > Epsilon * 1.0001f;
+    /// <summary>Whether re-masking enforces ω: not at 1.</summary>
+    public bool HasUpperBound => Max < 1f;
+    /// <summary>β &gt; 0.5: the reference weighs every masked token 1 instead of 1/t.</summary>
+    public bool UnitWeight => Min > 0.5f;
+
     /// <summary>NELBO weight α'/(α-1) of a masked token at mask rate t.</summary>
     public static float Weight(float t) => 1f / t;
 

@@ -5,6 +5,9 @@ public sealed record TrainOptions
 {
     public int Steps { get; init; } = 1000;
     public int BatchSize { get; init; } = 8;
+    /// <summary>Micro-batches of BatchSize rows whose gradients are averaged before each optimiser step (reaches the
+    /// reference's batch of 512 on small memory).</summary>
+    public int GradAccumulation { get; init; } = 1;
     public float LearningRate { get; init; } = 3e-4f;
     public int WarmupSteps { get; init; } = 100;
     /// <summary>"constant" (bd3lms) or "cosine" (decays to MinLearningRate at Steps).</summary>
@@ -32,6 +35,7 @@ public sealed record TrainOptions
         static void Require(bool ok, string message) { if (!ok) throw new UserInputException(message); }
         Require(Steps > 0, $"--steps must be positive, got {Steps}");
         Require(BatchSize > 0, $"--batch-size must be positive, got {BatchSize}");
+        Require(GradAccumulation > 0, $"--grad-accum must be positive, got {GradAccumulation}");
         Require(float.IsFinite(LearningRate) && LearningRate > 0, $"--lr must be a positive number, got {LearningRate}");
         Require(WarmupSteps >= 0, $"--warmup must be ≥ 0 steps, got {WarmupSteps}");
         Require(LrSchedule is "constant" or "cosine", $"--lr-schedule must be constant or cosine, got '{LrSchedule}'");

@@ -60,12 +60,22 @@ public sealed class Trainer
     /// <summary>One optimiser step; returns its progress record (loss of this batch before the update).</summary>
     public (double Loss, double GradNorm, float Lr) TrainStep()
     {
-        _data.Next(_rows, Options.BatchSize);
-        _batch.Noise(_rows, Schedule, Model.Config.MaskId, Rng, resample: true);
-        ulong dropSeed = Rng.NextUInt64();
         float dropout = Options.Dropout ? Model.Config.Dropout : 0f;
+        int accum = Options.GradAccumulation;
         _b.Fill(Model.Grads, 0f);
-        double loss = _shard is null ? _objective.Run(_batch, backward: true, dropout, dropSeed) : RunShard(dropout, dropSeed);
+        double loss = 0;
+        for (int k = 0; k < accum; k++)
+        {
+            // each micro-batch adds its gradient scaled by 1/accum (and by 1/N on each of N ranks): the mean over all
+            // accum·BatchSize rows of the global batch
+            _data.Next(_rows, Options.BatchSize);
+            _batch.Noise(_rows, Schedule, Model.Config.MaskId, Rng, resample: true);
+            ulong dropSeed = Rng.NextUInt64();
+            loss += (_shard is null
+                ? _objective.Run(_batch, backward: true, dropout, dropSeed, 1f / accum)
+                : RunShard(dropout, dropSeed, 1f / accum)) / accum;
+        }
+        if (_shard is not null) loss = SumAcrossRanks(loss);
         double norm = Math.Sqrt(_b.SumSquares(Model.Grads));
         float clip = Options.GradClip > 0 && norm > Options.GradClip ? (float)(Options.GradClip / norm) : 1f;
         float lr = Options.LearningRateAt(Step);
@@ -79,15 +89,20 @@ public sealed class Trainer
         return (loss, norm, lr);
     }
 
-    /// <summary>This rank's rows of the global batch, forward and backward, then the sum of all ranks' gradients.</summary>
-    double RunShard(float dropout, ulong dropSeed)
+    /// <summary>This rank's rows of the current global (micro-)batch, forward and backward; returns this rank's loss.</summary>
+    double RunShard(float dropout, ulong dropSeed, float gradScale)
     {
         _shard!.CopyRows(_batch, _world.Rank * _shard.Batch);
         // dropout masks are a hash of (seed, element index): each rank hashes its own seed so that shards differ
         ulong seed = Kernels.Dropout.Mix(dropSeed, (ulong)_world.Rank);
-        double local = _objective.Run(_shard, backward: true, dropout, seed, gradScale: 1f / _world.Size);
+        return _objective.Run(_shard, backward: true, dropout, seed, gradScale: gradScale / _world.Size);
+    }
+
+    /// <summary>Sums the ranks' gradients (each already scaled to the global mean) and averages their losses.</summary>
+    double SumAcrossRanks(double localLoss)
+    {
         _world.AllReduce(_b, Model.Grads, ReduceOp.Sum);
-        Span<double> loss = [local];
+        Span<double> loss = [localLoss];
         _world.AllReduce(loss, ReduceOp.Average);
         return loss[0];
     }
@@ -116,7 +131,7 @@ public sealed class Trainer
                 (loss, norm, lr) = TrainStep();
             }
             catch (CollectiveFailedException e) { throw new CollectiveFailedException($"step {Step + 1}: {e.Message}", e.Culprit); }
-            tokens += (long)Options.BatchSize * Model.Config.ModelLength;
+            tokens += (long)Options.BatchSize * Options.GradAccumulation * Model.Config.ModelLength;
             double tps = tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds);
             var eta = TimeSpan.FromSeconds((Options.Steps - Step) * clock.Elapsed.TotalSeconds / (Step - startStep));
             onStep?.Invoke(new TrainProgress(Step, Options.Steps, loss, lr, norm, tps, clock.Elapsed, eta));

@@ -17,10 +17,11 @@ static class SampleCommand
         var steps = new Option<int>("--steps") { Description = "denoising steps T per block (0 = block size)", DefaultValueFactory = _ => 0 };
         var topP = new Option<float>("--top-p") { DefaultValueFactory = _ => 0.9f };
         var temperature = new Option<float>("--temperature") { DefaultValueFactory = _ => 1f };
-        var sampler = new Option<string>("--sampler") { Description = "ddpm, first-hitting or confidence", DefaultValueFactory = _ => "ddpm" };
+        var sampler = new Option<string>("--sampler") { Description = "ddpm, first-hitting or confidence", DefaultValueFactory = _ => "first-hitting" };
         var confidence = new Option<float>("--confidence") { Description = "threshold of the confidence sampler", DefaultValueFactory = _ => 0.9f };
         var noCache = new Option<bool>("--no-kv-cache") { Description = "recompute the whole prefix every step (for comparison)" };
-        var noEos = new Option<bool>("--ignore-eos") { Description = "do not stop at EOS" };
+        var noEos = new Option<bool>("--fixed-length") { Description = "the reference's fixed-length mode: do not stop at EOS; regenerate a low-entropy sample" };
+        noEos.Aliases.Add("--ignore-eos");
         var entropy = new Option<float?>("--entropy-stop") { Description = "stop when the token entropy of the last 256 tokens falls below this (nats; 0 = never)" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "override the tokenizer of config.json (e.g. gpt2:DIR)" };
         var backend = new Option<string>("--backend") { DefaultValueFactory = _ => "auto" };

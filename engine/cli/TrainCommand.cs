@@ -42,10 +42,14 @@ static class TrainCommand
         var nproc = new Option<int>("--nproc") { Description = "data-parallel ranks: runs mpirun -np N on this command (--batch-size is the global batch)", DefaultValueFactory = _ => 1 };
         var collective = new Option<string>("--collective") { Description = "gradient all-reduce under mpirun: auto (NCCL on CUDA, else MPI), mpi or nccl", DefaultValueFactory = _ => "auto" };
         var collectiveTimeout = new Option<double>("--collective-timeout") { Description = "seconds a rank waits for the others before the job is aborted naming the missing rank", DefaultValueFactory = _ => DataParallel.DefaultTimeout.TotalSeconds };
+        var gradAccum = new Option<int>("--grad-accum") { Description = "micro-batches of --batch-size per optimiser step", DefaultValueFactory = _ => 1 };
+        var initFrom = new Option<string?>("--init-from") { Description = "start from this checkpoint's weights (fresh optimiser), e.g. fine-tune at a smaller L'" };
+        var packing = new Option<string>("--packing") { Description = "wrap (documents with EOS between them, across rows) or per-row ([BOS] … [EOS] rows)", DefaultValueFactory = _ => "wrap" };
         var cmd = new Command("train", "train a BD3-LM")
         {
             data, model, seqLen, blockSize, steps, outDir, backend, resume, overwrite, batch, lr, warmup, lrSchedule, wd, clip, ema,
             betaMin, betaMax, search, evalEvery, ckptEvery, tokenizer, seed, dropout, hidden, layers, heads, allowNonFinite, nproc, collective, collectiveTimeout,
+            packing, initFrom, gradAccum,
         };
         cmd.SetAction(r => CliRunner.Run(cancel =>
         {
@@ -59,11 +63,17 @@ static class TrainCommand
                 DataPath = r.GetValue(data)!, OutputDirectory = r.GetValue(outDir)!, ModelSize = r.GetValue(model)!,
                 SeqLen = r.GetValue(seqLen), BlockSize = r.GetValue(blockSize), Tokenizer = r.GetValue(tokenizer)!,
                 ScheduleMin = r.GetValue(betaMin), ScheduleMax = r.GetValue(betaMax), Dropout = r.GetValue(dropout),
-                Backend = r.GetValue(backend)!, Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite), AllowNonFinite = r.GetValue(allowNonFinite), Collective = r.GetValue(collective)!,
+                Backend = r.GetValue(backend)!, Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite), AllowNonFinite = r.GetValue(allowNonFinite), Collective = r.GetValue(collective)!, InitFrom = r.GetValue(initFrom),
                 HiddenDim = r.GetValue(hidden), Layers = r.GetValue(layers), Heads = r.GetValue(heads),
+                Packing = r.GetValue(packing) switch
+                {
+                    "wrap" => Engine.Data.RowPacking.Wrap,
+                    "per-row" => Engine.Data.RowPacking.PerRow,
+                    var other => throw new UserInputException($"--packing must be wrap or per-row, got '{other}'"),
+                },
                 Options = new TrainOptions
                 {
-                    Steps = r.GetValue(steps), BatchSize = r.GetValue(batch), LearningRate = r.GetValue(lr), WarmupSteps = r.GetValue(warmup),
+                    Steps = r.GetValue(steps), BatchSize = r.GetValue(batch), GradAccumulation = r.GetValue(gradAccum), LearningRate = r.GetValue(lr), WarmupSteps = r.GetValue(warmup),
                     LrSchedule = r.GetValue(lrSchedule)!, WeightDecay = r.GetValue(wd), GradClip = r.GetValue(clip), EmaDecay = r.GetValue(ema),
                     Seed = r.GetValue(seed), EvalEvery = r.GetValue(evalEvery), CheckpointEvery = r.GetValue(ckptEvery),
                     ScheduleSearchEvery = r.GetValue(search), Dropout = r.GetValue(dropout) > 0,

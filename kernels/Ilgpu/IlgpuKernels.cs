@@ -706,13 +706,17 @@ public static class IlgpuKernels
         }
         else
         {
-            // nucleus end: the first element (in sorted order) where the running mass reaches topP
-            int cN = -1; float pN = 0f;
-            float vN = RadixFind(logits, o, vocab, maskId, inv, mx, rsum, bins, shi, shd, t, topP, false, out double baseN);
+            // nucleus (as bd3lms): the sorted prefix whose cumulative mass stays <= topP, the top token always kept.
+            // cN is the crossing element, the first in sorted order whose running mass exceeds topP: the first left out.
+            int cN = -1; float pN = 0f; bool crossingKept = false;
+            float vN = RadixFind(logits, o, vocab, maskId, inv, mx, rsum, bins, shi, shd, t, topP, true, out double baseN);
             if (vN > 0f)
             {
-                cN = FirstCrossing(logits, o, vocab, maskId, inv, mx, rsum, shd, shi, t, vN, baseN, topP, false, out total);
+                cN = FirstCrossing(logits, o, vocab, maskId, inv, mx, rsum, shd, shi, t, vN, baseN, topP, true, out double massAt);
                 pN = Prob(logits, o, cN, maskId, inv, mx, rsum);
+                total = massAt - pN;
+                // nothing before it: the crossing element is the top token, which always stays
+                if (!(total > 0)) { total = massAt; crossingKept = true; }
             }
             else total = MassAbove(logits, o, vocab, maskId, inv, mx, rsum, shd, t, 0f); // the whole vocabulary is the nucleus
             double target = u * total;
@@ -724,10 +728,20 @@ public static class IlgpuKernels
                 if (pick >= 0 && cN >= 0)
                 {
                     float pp = Prob(logits, o, pick, maskId, inv, mx, rsum);
-                    if (pp < pN || (pp == pN && pick > cN)) pick = -1; // past the nucleus (rounding): the nucleus end stands
+                    bool outside = pp < pN || (pp == pN && (crossingKept ? pick > cN : pick >= cN));
+                    if (outside) pick = -1; // past the nucleus (rounding): its last element stands
                 }
             }
-            if (pick < 0 && cN >= 0 && pN > 0f) pick = cN;
+            if (pick < 0 && cN >= 0)
+            {
+                if (crossingKept) pick = cN;
+                else
+                {
+                    // the nucleus's last element: where the running mass first reaches the nucleus mass
+                    float vL = RadixFind(logits, o, vocab, maskId, inv, mx, rsum, bins, shi, shd, t, total, false, out double baseL);
+                    if (vL > 0f) pick = FirstCrossing(logits, o, vocab, maskId, inv, mx, rsum, shd, shi, t, vL, baseL, total, false, out _);
+                }
+            }
             if (pick < 0) pick = LastPositive(logits, o, vocab, maskId, inv, mx, rsum, shf, shi, t);
         }
         if (t == 0)

@@ -1,6 +1,7 @@
 // Per-row sampling: temperature, nucleus (top-p) and an inverse-CDF categorical draw with supplied uniforms.
 // Matches CpuBackend.SampleCategorical: with top-p < 1 the CDF runs over tokens in descending probability
-// (ties by ascending id) and the nucleus is the shortest such prefix whose mass reaches top-p; with top-p >= 1
+// (ties by ascending id) and the nucleus is the longest such prefix whose cumulative mass is <= top-p, never
+// empty (the top token is always kept), as bd3lms's _nucleus_sample; with top-p >= 1
 // the CDF runs in id order over the full distribution. Instead of sorting the vocabulary, each "first element
 // of the ordering at which the running mass crosses X" is found by bisection on the float bits of a threshold
 // (F(s) = mass of tokens with p >= s is monotone), then the ties at the threshold are walked in id order.
@@ -155,26 +156,44 @@ extern "C" __global__ void fbd_sample(const float* logits, int rows, int vocab, 
     }
 
     u32 hiBits = __float_as_uint(pmax);
-    // nucleus: first element (desc order) at which the running mass reaches topP
-    u32 nb = bisect_threshold(p, vocab, (double)topP, false, 1u, hiBits, sh);
-    if (nb == 0) nb = 1u;   // float rounding keeps the total below topP: every positive token is in the nucleus
-    float sigN = __uint_as_float(nb);
-    double aboveN = nb < hiBits ? mass_at_least(p, vocab, __uint_as_float(nb + 1u), sh) : 0.0;
-    int cN = count_equal(p, vocab, sigN, sh);
-    int kN = 1;
-    while (kN < cN && aboveN + kN * (double)sigN < (double)topP) kN++;   // ties at the threshold, in id order
-    double total = aboveN + (cN > 0 ? kN : 0) * (double)sigN;
-    if (cN == 0) total = aboveN;
+    // nucleus (as bd3lms): the sorted prefix whose cumulative mass stays <= topP, the top token always kept. The
+    // first element whose running mass exceeds topP (the crossing element) is the first one left out.
+    u32 nb = bisect_threshold(p, vocab, (double)topP, true, 1u, hiBits, sh);
+    float sigN; double aboveN; int kN;
+    if (nb == 0)
+    {
+        // float rounding keeps the whole mass at or below topP: every positive token is in the nucleus
+        nb = 1u; sigN = __uint_as_float(nb);
+        aboveN = mass_at_least(p, vocab, __uint_as_float(2u), sh);
+        kN = count_equal(p, vocab, sigN, sh);
+    }
+    else
+    {
+        sigN = __uint_as_float(nb);
+        aboveN = nb < hiBits ? mass_at_least(p, vocab, __uint_as_float(nb + 1u), sh) : 0.0;
+        int cC = count_equal(p, vocab, sigN, sh);
+        int kC = 1;   // the crossing element is the kC-th tie at sigN, in id order
+        while (kC < cC && aboveN + kC * (double)sigN <= (double)topP) kC++;
+        kN = kC - 1;
+        if (aboveN == 0.0 && kN == 0) kN = 1;   // the crossing element is the top token: it stays
+    }
+    double total = aboveN + kN * (double)sigN;
     double target = u * total;
     // pick: first element at which the running mass exceeds target; above the nucleus threshold first
     u32 pb = nb < hiBits ? bisect_threshold(p, vocab, target, true, nb + 1u, hiBits, sh) : 0u;
-    float sigP = sigN; double aboveP = aboveN; int cP = cN, kmax = cN > 0 ? kN : 0;
+    float sigP = sigN; double aboveP = aboveN; int kmax = kN;
+    if (pb == 0 && kN == 0)
+    {
+        // rounding put the target past the values above sigN and no tie of sigN is in the nucleus: the nucleus's
+        // last element stands (the smallest value above sigN, its last tie in id order)
+        pb = bisect_threshold(p, vocab, aboveN, false, nb + 1u, hiBits, sh);
+        target = aboveN;
+    }
     if (pb != 0)
     {
         sigP = __uint_as_float(pb);
         aboveP = pb < hiBits ? mass_at_least(p, vocab, __uint_as_float(pb + 1u), sh) : 0.0;
-        cP = count_equal(p, vocab, sigP, sh);
-        kmax = cP;
+        kmax = count_equal(p, vocab, sigP, sh);
     }
     int kP = 1;
     while (kP < kmax && aboveP + kP * (double)sigP <= target) kP++;

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <random>
 #include <numeric>
+#include <string>
 namespace ew {
 #include "elementwise.cpp"
 }
@@ -20,11 +21,13 @@ static void check(const char* what, const std::vector<float>& a, const std::vect
     double r = md / std::max(mr, 1e-9); bool ok = r < tol; fails += !ok;
     printf("%-28s rel %.2e %s\n", what, r, ok ? "OK" : "FAIL");
 }
-int main() {
+int main(int argc, char** argv) {
+    // optional argument: run only the sampling checks (they are the slow part under a loaded CPU)
+    bool onlySampling = argc > 1 && std::string(argv[1]) == "sampling";
     std::mt19937 rng(7); std::uniform_real_distribution<float> U(-1, 1);
     auto rnd = [&](size_t n, float s = 1) { std::vector<float> v(n); for (auto& x : v) x = U(rng) * s; return v; };
     // layernorm
-    for (auto [rows, dim] : std::vector<std::pair<int,int>>{ {7, 33}, {40, 300} }) {
+    if (!onlySampling) for (auto [rows, dim] : std::vector<std::pair<int,int>>{ {7, 33}, {40, 300} }) {
         auto x = rnd(rows * dim, 3), w = rnd(dim), bb = rnd(dim), dy = rnd(rows * dim);
         std::vector<float> y(rows * dim, NAN), mean(rows, NAN), rstd(rows, NAN), dx(rows * dim, 0.5f), dw(dim, 0.25f), db(dim, -0.5f);
         std::vector<double> ey(rows * dim), edx(rows * dim), edw(dim, 0.25), edb(dim, -0.5);
@@ -44,7 +47,7 @@ int main() {
         check("layernorm y", y, ey); check("layernorm dx", dx, edx); check("layernorm dw", dw, edw); check("layernorm db", db, edb);
     }
     // residual gated with dropout
-    {
+    if (!onlySampling) {
         int rows = 21, dim = 70; float p = 0.3f; unsigned long long seed = 0x1234567890ULL; float ks = 1.f / (1.f - p);
         auto x = rnd(rows * dim), y = rnd(rows * dim), g = rnd(dim), dx = rnd(rows * dim);
         std::vector<float> dy(rows * dim, NAN), dg(dim, 1.f);
@@ -58,7 +61,7 @@ int main() {
         printf("  kept fraction %.3f (p=%.2f)\n", kept / (double)(rows * dim), p);
     }
     // SUBS cross-entropy
-    for (auto [rows, vocab, maskId] : std::vector<std::tuple<int,int,int>>{ {9, 1001, 1000}, {5, 300, -1}, {3, 50258, 50257} }) {
+    if (!onlySampling) for (auto [rows, vocab, maskId] : std::vector<std::tuple<int,int,int>>{ {9, 1001, 1000}, {5, 300, -1}, {3, 50258, 50257} }) {
         auto lg = rnd(rows * vocab, 6); std::vector<int> tg(rows); std::vector<float> wt(rows), loss(rows, NAN);
         for (int r = 0; r < rows; r++) { tg[r] = (r * 37 + 5) % (maskId > 0 ? maskId : vocab); wt[r] = r % 3 == 1 ? 0.f : 0.5f + r; }
         std::vector<double> el(rows), eg(rows * vocab);
@@ -73,7 +76,7 @@ int main() {
         check("subs ce loss", loss, el); check("subs ce grad", lg, eg);
     }
     // reductions, column sum, adamw
-    {
+    if (!onlySampling) {
         int n = 100003; auto x = rnd(n); std::vector<double> part(1024, NAN);
         launch({ 64, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_reduce_sum(x.data(), n, 1, part.data()); });
         double s = 0, e = 0; for (int i = 0; i < 64; i++) s += part[i]; for (float v : x) e += (double)v * v;
@@ -83,7 +86,7 @@ int main() {
         launch({ 3, 10, 1 }, { 32, 8, 1 }, [&] { ew::fbd_column_sum(cs.data(), m.data(), rows, cols, 32); });
         check("column sum", cs, ecs);
     }
-    // sampling vs a port of CpuBackend.SampleCategorical
+    // sampling vs a port of CpuBackend.SampleCategorical (nucleus: cumsum <= p plus the top token)
     {
         struct S { int rows, vocab, mask; float T, P; bool ties; };
         for (S c : std::vector<S>{ {6, 1000, 999, 1.f, 0.9f, false}, {6, 200, 3, 0.7f, 1.f, false}, {6, 300, -1, 1.f, 0.5f, true}, {4, 64, 0, 0.f, 0.9f, false}, {3, 50258, 50257, 1.f, 0.9f, false} }) {
@@ -102,7 +105,8 @@ int main() {
                     float mx = *std::max_element(p.begin(), p.end()); double s = 0; for (auto& v : p) { v = std::exp(v - mx); s += v; } for (auto& v : p) v = (float)(v / s);
                     std::vector<int> order(c.vocab); std::iota(order.begin(), order.end(), 0); int n = c.vocab; double total = 1;
                     if (c.P < 1) { std::sort(order.begin(), order.end(), [&](int a, int b) { return p[a] != p[b] ? p[a] > p[b] : a < b; });
-                        double cum = 0; n = 0; while (n < c.vocab && cum < c.P) cum += p[order[n++]]; total = cum; }
+                        // bd3lms nucleus: cumsum <= p, the top token always kept
+                        double cum = 0; n = 0; while (n < c.vocab && (n == 0 || cum + p[order[n]] <= c.P)) cum += p[order[n++]]; total = cum; }
                     double target = u[r] * total, acc = 0;
                     for (int j = 0; j < n; j++) { float pj = p[order[j]]; if (pj <= 0) continue; pick = order[j]; acc += pj; if (target < acc) break; }
                     prob = p[pick] / total;
@@ -114,8 +118,26 @@ int main() {
             check(name, probs, ep);
         }
     }
+    // nucleus on hand-made distributions: {0.6, 0.25, 0.1, 0.05} at p = 0.9 keeps {0, 1} (0.95 > 0.9 leaves 2 out);
+    // {0.95, 0.05} at p = 0.9 keeps only the top token although its mass alone exceeds p
+    for (auto [probsIn, P, keep] : std::vector<std::tuple<std::vector<double>, float, int>>{ { {0.6, 0.25, 0.1, 0.05}, 0.9f, 2 }, { {0.05, 0.95}, 0.9f, 1 } }) {
+        int vocab = (int)probsIn.size(), rows = 40;
+        std::vector<float> lg(rows * vocab), u(rows), probs(rows, NAN), scratch(rows * vocab); std::vector<int> tok(rows, -7);
+        for (int r = 0; r < rows; r++) { u[r] = (r + 0.5f) / rows; for (int j = 0; j < vocab; j++) lg[r * vocab + j] = (float)std::log(probsIn[j]); }
+        launch({ (unsigned)rows, 1, 1 }, { 256, 1, 1 }, [&] { sp::fbd_sample(lg.data(), rows, vocab, -1, 1.f, P, u.data(), tok.data(), probs.data(), scratch.data()); });
+        std::vector<int> order(vocab); std::iota(order.begin(), order.end(), 0);
+        std::sort(order.begin(), order.end(), [&](int a, int b) { return probsIn[a] > probsIn[b]; });
+        double total = 0; for (int k = 0; k < keep; k++) total += probsIn[order[k]];
+        int bad = 0;
+        for (int r = 0; r < rows; r++) {
+            double acc = 0; int expect = order[keep - 1];
+            for (int k = 0; k < keep; k++) { acc += probsIn[order[k]] / total; if (u[r] < acc) { expect = order[k]; break; } }
+            bad += tok[r] != expect || std::fabs(probs[r] - probsIn[expect] / total) > 1e-5;
+        }
+        printf("  nucleus hand-made (keep %d): %d/%d draws differ\n", keep, bad, rows); fails += bad != 0;
+    }
     // rotary, embedding, gelu, adamw
-    {
+    if (!onlySampling) {
         int rows = 13, heads = 3, hd = 10, half = 5, stride = 3 * heads * hd + 1, maxPos = 20;
         auto x = rnd(rows * stride), cs = rnd(maxPos * half), sn = rnd(maxPos * half);
         std::vector<int> pos(rows); for (int r = 0; r < rows; r++) pos[r] = (r * 7) % maxPos;
