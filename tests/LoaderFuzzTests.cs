@@ -13,7 +13,7 @@ namespace FastBlockDiff.Tests;
 /// file's size justifies. Seeds are fixed (iteration i of a target uses seed FUZZ_SEED + i); FUZZ_ITERATIONS sets
 /// the iterations per target (default 150, a few seconds in all), FUZZ_SECONDS optionally caps each target's time.
 /// A failure prints target, iteration, mutation and exception; FUZZ_FAILURES=DIR keeps the failing inputs,
-/// FUZZ_REPORT=FILE appends one summary line per target.
+/// FUZZ_REPORT=FILE appends one summary line per target, FUZZ_HANG_SECONDS (default 300) is when an iteration counts as hung.
 /// </summary>
 public sealed class LoaderFuzzTests : IDisposable
 {
@@ -25,7 +25,7 @@ public sealed class LoaderFuzzTests : IDisposable
     /// <summary>FUZZ_SECONDS stops each target after that long (for long runs on a shared machine); unset, only the count bounds it.</summary>
     static int? Seconds => int.TryParse(Environment.GetEnvironmentVariable("FUZZ_SECONDS"), out int s) && s > 0 ? s : null;
     /// <summary>A loader that gives no answer for this long is reported as hanging (generous: the machine may be loaded).</summary>
-    static readonly TimeSpan HangLimit = TimeSpan.FromMinutes(5);
+    static readonly TimeSpan HangLimit = TimeSpan.FromSeconds(int.TryParse(Environment.GetEnvironmentVariable("FUZZ_HANG_SECONDS"), out int h) && h > 0 ? h : 300);
 
     /// <summary>
     /// Writes <paramref name="files"/> into a directory, then for every iteration mutates one of <paramref name="mutable"/>
@@ -40,6 +40,7 @@ public sealed class LoaderFuzzTests : IDisposable
         var failures = new Dictionary<string, (int Count, string Example)>();
         int iterations = Iterations, current = -1;
         string currentMutation = "";
+        byte[] currentBytes = [];
         long totalFailures = 0;
 
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -54,7 +55,7 @@ public sealed class LoaderFuzzTests : IDisposable
                 var (bytes, what) = FileMutator.Mutate(files[name], rng, donors);
                 foreach (var m in mutable) File.WriteAllBytes(Path.Combine(dir, m), m == name ? bytes : files[m]);
                 Volatile.Write(ref current, i);
-                currentMutation = $"{name}: {what}";
+                (currentMutation, currentBytes) = ($"{name}: {what}", bytes);
                 long before = GC.GetAllocatedBytesForCurrentThread();
                 string? kind = null, detail = null;
                 try { load(dir); }
@@ -93,6 +94,11 @@ public sealed class LoaderFuzzTests : IDisposable
             else if (clock.Elapsed - since > HangLimit) break;
         }
         bool finished = !thread.IsAlive;
+        if (!finished && Environment.GetEnvironmentVariable("FUZZ_FAILURES") is { Length: > 0 } keepHung)
+        {
+            Directory.CreateDirectory(keepHung);
+            File.WriteAllBytes(Path.Combine(keepHung, $"{target}-{Seed + Volatile.Read(ref current)}-hang"), currentBytes);
+        }
         string summary = $"fuzz {target}: {Volatile.Read(ref done):N0} iterations (seeds {Seed}..) in {clock.Elapsed.TotalSeconds:F1} s, " +
             $"{totalFailures} failures" + string.Concat(failures.Select(kv => $"\n  {kv.Value.Count} × {kv.Key}"));
         TestContext.Current.TestOutputHelper?.WriteLine(summary);
