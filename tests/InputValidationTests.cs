@@ -79,6 +79,20 @@ public sealed class InputValidationTests : IDisposable
         Assert.Contains("character device", Assert.Throws<UserInputException>(() => InputFile.RequireRegular("/dev/zero", "corpus")).Message);
     }
 
+    [Fact]
+    public void TrainingOverACheckpointNeedsResumeOrOverwrite()
+    {
+        string corpus = CheckpointTests.WriteCorpus(_dir), run = Path.Combine(_dir, "run");
+        TrainingRun.Run(CheckpointTests.TinyRequest(corpus, run, 2));
+        var first = File.ReadAllBytes(Path.Combine(run, Engine.Checkpoints.ModelCheckpoint.WeightsFile));
+        var refused = Assert.Throws<UserInputException>(() => TrainingRun.Run(CheckpointTests.TinyRequest(corpus, run, 3)));
+        Assert.Contains("already holds a checkpoint", refused.Message);
+        Assert.Equal(first, File.ReadAllBytes(Path.Combine(run, Engine.Checkpoints.ModelCheckpoint.WeightsFile)));
+        var report = TrainingRun.Run(CheckpointTests.TinyRequest(corpus, run, 3) with { Overwrite = true });
+        Assert.Equal(3, report.Steps);
+        Assert.Equal(3, Engine.Checkpoints.TrainingCheckpoint.Load(run).Step);
+    }
+
     /// <summary>`sample --max-tokens 5000000` once sized the rotary tables for five million positions before the first block.</summary>
     [Fact]
     public void RotaryTablesGrowWithThePositionsReachedNotWithMaxTokens()

@@ -14,7 +14,7 @@ public static class CliEntry
     {
         var (oldOut, oldErr) = (Console.Out, Console.Error);
         // Console.SetOut is process-wide: callers passing writers (tests) must not run two commands at once.
-        Console.SetOut(new StdoutWriter(stdout ?? oldOut));
+        Console.SetOut(TextWriter.Synchronized(new StdoutWriter(stdout ?? oldOut)));
         if (stderr != null) Console.SetError(stderr);
         try { return Parse(args); }
         finally
@@ -47,7 +47,7 @@ public static class CliEntry
         {
             // System.CommandLine would print every error and the whole help text; one line says what is wrong
             string command = parsed.CommandResult.Command is RootCommand ? "" : " " + parsed.CommandResult.Command.Name;
-            Console.Error.WriteLine($"error: {string.Join("; ", parsed.Errors.Select(e => e.Message.Trim()))} (see `fastblockdiff{command} --help`)");
+            Console.Error.WriteLine($"error: {string.Join("; ", parsed.Errors.Select(e => e.Message.ReplaceLineEndings(" ").Trim()))} (see `fastblockdiff{command} --help`)");
             return CliRunner.UserError;
         }
         string device = parsed.GetValue(ilgpuDevice) ?? "auto";
