@@ -180,11 +180,11 @@ public static class SampleQuick
                     if (!cached && cachedTps is { } c) note += $"; cached/uncached = {c / tps:F1}x";
                     if (cached)
                     {
-                        // the sampler's own share: one SampleCategorical over batch·L' rows per step of every block (an upper bound)
-                        double op = SamplerSeconds(b, batch * lp, cfg.VocabSize, cfg.MaskId, opts.TopP);
-                        double share = (double)mid.GeneratedTokens / batch / lp * steps * op / sec;
-                        note += $"; sampler op {op * 1e3:F2} ms per step (top-p {opts.TopP}), ≤ {100 * share:F1}% of the generation";
-                        Console.WriteLine($"  sampler  : {op * 1e3:F2} ms per step over {batch * lp} rows × V={cfg.VocabSize}, at most {100 * share:F1}% of sampling time");
+                        // the sampler's own share: a step samples only the rows it reveals, about one row per generated token
+                        double op = SamplerSeconds(b, batch * lp, cfg.VocabSize, cfg.MaskId, opts.TopP) / (batch * lp);
+                        double share = mid.GeneratedTokens * op / sec;
+                        note += $"; sampler op {op * 1e3:F3} ms per row (top-p {opts.TopP}), ≈ {100 * share:F1}% of the generation";
+                        Console.WriteLine($"  sampler  : {op * 1e3:F3} ms per row × V={cfg.VocabSize}, ≈ {100 * share:F1}% of sampling time (one row per generated token)");
                     }
                     doc.Results.Add(new BenchResult
                     {
