@@ -186,6 +186,19 @@ public sealed class CudaContext : SafeHandle
     }
 
     public void MakeCurrent() => Cu.Check(CuNative.cuCtxSetCurrent(handle), "cuCtxSetCurrent");
+
+    /// <summary>
+    /// Makes this context current on the calling thread unless it already is: one cuCtxGetCurrent (a thread-local read
+    /// in the driver) per call boundary, so any thread (a worker, a finalizer, another library's) may call in.
+    /// </summary>
+    public void EnsureCurrent() => EnsureCurrent(handle);
+
+    internal static void EnsureCurrent(nint ctx)
+    {
+        Cu.Check(CuNative.cuCtxGetCurrent(out var current), "cuCtxGetCurrent");
+        if (current != ctx) Cu.Check(CuNative.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+    }
+
     public nint Handle => handle;
     protected override bool ReleaseHandle() => CuNative.cuDevicePrimaryCtxRelease(Device) == 0;
 }
@@ -236,21 +249,31 @@ public sealed class CudaEvent : SafeHandle
     protected override bool ReleaseHandle() => CuNative.cuEventDestroy(handle) == 0;
 }
 
-/// <summary>A device allocation (cuMemAlloc); freed by the handle.</summary>
+/// <summary>
+/// A device allocation (cuMemAlloc) in the context current when it was made; freed by the handle, which makes that
+/// context current first (Dispose may run on any thread, the finalizer's included).
+/// </summary>
 public sealed class DeviceMemory : SafeHandle
 {
     public long Bytes { get; }
-    DeviceMemory(ulong ptr, long bytes) : base(0, true) { SetHandle((nint)ptr); Bytes = bytes; }
+    readonly nint context;
+    DeviceMemory(ulong ptr, long bytes, nint ctx) : base(0, true) { SetHandle((nint)ptr); Bytes = bytes; context = ctx; }
     public override bool IsInvalid => handle == 0;
     public ulong Pointer => (ulong)handle;
 
     public static DeviceMemory Allocate(long bytes)
     {
+        if (bytes < 0) throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "cuMemAlloc of a negative size (an overflowed size product?)");
+        Cu.Check(CuNative.cuCtxGetCurrent(out var ctx), "cuCtxGetCurrent");
         Cu.Check(CuNative.cuMemAlloc(out var p, (nuint)Math.Max(bytes, 4)), $"cuMemAlloc({bytes} bytes)");
-        return new DeviceMemory(p, bytes);
+        return new DeviceMemory(p, bytes, ctx);
     }
 
-    protected override bool ReleaseHandle() => CuNative.cuMemFree((ulong)handle) == 0;
+    protected override bool ReleaseHandle()
+    {
+        if (context != 0 && (CuNative.cuCtxGetCurrent(out var current) != 0 || current != context) && CuNative.cuCtxSetCurrent(context) != 0) return false;
+        return CuNative.cuMemFree((ulong)handle) == 0;
+    }
 }
 
 /// <summary>A loaded module (PTX or cubin image).</summary>

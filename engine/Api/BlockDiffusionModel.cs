@@ -27,6 +27,10 @@ public sealed class BlockDiffusionModel : IDisposable
     /// <summary>Why this backend was chosen (first line of every run).</summary>
     public string BackendReason { get; }
 
+    // A backend runs one caller at a time (one stream, shared workspaces): generations and evaluations started from
+    // several threads (GenerateAsync runs on a worker) take turns; the backend makes its context current on each.
+    readonly Lock _gate = new();
+
     BlockDiffusionModel(Denoiser denoiser, ITextTokenizer tokenizer, string reason)
     {
         Denoiser = denoiser; Tokenizer = tokenizer; BackendReason = reason;
@@ -35,15 +39,16 @@ public sealed class BlockDiffusionModel : IDisposable
     /// <summary>
     /// Loads config.json + model.safetensors from <paramref name="directory"/> (ours, or a bd3lms Hugging Face
     /// checkpoint). <paramref name="tokenizer"/> overrides the tokenizer spec in config.json (needed for GPT-2
-    /// checkpoints: "gpt2:DIR" with vocab.json and merges.txt). <paramref name="backend"/> is auto, cpu, cuda or ilgpu.
+    /// checkpoints: "gpt2:DIR" with vocab.json and merges.txt). <paramref name="backend"/> is auto, cpu, cuda or ilgpu;
+    /// <paramref name="precision"/> auto (bf16 on CUDA, fp32 elsewhere), bf16 or fp32 (null: <see cref="BackendChoice.Precision"/>).
     /// </summary>
-    public static BlockDiffusionModel Load(string directory, string? tokenizer = null, string backend = "auto")
+    public static BlockDiffusionModel Load(string directory, string? tokenizer = null, string backend = "auto", string? precision = null)
     {
         var config = ModelCheckpoint.LoadConfig(directory);
         var tok = TokenizerFactory.Load(tokenizer ?? config.Tokenizer, config.MaskId);
         if (tok.ModelVocabSize > config.VocabSize)
             throw new UserInputException($"tokenizer '{tok.Name}' has {tok.ModelVocabSize} ids but the checkpoint's vocabulary is {config.VocabSize}");
-        var (be, reason) = BackendChoice.Create(backend);
+        var (be, reason) = BackendChoice.Create(backend, precision);
         var model = new Denoiser(be, config);
         model.LoadWeights(ModelCheckpoint.LoadWeights(directory, config, model.Params));
         return new BlockDiffusionModel(model, tok, reason);
@@ -60,13 +65,16 @@ public sealed class BlockDiffusionModel : IDisposable
     {
         var promptIds = Tokenizer.Encode(prompt);
         var decoders = Enumerable.Range(0, options.BatchSize).Select(_ => new IncrementalDecoder(Tokenizer)).ToArray();
-        var sampler = new BlockSampler(Denoiser, Tokenizer.BosId, Tokenizer.EosId);
-        var result = sampler.Generate(promptIds, options, (s, ids) =>
+        lock (_gate)
         {
-            string piece = decoders[s].Add(ids);
-            if (piece.Length > 0) onText?.Invoke(s, piece);
-        }, cancel);
-        return ([.. result.Tokens.Select(t => Tokenizer.Decode(t))], result);
+            using var sampler = new BlockSampler(Denoiser, Tokenizer.BosId, Tokenizer.EosId);
+            var result = sampler.Generate(promptIds, options, (s, ids) =>
+            {
+                string piece = decoders[s].Add(ids);
+                if (piece.Length > 0) onText?.Invoke(s, piece);
+            }, cancel);
+            return ([.. result.Tokens.Select(t => Tokenizer.Decode(t))], result);
+        }
     }
 
     /// <summary>Streams the text of one generated sequence as it is produced, block by block.</summary>
@@ -92,10 +100,21 @@ public sealed class BlockDiffusionModel : IDisposable
         IEnumerable<int> rowIds = allRows ? Enumerable.Range(0, data.RowCount) : data.ValidRows;
         if (maxSequences > 0) rowIds = rowIds.Take(maxSequences);
         var rows = rowIds.Select(r => data.Row(r).ToArray()).ToList();
-        return new Evaluator(Denoiser).Evaluate(rows, batchSize, seed: seed);
+        lock (_gate)
+        {
+            using var evaluator = new Evaluator(Denoiser);
+            return evaluator.Evaluate(rows, batchSize, seed: seed);
+        }
     }
 
-    public void Dispose() => Backend.Dispose();
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            Denoiser.Dispose();
+            Backend.Dispose();
+        }
+    }
 
     /// <summary>Decodes a growing token list and returns only the new text (BPE pieces may merge across blocks).</summary>
     sealed class IncrementalDecoder(ITextTokenizer tokenizer)

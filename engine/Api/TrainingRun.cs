@@ -29,6 +29,8 @@ public sealed record TrainingRequest
     public float Dropout { get; init; } = 0.1f;
     public double ValidFraction { get; init; } = 0.05;
     public string Backend { get; init; } = "auto";
+    /// <summary>auto (bf16 on CUDA, fp32 elsewhere), bf16 or fp32; null: <see cref="BackendChoice.Precision"/>.</summary>
+    public string? Precision { get; init; }
     public bool Resume { get; init; }
     public TrainOptions Options { get; init; } = new();
 }
@@ -81,7 +83,8 @@ public static class TrainingRun
             config = BuildConfig(req, tokenizer);
         }
 
-        var (backend, reason) = BackendChoice.Create(req.Backend);
+        var (backend, reason) = BackendChoice.Create(req.Backend, req.Precision);
+        using var ownedBackend = backend;   // the run owns the backend: freed (with every device buffer) on return or throw
         Say($"backend {reason}");
         var data = TokenDataset.FromCorpus(req.DataPath, tokenizer, config.ModelLength, req.ValidFraction,
             cacheDir: TokenCacheDirectory());
@@ -92,7 +95,8 @@ public static class TrainingRun
         model.Initialize((int)(req.Options.Seed & 0x7FFFFFFF));
         Say($"model: {config.Layers} layers × {config.HiddenDim} wide, {config.Heads} heads, {model.Params.Count:N0} parameters, L={config.ModelLength}, L'={config.BlockSize}, vocab {config.VocabSize} ({tokenizer.Name})");
         var sampler = BatchSampler.ForTraining(data, req.Options.BatchSize, req.Options.Seed);
-        var trainer = new Trainer(model, req.Options, new SamplerBatchSource(sampler));
+        using var trainer = new Trainer(model, req.Options, new SamplerBatchSource(sampler));
+        using var evaluator = new Evaluator(model);   // one workspace for every evaluation of the run
         if (resumeState != null)
         {
             trainer.Restore(resumeState);
@@ -119,7 +123,7 @@ public static class TrainingRun
                 observer.OnScheduleSearch?.Invoke(t.Step, best, cells);
                 Say($"step {t.Step}: schedule search picked {t.Schedule} (NELBO variance {best.Variance:g4})");
             }
-            var r = t.WithEmaWeights(() => new Evaluator(model).Evaluate(validRows, req.Options.BatchSize));
+            var r = t.WithEmaWeights(() => evaluator.Evaluate(validRows, req.Options.BatchSize));
             observer.OnEval?.Invoke(t.Step, r);
         }
 
@@ -135,7 +139,7 @@ public static class TrainingRun
         {
             int take = req.Options.FinalEvalSequences > 0 ? req.Options.FinalEvalSequences : data.ValidRows.Count;
             var allValid = data.ValidRows.Take(take).Select(r => data.Row(r).ToArray()).ToList();
-            final = trainer.WithEmaWeights(() => new Evaluator(model).Evaluate(allValid, req.Options.BatchSize));
+            final = trainer.WithEmaWeights(() => evaluator.Evaluate(allValid, req.Options.BatchSize));
         }
         var log = trainer.LossLog;
         return new TrainingReport(trainer.Step - startStep, log.Count > 0 ? log[^1].Loss : double.NaN, final, tps, clock.Elapsed, log, req.OutputDirectory, cancelled);

@@ -26,6 +26,11 @@ public sealed record TrainOptions
     /// <summary>Re-run the (β, ω) variance search every N steps (0 = never).</summary>
     public int ScheduleSearchEvery { get; init; } = 0;
     public bool Dropout { get; init; } = true;
+    /// <summary>
+    /// Read loss and gradient norm back from the device every N steps (the step itself never waits for the host);
+    /// progress callbacks then arrive N at a time. 1 reads after every step.
+    /// </summary>
+    public int ReadbackEvery { get; init; } = 1;
 
     public void Validate()
     {
@@ -35,6 +40,7 @@ public sealed record TrainOptions
         if (LrSchedule is not ("constant" or "cosine")) throw new UserInputException($"--lr-schedule must be constant or cosine, got '{LrSchedule}'");
         if (GradClip < 0) throw new UserInputException($"--grad-clip must be ≥ 0, got {GradClip}");
         if (EmaDecay is < 0 or >= 1) throw new UserInputException($"--ema must be in [0, 1), got {EmaDecay}");
+        if (ReadbackEvery is < 1 or > Trainer.MaxPendingSteps) throw new UserInputException($"read-back interval must be in [1, {Trainer.MaxPendingSteps}], got {ReadbackEvery}");
     }
 
     public float LearningRateAt(int step)

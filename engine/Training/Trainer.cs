@@ -11,7 +11,7 @@ public readonly record struct TrainProgress(int Step, int TotalSteps, double Los
 /// BD3-LM training: vectorised NELBO, AdamW with warm-up and clipping, EMA of the weights. Its whole state
 /// (weights, moments, EMA, step, RNG, data position, schedule) round-trips through <see cref="TrainingState"/>.
 /// </summary>
-public sealed class Trainer
+public sealed class Trainer : IDisposable
 {
     public Denoiser Model { get; }
     public TrainOptions Options { get; }
@@ -22,11 +22,19 @@ public sealed class Trainer
     public List<(int Step, double Loss)> LossLog { get; } = [];
 
     readonly IBackend _b;
+    readonly OwnedBuffers _buffers;
     readonly FloatView _m, _v;
     readonly Bd3Objective _objective;
     readonly IBatchSource _data;
     readonly Bd3Batch _batch;
     readonly int[] _rows;
+
+    /// <summary>Steps that may run on the device before their loss and norm must be read back.</summary>
+    public const int MaxPendingSteps = 256;
+    // per pending step: Σ loss and Σ g² written on the device, the learning rate kept on the host
+    readonly FloatView _lossSums, _gradSquares;
+    readonly float[] _pendingLr = new float[MaxPendingSteps];
+    int _pending;
 
     public Trainer(Denoiser model, TrainOptions options, IBatchSource data)
     {
@@ -37,33 +45,84 @@ public sealed class Trainer
         Schedule = new NoiseSchedule(model.Config.ScheduleMin, model.Config.ScheduleMax);
         Schedule.Validate();
         Rng = new Rng(options.Seed);
-        _m = _b.AllocFloat(model.Params.Count); _v = _b.AllocFloat(model.Params.Count);
-        Ema = _b.AllocFloat(model.Params.Count);
+        _buffers = new OwnedBuffers(_b);
+        _m = _buffers.Float("Adam first moment", model.Params.Count); _v = _buffers.Float("Adam second moment", model.Params.Count);
+        Ema = _buffers.Float("EMA weights", model.Params.Count);
         _b.Copy(Ema, model.Weights);
         _objective = new Bd3Objective(model);
         _batch = new Bd3Batch(options.BatchSize, model.Config.ModelLength, model.Config.BlockSize);
-        _rows = new int[options.BatchSize * model.Config.ModelLength];
+        _rows = new int[OwnedBuffers.Elements("batch tokens", options.BatchSize, model.Config.ModelLength)];
+        _lossSums = _buffers.Float("loss sums of pending steps", MaxPendingSteps);
+        _gradSquares = _buffers.Float("gradient squares of pending steps", MaxPendingSteps);
     }
 
-    /// <summary>One optimiser step; returns its progress record (loss of this batch before the update).</summary>
+    /// <summary>Device buffers the trainer holds: moments, EMA and the objective's workspace (for tests of ownership).</summary>
+    public int BufferCount => _buffers.Count + _objective.BufferCount;
+
+    /// <summary>Frees the moments, the EMA and the workspace; the model's weights stay with the model.</summary>
+    public void Dispose()
+    {
+        _objective.Dispose();
+        _buffers.Dispose();
+    }
+
+    /// <summary>One optimiser step; returns its loss (of this batch, before the update), gradient norm and learning rate.</summary>
     public (double Loss, double GradNorm, float Lr) TrainStep()
     {
+        Advance();
+        var done = ReadBack();
+        return (done[^1].Loss, done[^1].GradNorm, done[^1].Lr);
+    }
+
+    /// <summary>
+    /// Queues one optimiser step without waiting for the device: the loss sum and Σg² stay in device buffers, the
+    /// clip factor min(1, clip/‖g‖) is applied by the AdamW kernel. <see cref="ReadBack"/> collects them.
+    /// </summary>
+    public void Advance()
+    {
+        if (_pending == MaxPendingSteps) ReadBack();
         _data.Next(_rows, Options.BatchSize);
         _batch.Noise(_rows, Schedule, Model.Config.MaskId, Rng, resample: true);
         ulong dropSeed = Rng.NextUInt64();
         float dropout = Options.Dropout ? Model.Config.Dropout : 0f;
         _b.Fill(Model.Grads, 0f);
-        double loss = _objective.Run(_batch, backward: true, dropout, dropSeed);
-        double norm = Math.Sqrt(_b.SumSquares(Model.Grads));
-        float clip = Options.GradClip > 0 && norm > Options.GradClip ? (float)(Options.GradClip / norm) : 1f;
-        if (!double.IsFinite(norm)) throw new InvalidOperationException($"gradient norm is {norm} at step {Step + 1}; lower the learning rate");
+        var gradSquares = _gradSquares.Slice(_pending, 1);
+        _objective.Run(_batch, backward: true, dropout, dropSeed, lossSum: _lossSums.Slice(_pending, 1));
+        _b.SumTo(Model.Grads, gradSquares, squares: true);
         float lr = Options.LearningRateAt(Step);
         Step++;
-        _b.AdamW(Model.Weights, Model.Grads, _m, _v, new AdamWStep(lr, Options.Beta1, Options.Beta2, Options.Epsilon, Options.WeightDecay, Step, clip));
+        _b.AdamWClipped(Model.Weights, Model.Grads, _m, _v, new AdamWStep(lr, Options.Beta1, Options.Beta2, Options.Epsilon, Options.WeightDecay, Step, 1f),
+            Options.GradClip, gradSquares);
         _b.Ema(Ema, Model.Weights, Options.EmaDecayAt(Step));
         Model.InvalidateConditioning();
-        LossLog.Add((Step, loss));
-        return (loss, norm, lr);
+        _pendingLr[_pending++] = lr;
+    }
+
+    /// <summary>
+    /// Reads the loss and gradient norm of every step queued since the last read-back (one synchronisation), appends
+    /// them to <see cref="LossLog"/> and returns them. A non-finite gradient norm (that step left the weights unchanged)
+    /// is an error.
+    /// </summary>
+    public IReadOnlyList<(int Step, double Loss, double GradNorm, float Lr)> ReadBack()
+    {
+        if (_pending == 0) return [];
+        var losses = new float[_pending];
+        var squares = new float[_pending];
+        _b.Download(_lossSums.Slice(0, _pending), losses);
+        _b.Download(_gradSquares.Slice(0, _pending), squares);
+        int first = Step - _pending + 1, count = _pending;
+        _pending = 0;
+        double tokens = (double)Options.BatchSize * Model.Config.ModelLength;
+        var done = new List<(int, double, double, float)>(count);
+        for (int i = 0; i < count; i++)
+        {
+            double norm = Math.Sqrt(squares[i]);
+            if (!double.IsFinite(norm)) throw new InvalidOperationException($"gradient norm is {norm} at step {first + i}; lower the learning rate");
+            double loss = losses[i] / tokens;
+            LossLog.Add((first + i, loss));
+            done.Add((first + i, loss, norm, _pendingLr[i]));
+        }
+        return done;
     }
 
     /// <summary>Runs until Options.Steps, calling back after each step; stops early (state intact) on cancellation.</summary>
@@ -71,17 +130,21 @@ public sealed class Trainer
     {
         var clock = Stopwatch.StartNew();
         int startStep = Step;
-        long tokens = 0;
         while (Step < Options.Steps && !cancel.IsCancellationRequested)
         {
-            var (loss, norm, lr) = TrainStep();
-            tokens += (long)Options.BatchSize * Model.Config.ModelLength;
-            double tps = tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds);
-            var eta = TimeSpan.FromSeconds((Options.Steps - Step) * clock.Elapsed.TotalSeconds / (Step - startStep));
-            onStep?.Invoke(new TrainProgress(Step, Options.Steps, loss, lr, norm, tps, clock.Elapsed, eta));
-            if (Options.ScheduleSearchEvery > 0 && Step % Options.ScheduleSearchEvery == 0) onEval?.Invoke(this);
-            else if (Options.EvalEvery > 0 && Step % Options.EvalEvery == 0) onEval?.Invoke(this);
-            if (Options.CheckpointEvery > 0 && Step % Options.CheckpointEvery == 0) onCheckpoint?.Invoke(this);
+            Advance();
+            bool search = Options.ScheduleSearchEvery > 0 && Step % Options.ScheduleSearchEvery == 0;
+            bool eval = search || (Options.EvalEvery > 0 && Step % Options.EvalEvery == 0);
+            bool checkpoint = Options.CheckpointEvery > 0 && Step % Options.CheckpointEvery == 0;
+            if (!(eval || checkpoint || Step % Options.ReadbackEvery == 0 || Step == Options.Steps || cancel.IsCancellationRequested)) continue;
+            foreach (var (step, loss, norm, lr) in ReadBack())
+            {
+                double tps = (double)(step - startStep) * Options.BatchSize * Model.Config.ModelLength / Math.Max(1e-9, clock.Elapsed.TotalSeconds);
+                var eta = TimeSpan.FromSeconds((Options.Steps - step) * clock.Elapsed.TotalSeconds / (Step - startStep));
+                onStep?.Invoke(new TrainProgress(step, Options.Steps, loss, lr, norm, tps, clock.Elapsed, eta));
+            }
+            if (eval) onEval?.Invoke(this);
+            if (checkpoint) onCheckpoint?.Invoke(this);
         }
     }
 
@@ -103,6 +166,7 @@ public sealed class Trainer
 
     public TrainingState Capture()
     {
+        ReadBack();   // the loss log is part of the state
         var n = Model.Params.Count;
         var s = new TrainingState
         {
@@ -118,6 +182,7 @@ public sealed class Trainer
         int n = Model.Params.Count;
         if (s.Weights.Length != n || s.M.Length != n || s.V.Length != n || s.Ema.Length != n)
             throw new UserInputException($"training state holds {s.Weights.Length} parameters but the model has {n}");
+        _pending = 0;
         Step = s.Step; Rng.State = s.Rng; _data.RestoreState(s.Data);
         Schedule = new NoiseSchedule(s.ScheduleMin, s.ScheduleMax);
         Model.LoadWeights(s.Weights); _b.Upload(_m, s.M); _b.Upload(_v, s.V); _b.Upload(Ema, s.Ema);

@@ -16,6 +16,15 @@ var ilgpuDevice = new Option<string>("--ilgpu-device")
     Recursive = true,
 };
 root.Options.Add(ilgpuDevice);
+var precision = new Option<string>("--precision")
+{
+    Description = "arithmetic of every command that runs a model: auto (bf16 on cuda, fp32 on cpu/ilgpu, which have no bf16), bf16 or fp32",
+    DefaultValueFactory = _ => FastBlockDiff.Engine.BackendChoice.Precision,
+    Recursive = true,
+};
+precision.AcceptOnlyFromAmong("auto", "bf16", "fp32");
+root.Options.Add(precision);
 var parsed = root.Parse(args);
 FastBlockDiff.Engine.BackendChoice.IlgpuDevice = parsed.GetValue(ilgpuDevice) ?? "auto";
+FastBlockDiff.Engine.BackendChoice.Precision = parsed.GetValue(precision) ?? "auto";
 return await parsed.InvokeAsync();
