@@ -92,6 +92,30 @@ public class CudaPrecisionTests
     }
 
     [Fact]
+    public void UploadsGoThroughThePinnedRingAndTheSourceMayBeReusedAtOnce()
+    {
+        using var g = CudaEngineTests.Gpu();
+        long before = g.AsyncUploads;
+        var host = new int[5000];
+        var views = new List<IntView>();
+        for (int u = 0; u < 20; u++)   // more uploads than ring slots: every slot is reused
+        {
+            for (int i = 0; i < host.Length; i++) host[i] = u * 100_000 + i;
+            var v = g.AllocInt(host.Length);
+            g.Upload(v, host);
+            views.Add(v);
+            Array.Fill(host, -1);   // the caller's memory changes right after the call
+        }
+        Assert.Equal(before + 20, g.AsyncUploads);
+        var back = new int[host.Length];
+        for (int u = 0; u < views.Count; u++)
+        {
+            g.Download(views[u], back);
+            for (int i = 0; i < back.Length; i += 499) Assert.Equal(u * 100_000 + i, back[i]);
+        }
+    }
+
+    [Fact]
     public void Bf16TrainingStepsMatchCpuWithinBf16Tolerance()
     {
         using var g = CudaEngineTests.Gpu();

@@ -88,6 +88,7 @@ public sealed unsafe partial class CudaBackend : IBackend
             scratch.Clear();
             partials.Dispose(); flag.Dispose();
             mirror16?.Dispose(); mirror16 = null;
+            DisposeStaging();
             lt.Dispose();
             foreach (var m in modules.Values) m.Dispose();
             modules.Clear(); functions.Clear();
@@ -124,13 +125,6 @@ public sealed unsafe partial class CudaBackend : IBackend
     public void Upload(IntView dst, ReadOnlySpan<int> src) => UploadBytes(Ptr(dst), MemoryMarshal.AsBytes(src), dst.Length * 4L);
     public void Download(FloatView src, Span<float> dst) => DownloadBytes(Ptr(src), MemoryMarshal.AsBytes(dst), src.Length * 4L);
     public void Download(IntView src, Span<int> dst) => DownloadBytes(Ptr(src), MemoryMarshal.AsBytes(dst), src.Length * 4L);
-
-    void UploadBytes(ulong dst, ReadOnlySpan<byte> src, long capacity)
-    {
-        if (src.Length > capacity) throw new ArgumentException($"upload of {src.Length} bytes into a view of {capacity}");
-        Enter();
-        fixed (byte* p = src) { Cu.CopyHtoDAsync(dst, p, src.Length, stream); stream.Synchronize(); }
-    }
 
     void DownloadBytes(ulong src, Span<byte> dst, long capacity)
     {
@@ -223,6 +217,24 @@ public sealed unsafe partial class CudaBackend : IBackend
     }
     static uint RowThreads(int dim) => (uint)Math.Clamp((dim + 31) / 32 * 32, 32, 256);
     static uint Div(long a, long b) => (uint)((a + b - 1) / b);
+
+    /// <summary>
+    /// Captures the ops <paramref name="body"/> issues into a CUDA graph for replay with one launch. Off the training
+    /// path (not yet used by Trainer): the body must not upload (the staging ring would be replayed as it is then), nor
+    /// read back, and must run with fixed shapes and buffers; scalar arguments are frozen. Needs a real GPU.
+    /// </summary>
+    public CudaGraph Capture(Action body)
+    {
+        Enter();
+        return CudaGraph.Capture(stream, body);
+    }
+
+    /// <summary>Replays a captured graph on this backend's stream.</summary>
+    public void Replay(CudaGraph graph)
+    {
+        Enter();
+        graph.Launch(stream);
+    }
 
     /// <summary>Seconds-level timing helper for benchmarks: runs body between two events on this backend's stream.</summary>
     public float TimeMs(Action body)

@@ -57,6 +57,8 @@ API cuMemFree_v2(CUdeviceptr p) {
     { std::lock_guard<std::mutex> g(g_sizes_lock); auto it = g_sizes.find(p); if (it == g_sizes.end()) return 1; g_allocated -= (long long)it->second; g_sizes.erase(it); }
     free((void*)p); return 0;
 }
+API cuMemAllocHost_v2(void** p, size_t n) { NEED_CTX; *p = malloc(n ? n : 1); return *p ? 0 : 2; }
+API cuMemFreeHost(void* p) { NEED_CTX; free(p); return 0; }
 API cuMemcpyHtoD_v2(CUdeviceptr d, const void* s, size_t n) { NEED_CTX; std::memcpy((void*)d, s, n); return 0; }
 API cuMemcpyDtoH_v2(void* d, CUdeviceptr s, size_t n) { NEED_CTX; std::memcpy(d, (void*)s, n); return 0; }
 API cuMemcpyDtoD_v2(CUdeviceptr d, CUdeviceptr s, size_t n) { NEED_CTX; std::memmove((void*)d, (void*)s, n); return 0; }
