@@ -80,6 +80,8 @@ API cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, 
     auto* e = (std::pair<const std::string, void(*)(void**)>*)f;
     if (smem > sizeof(g_dynsmem)) return 1;
     if ((size_t)bx * by * bz > 1024 || gy > 65535 || gz > 65535) return 1;
+    static std::mutex one_at_a_time;   // g_dynsmem and the emulated block are shared: launches from several host threads take turns
+    std::lock_guard<std::mutex> g(one_at_a_time);
     launch({ gx, gy, gz }, { bx, by, bz }, [&] { e->second(args); });
     return 0;
 }
