@@ -24,9 +24,9 @@ T0=$(date +%s)
 phase_start=$T0
 phase() {   # phase NAME: prints the time the previous phase took
   local now; now=$(date +%s)
-  [ -n "${CURRENT:-}" ] && echo "-- $CURRENT took $((now - phase_start)) s"
+  if [ -n "${CURRENT:-}" ]; then echo "-- $CURRENT took $((now - phase_start)) s"; fi
   CURRENT="$1"; phase_start=$now
-  [ -n "$1" ] && echo "== $1"
+  if [ -n "$1" ]; then echo "== $1"; fi
 }
 
 publish() {
