@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs NVRTC 11.8 (Debian bookworm non-free package libnvrtc11.2) so that the NVRTC compile
-# tests can compile every kernels/cuda/*.cu without a GPU. Idempotent and quiet.
+# tests can compile every kernels/Cuda/Source/*.cu without a GPU. Idempotent and quiet.
 set -euo pipefail
 if ls /usr/lib/x86_64-linux-gnu/libnvrtc.so.11.2* >/dev/null 2>&1; then exit 0; fi
 SUDO=""; if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

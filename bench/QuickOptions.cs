@@ -46,7 +46,7 @@ public sealed class QuickOptions
         foreach (var name in Backends)
         {
             FastBlockDiff.Kernels.IBackend b;
-            try { b = FastBlockDiff.Engine.BackendChoice.Create(name).Backend; }
+            try { b = FastBlockDiff.Engine.BackendChoice.Create(name, Dtype).Backend; }   // --dtype is the backend's precision
             catch (Exception e) { Console.WriteLine($"backend {name}: unavailable ({e.Message}); skipped"); continue; }
             using (b) yield return b;
         }

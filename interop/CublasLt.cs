@@ -16,6 +16,7 @@ public static unsafe partial class CublasLtNative
     public const int LayoutOrder = 1, LayoutBatchCount = 5, LayoutStridedBatchOffset = 6;  // cublasLtMatrixLayoutAttribute_t
     public const int OrderCol = 0, OrderRow = 1;
     public const int PrefMaxWorkspaceBytes = 1;
+    public const int PrefMinAlignmentA = 5, PrefMinAlignmentB = 6, PrefMinAlignmentC = 7, PrefMinAlignmentD = 8;   // uint32, default 256
 
     [StructLayout(LayoutKind.Sequential)]
     public struct HeuristicResult
@@ -48,8 +49,20 @@ public static unsafe partial class CublasLtNative
 /// <summary>One column-major matrix operand as cuBLASLt sees it.</summary>
 public readonly record struct LtOperand(CudaDataType Type, long Rows, long Cols, long Ld, bool Transpose, long BatchStride);
 
-/// <summary>The shape of one cuBLASLt call; the key of the plan cache.</summary>
-public readonly record struct LtShape(LtOperand A, LtOperand B, LtOperand C, int Batch, bool Bias);
+/// <summary>
+/// The shape of one cuBLASLt call; the key of the plan cache. Alignment: the bytes every pointer of the call is aligned
+/// to (a power of two up to 256). cuBLASLt assumes 256 unless told, and views into the flat parameter buffer are not.
+/// </summary>
+public readonly record struct LtShape(LtOperand A, LtOperand B, LtOperand C, int Batch, bool Bias, int Alignment = 256)
+{
+    /// <summary>The largest power of two (at most 256) dividing every non-zero address.</summary>
+    public static int AlignmentOf(params ReadOnlySpan<ulong> pointers)
+    {
+        ulong a = 256;
+        foreach (var p in pointers) if (p != 0) a = Math.Min(a, p & (~p + 1));
+        return (int)a;
+    }
+}
 
 /// <summary>
 /// A cuBLASLt handle with a per-shape plan cache (descriptors + the heuristic's first algorithm). Column-major:
@@ -134,6 +147,9 @@ public sealed unsafe class CublasLt : IDisposable
         {
             ulong ws = (ulong)WorkspaceBytes;
             Check(CublasLtNative.cublasLtMatmulPreferenceSetAttribute(pref, CublasLtNative.PrefMaxWorkspaceBytes, &ws, 8), "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)");
+            uint align = (uint)s.Alignment;
+            foreach (int attr in (ReadOnlySpan<int>)[CublasLtNative.PrefMinAlignmentA, CublasLtNative.PrefMinAlignmentB, CublasLtNative.PrefMinAlignmentC, CublasLtNative.PrefMinAlignmentD])
+                Check(CublasLtNative.cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, 4), $"cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT {attr})");
             CublasLtNative.HeuristicResult result;
             Check(CublasLtNative.cublasLtMatmulAlgoGetHeuristic(handle, p.Desc, p.A, p.B, p.C, p.C, pref, 1, &result, out int n), "cublasLtMatmulAlgoGetHeuristic", $"{s}");
             if (n == 0) throw new CudaException("cublasLtMatmulAlgoGetHeuristic", "cublasLt", 15, StatusName(15), "no algorithm for this shape", $"{s}");

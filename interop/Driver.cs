@@ -63,6 +63,14 @@ public static unsafe partial class CuNative
     [LibraryImport(L)] public static partial int cuEventElapsedTime(out float ms, nint start, nint end);
     [LibraryImport(L, EntryPoint = "cuMemAlloc_v2")] public static partial int cuMemAlloc(out ulong dptr, nuint bytes);
     [LibraryImport(L, EntryPoint = "cuMemFree_v2")] public static partial int cuMemFree(ulong dptr);
+    [LibraryImport(L, EntryPoint = "cuMemAllocHost_v2")] public static partial int cuMemAllocHost(out nint pp, nuint bytes);
+    [LibraryImport(L)] public static partial int cuMemFreeHost(nint p);
+    [LibraryImport(L, EntryPoint = "cuStreamBeginCapture_v2")] public static partial int cuStreamBeginCapture(nint stream, int mode);
+    [LibraryImport(L)] public static partial int cuStreamEndCapture(nint stream, out nint graph);
+    [LibraryImport(L)] public static partial int cuGraphInstantiateWithFlags(out nint graphExec, nint graph, ulong flags);
+    [LibraryImport(L)] public static partial int cuGraphLaunch(nint graphExec, nint stream);
+    [LibraryImport(L)] public static partial int cuGraphDestroy(nint graph);
+    [LibraryImport(L)] public static partial int cuGraphExecDestroy(nint graphExec);
     [LibraryImport(L, EntryPoint = "cuMemcpyHtoD_v2")] public static partial int cuMemcpyHtoD(ulong dst, void* src, nuint bytes);
     [LibraryImport(L, EntryPoint = "cuMemcpyDtoH_v2")] public static partial int cuMemcpyDtoH(void* dst, ulong src, nuint bytes);
     [LibraryImport(L, EntryPoint = "cuMemcpyDtoD_v2")] public static partial int cuMemcpyDtoD(ulong dst, ulong src, nuint bytes);
@@ -186,6 +194,19 @@ public sealed class CudaContext : SafeHandle
     }
 
     public void MakeCurrent() => Cu.Check(CuNative.cuCtxSetCurrent(handle), "cuCtxSetCurrent");
+
+    /// <summary>
+    /// Makes this context current on the calling thread unless it already is: one cuCtxGetCurrent (a thread-local read
+    /// in the driver) per call boundary, so any thread (a worker, a finalizer, another library's) may call in.
+    /// </summary>
+    public void EnsureCurrent() => EnsureCurrent(handle);
+
+    internal static void EnsureCurrent(nint ctx)
+    {
+        Cu.Check(CuNative.cuCtxGetCurrent(out var current), "cuCtxGetCurrent");
+        if (current != ctx) Cu.Check(CuNative.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+    }
+
     public nint Handle => handle;
     protected override bool ReleaseHandle() => CuNative.cuDevicePrimaryCtxRelease(Device) == 0;
 }
@@ -236,21 +257,100 @@ public sealed class CudaEvent : SafeHandle
     protected override bool ReleaseHandle() => CuNative.cuEventDestroy(handle) == 0;
 }
 
-/// <summary>A device allocation (cuMemAlloc); freed by the handle.</summary>
+/// <summary>
+/// A device allocation (cuMemAlloc) in the context current when it was made; freed by the handle, which makes that
+/// context current first (Dispose may run on any thread, the finalizer's included).
+/// </summary>
 public sealed class DeviceMemory : SafeHandle
 {
     public long Bytes { get; }
-    DeviceMemory(ulong ptr, long bytes) : base(0, true) { SetHandle((nint)ptr); Bytes = bytes; }
+    readonly nint context;
+    DeviceMemory(ulong ptr, long bytes, nint ctx) : base(0, true) { SetHandle((nint)ptr); Bytes = bytes; context = ctx; }
     public override bool IsInvalid => handle == 0;
     public ulong Pointer => (ulong)handle;
 
     public static DeviceMemory Allocate(long bytes)
     {
+        if (bytes < 0) throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "cuMemAlloc of a negative size (an overflowed size product?)");
+        Cu.Check(CuNative.cuCtxGetCurrent(out var ctx), "cuCtxGetCurrent");
         Cu.Check(CuNative.cuMemAlloc(out var p, (nuint)Math.Max(bytes, 4)), $"cuMemAlloc({bytes} bytes)");
-        return new DeviceMemory(p, bytes);
+        return new DeviceMemory(p, bytes, ctx);
     }
 
-    protected override bool ReleaseHandle() => CuNative.cuMemFree((ulong)handle) == 0;
+    /// <summary>Frees that failed in this process (SafeHandle swallows them; tests read this).</summary>
+    public static long FailedFrees => Volatile.Read(ref failedFrees);
+    static long failedFrees;
+
+    protected override bool ReleaseHandle()
+    {
+        bool ok = (context == 0 || (CuNative.cuCtxGetCurrent(out var current) == 0 && current == context) || CuNative.cuCtxSetCurrent(context) == 0)
+            && CuNative.cuMemFree((ulong)handle) == 0;
+        if (!ok) Interlocked.Increment(ref failedFrees);
+        return ok;
+    }
+}
+
+/// <summary>
+/// Page-locked host memory (cuMemAllocHost) in the context current when it was made: the staging area that makes
+/// host-to-device copies truly asynchronous. Freed by the handle in that context.
+/// </summary>
+public sealed unsafe class PinnedHostMemory : SafeHandle
+{
+    public long Bytes { get; }
+    readonly nint context;
+    PinnedHostMemory(nint p, long bytes, nint ctx) : base(0, true) { SetHandle(p); Bytes = bytes; context = ctx; }
+    public override bool IsInvalid => handle == 0;
+    public byte* Pointer => (byte*)handle;
+
+    public static PinnedHostMemory Allocate(long bytes)
+    {
+        if (bytes <= 0) throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "pinned host buffer of a non-positive size");
+        Cu.Check(CuNative.cuCtxGetCurrent(out var ctx), "cuCtxGetCurrent");
+        Cu.Check(CuNative.cuMemAllocHost(out var p, (nuint)bytes), $"cuMemAllocHost({bytes} bytes)");
+        return new PinnedHostMemory(p, bytes, ctx);
+    }
+
+    protected override bool ReleaseHandle()
+    {
+        if (context != 0 && (CuNative.cuCtxGetCurrent(out var current) != 0 || current != context) && CuNative.cuCtxSetCurrent(context) != 0) return false;
+        return CuNative.cuMemFreeHost(handle) == 0;
+    }
+}
+
+/// <summary>
+/// An instantiated CUDA graph (cuStreamBeginCapture … cuStreamEndCapture, cuGraphInstantiateWithFlags): the kernels
+/// and copies issued on a stream between the two, replayed by <see cref="Launch"/> with one driver call. Arguments
+/// (pointers and scalars) are frozen at capture.
+/// </summary>
+public sealed class CudaGraph : SafeHandle
+{
+    const int CaptureModeRelaxed = 2;   // CU_STREAM_CAPTURE_MODE_RELAXED: other threads may use the driver meanwhile
+    CudaGraph(nint exec) : base(0, true) { SetHandle(exec); }
+    public override bool IsInvalid => handle == 0;
+
+    /// <summary>Captures what <paramref name="body"/> issues on <paramref name="stream"/>; nothing runs during the capture.</summary>
+    public static CudaGraph Capture(CudaStream stream, Action body)
+    {
+        Cu.Check(CuNative.cuStreamBeginCapture(stream.Handle, CaptureModeRelaxed), "cuStreamBeginCapture");
+        nint graph;
+        try { body(); }
+        catch
+        {
+            CuNative.cuStreamEndCapture(stream.Handle, out graph);
+            if (graph != 0) CuNative.cuGraphDestroy(graph);
+            throw;
+        }
+        Cu.Check(CuNative.cuStreamEndCapture(stream.Handle, out graph), "cuStreamEndCapture");
+        try
+        {
+            Cu.Check(CuNative.cuGraphInstantiateWithFlags(out var exec, graph, 0), "cuGraphInstantiateWithFlags");
+            return new CudaGraph(exec);
+        }
+        finally { CuNative.cuGraphDestroy(graph); }
+    }
+
+    public void Launch(CudaStream stream) => Cu.Check(CuNative.cuGraphLaunch(handle, stream.Handle), "cuGraphLaunch");
+    protected override bool ReleaseHandle() => CuNative.cuGraphExecDestroy(handle) == 0;
 }
 
 /// <summary>A loaded module (PTX or cubin image).</summary>

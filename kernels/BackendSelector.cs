@@ -13,8 +13,26 @@ public static class BackendSelector
 {
     /// <param name="kind">auto, cpu, cuda or ilgpu.</param>
     /// <param name="ilgpuDevice">auto, cuda, opencl or cpu: the ILGPU accelerator when kind is ilgpu.</param>
+    /// <param name="precision">auto (bf16 on CUDA, fp32 elsewhere), bf16 (CUDA only) or fp32.</param>
     /// <returns>The started backend and one line saying why it was chosen (and why the others were not).</returns>
-    public static (IBackend backend, string reason) Select(string kind = "auto", string ilgpuDevice = "auto")
+    public static (IBackend backend, string reason) Select(string kind = "auto", string ilgpuDevice = "auto", string precision = "auto")
+    {
+        var wanted = PrecisionChoice.Parse(precision);
+        var (backend, reason) = SelectBackend(kind, ilgpuDevice);
+        if (backend is Cuda.CudaBackend cuda)
+        {
+            cuda.Precision = wanted ?? Precision.Bf16;
+            return (backend, reason + (wanted == null ? "; precision bf16 (the CUDA default; --precision fp32 for the reference arithmetic)" : $"; precision {cuda.Precision.ToString().ToLowerInvariant()}"));
+        }
+        if (wanted == Precision.Bf16)
+        {
+            backend.Dispose();
+            throw new BackendUnavailableException($"--precision bf16 needs the cuda backend; {backend.Name} computes in fp32 only (use --precision fp32 or auto)");
+        }
+        return (backend, reason + $"; precision fp32 ({backend.Name} has no bf16 path)");
+    }
+
+    static (IBackend backend, string reason) SelectBackend(string kind, string ilgpuDevice)
     {
         kind = (kind ?? "auto").Trim().ToLowerInvariant();
         ilgpuDevice = (ilgpuDevice ?? "auto").Trim().ToLowerInvariant();

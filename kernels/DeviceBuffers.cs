@@ -4,7 +4,9 @@ namespace FastBlockDiff.Kernels;
 public abstract class DeviceStorage : IDisposable
 {
     public abstract int Length { get; }
-    public virtual void Dispose() => GC.SuppressFinalize(this);
+    /// <summary>True once Dispose ran (tests count live buffers with it).</summary>
+    public bool IsDisposed { get; private set; }
+    public virtual void Dispose() { IsDisposed = true; GC.SuppressFinalize(this); }
 }
 
 /// <summary>A contiguous range of float elements in backend storage.</summary>

@@ -102,6 +102,35 @@ public interface IBackend : IDisposable
     void AdamW(FloatView param, FloatView grad, FloatView m, FloatView v, AdamWStep step);
     /// <summary>ema = decay·ema + (1-decay)·param.</summary>
     void Ema(FloatView ema, FloatView param, float decay);
+
+    // ---- the device-resident step (default bodies synchronise; device backends override them) ----
+    /// <summary>dst[0] = Σ x, or Σ x² when <paramref name="squares"/>, left on the device (summed in double, stored as float).</summary>
+    void SumTo(FloatView x, FloatView dst, bool squares)
+    {
+        double s = squares ? SumSquares(x) : Sum(x);
+        Upload(dst.Slice(0, 1), [(float)s]);
+    }
+
+    /// <summary>
+    /// AdamW whose gradient is first scaled by min(1, maxNorm/‖g‖) (no clipping when maxNorm ≤ 0), ‖g‖² read from
+    /// gradSumSquares[0] where it lies (on the device for device backends: no host round trip). A non-finite norm
+    /// leaves the parameters and moments unchanged; the caller sees it when it reads gradSumSquares.
+    /// </summary>
+    void AdamWClipped(FloatView param, FloatView grad, FloatView m, FloatView v, AdamWStep step, float maxNorm, FloatView gradSumSquares)
+    {
+        var ss = new float[1];
+        Download(gradSumSquares.Slice(0, 1), ss);
+        double norm = Math.Sqrt(ss[0]);
+        if (!double.IsFinite(norm)) return;
+        float clip = maxNorm > 0 && norm > maxNorm ? (float)(maxNorm / norm) : 1f;
+        AdamW(param, grad, m, v, step with { GradScale = step.GradScale * clip });
+    }
+
+    /// <summary>
+    /// A hint that GEMMs read <paramref name="weights"/> on every step: a backend computing in bf16 keeps a persistent
+    /// bf16 copy of it, written by AdamW (and refreshed after any other write), instead of converting per GEMM.
+    /// </summary>
+    void KeepBf16Copy(FloatView weights) { }
     /// <summary>
     /// AdamW, then the EMA of the updated weights: the same result as <see cref="AdamW"/> followed by <see cref="Ema"/>,
     /// in one pass over memory where the backend fuses them (the CPU does).

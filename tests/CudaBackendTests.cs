@@ -18,7 +18,7 @@ public class CudaBackendTests
         return why != null ? (null, why) : (new CudaBackend(), null);
     });
 
-    static CudaBackend Gpu()
+    internal static CudaBackend Gpu()
     {
         var (b, why) = Shared.Value;
         if (b == null)
@@ -552,7 +552,7 @@ public class CudaBackendTests
 /// <summary>A training step and sampled blocks of the engine on CUDA (fp32 mode) equal the CPU backend; skip without a GPU.</summary>
 public class CudaEngineTests
 {
-    static CudaBackend Gpu()
+    internal static CudaBackend Gpu()
     {
         if (CudaBackend.Unavailable() is { } why)
         {

@@ -28,8 +28,8 @@ static class EngineParity
         Assert.True(maxErr <= tol * Math.Max(maxRef, 1e-6), $"{what}: max err {maxErr:E2} vs max {maxRef:E2}");
     }
 
-    /// <summary>Two optimiser steps with dropout: same loss, gradient norm and weights as the CPU backend.</summary>
-    public static void TrainingStepsEqualCpu(IBackend other)
+    /// <summary>Two optimiser steps with dropout: same loss, gradient norm and weights as the CPU backend (within tol).</summary>
+    public static void TrainingStepsEqualCpu(IBackend other, double tol = 1e-4)
     {
         var config = TinyModels.Config(length: 8, blockSize: 2, vocab: 13, dim: 16, heads: 2, layers: 2) with { Dropout = 0.1f };
         var opts = new TrainOptions { Steps = 2, BatchSize = 2, WarmupSteps = 1, LearningRate = 1e-2f, Seed = 5 };
@@ -42,9 +42,9 @@ static class EngineParity
             var (l2, n2, _) = tr.TrainStep();
             results.Add((l1 + l2, n1 + n2, m.DownloadWeights()));
         }
-        Assert.True(Math.Abs(results[0].loss - results[1].loss) <= 1e-4 * Math.Abs(results[0].loss), $"loss {results[0].loss} vs {results[1].loss}");
-        Assert.True(Math.Abs(results[0].norm - results[1].norm) <= 1e-4 * results[0].norm, $"grad norm {results[0].norm} vs {results[1].norm}");
-        CloseArrays(results[0].w, results[1].w, "weights after two AdamW steps", 1e-4);
+        Assert.True(Math.Abs(results[0].loss - results[1].loss) <= tol * Math.Abs(results[0].loss), $"loss {results[0].loss} vs {results[1].loss}");
+        Assert.True(Math.Abs(results[0].norm - results[1].norm) <= tol * results[0].norm, $"grad norm {results[0].norm} vs {results[1].norm}");
+        CloseArrays(results[0].w, results[1].w, "weights after two AdamW steps", tol);
     }
 
     /// <summary>Sampled blocks (tokens and NFEs) equal the CPU backend's for the same seed.</summary>

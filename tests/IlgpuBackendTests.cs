@@ -727,8 +727,7 @@ public sealed class IlgpuCliTests : IDisposable
 
     static (int Code, string Out, string Err) Cli(params string[] args)
     {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "fastblockdiff.dll"));
+        var psi = CliLauncher.StartInfo();
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["XDG_CACHE_HOME"] = Path.Combine(Path.GetTempPath(), "fbd-test-cache");
         using var p = Process.Start(psi)!;

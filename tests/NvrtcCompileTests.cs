@@ -5,7 +5,7 @@ using FastBlockDiff.Kernels.Cuda;
 namespace FastBlockDiff.Tests;
 
 /// <summary>
-/// Compiles every embedded kernels/cuda/*.cu for compute_80 and compute_90 through our NVRTC binding. Needs no GPU.
+/// Compiles every embedded kernels/Cuda/Source/*.cu for compute_80 and compute_90 through our NVRTC binding. Needs no GPU.
 /// Without NVRTC these skip, except under CI=true or FASTBLOCKDIFF_REQUIRE_NVRTC=1 where they fail
 /// (CI installs NVRTC 11.8 with .ci/install-nvrtc.sh).
 /// </summary>

@@ -11,9 +11,15 @@ public static class BackendChoice
     /// </summary>
     public static string IlgpuDevice { get; set; } = Environment.GetEnvironmentVariable("FASTBLOCKDIFF_ILGPU_DEVICE") is { Length: > 0 } d ? d : "auto";
 
-    public static (IBackend Backend, string Reason) Create(string name)
+    /// <summary>
+    /// Arithmetic: auto (bf16 on CUDA, fp32 on CPU/ILGPU, which have no bf16 path), bf16 or fp32. Set by the CLI's
+    /// <c>--precision</c>; defaults to FASTBLOCKDIFF_PRECISION or auto. A request's own precision overrides it.
+    /// </summary>
+    public static string Precision { get; set; } = Environment.GetEnvironmentVariable("FASTBLOCKDIFF_PRECISION") is { Length: > 0 } p ? p : "auto";
+
+    public static (IBackend Backend, string Reason) Create(string name, string? precision = null)
     {
-        try { return BackendSelector.Select(name, IlgpuDevice); }
+        try { return BackendSelector.Select(name, IlgpuDevice, precision ?? Precision); }
         catch (BackendUnavailableException e) { throw new UserInputException(e.Message); }
         catch (ArgumentException e) { throw new UserInputException(e.Message.Split(" (Parameter")[0]); }
     }

@@ -27,6 +27,10 @@ public sealed class BlockDiffusionModel : IDisposable
     /// <summary>Why this backend was chosen (first line of every run).</summary>
     public string BackendReason { get; }
 
+    // A backend runs one caller at a time (one stream, shared workspaces): generations and evaluations started from
+    // several threads (GenerateAsync runs on a worker) take turns; the backend makes its context current on each.
+    readonly Lock _gate = new();
+
     BlockDiffusionModel(Denoiser denoiser, ITextTokenizer tokenizer, string reason)
     {
         Denoiser = denoiser; Tokenizer = tokenizer; BackendReason = reason;
@@ -35,10 +39,11 @@ public sealed class BlockDiffusionModel : IDisposable
     /// <summary>
     /// Loads config.json + model.safetensors from <paramref name="directory"/> (ours, or a bd3lms Hugging Face
     /// checkpoint). <paramref name="tokenizer"/> overrides the tokenizer spec in config.json (needed for GPT-2
-    /// checkpoints: "gpt2:DIR" with vocab.json and merges.txt). <paramref name="backend"/> is auto, cpu, cuda or ilgpu.
+    /// checkpoints: "gpt2:DIR" with vocab.json and merges.txt). <paramref name="backend"/> is auto, cpu, cuda or ilgpu;
+    /// <paramref name="precision"/> auto (bf16 on CUDA, fp32 elsewhere), bf16 or fp32 (null: <see cref="BackendChoice.Precision"/>).
     /// Weights holding NaN or ±Inf are refused (naming the tensor) unless <paramref name="allowNonFinite"/>.
     /// </summary>
-    public static BlockDiffusionModel Load(string directory, string? tokenizer = null, string backend = "auto", bool allowNonFinite = false)
+    public static BlockDiffusionModel Load(string directory, string? tokenizer = null, string backend = "auto", bool allowNonFinite = false, string? precision = null)
     {
         var config = ModelCheckpoint.LoadConfig(directory);
         MemoryEstimate.ForInference(config, 1).EnsureFits(InferenceHint(directory));
@@ -48,7 +53,7 @@ public sealed class BlockDiffusionModel : IDisposable
         // the weights file is checked against config.json before the backend allocates anything
         var weights = ModelCheckpoint.LoadWeights(directory, config,
             ModelCheckpoint.Parameters(config, Path.Combine(directory, ModelCheckpoint.ConfigFile)), allowNonFinite);
-        var (be, reason) = BackendChoice.Create(backend);
+        var (be, reason) = BackendChoice.Create(backend, precision);
         var model = new Denoiser(be, config);
         model.LoadWeights(weights);
         return new BlockDiffusionModel(model, tok, reason);
@@ -67,13 +72,16 @@ public sealed class BlockDiffusionModel : IDisposable
         MemoryEstimate.ForInference(Config, options.BatchSize).EnsureFits("use a smaller --batch");
         var promptIds = Tokenizer.Encode(prompt);
         var decoders = Enumerable.Range(0, options.BatchSize).Select(_ => new IncrementalDecoder(Tokenizer)).ToArray();
-        var sampler = new BlockSampler(Denoiser, Tokenizer.BosId, Tokenizer.EosId);
-        var result = sampler.Generate(promptIds, options, (s, ids) =>
+        lock (_gate)
         {
-            string piece = decoders[s].Add(ids);
-            if (piece.Length > 0) onText?.Invoke(s, piece);
-        }, cancel);
-        return ([.. result.Tokens.Select(t => Tokenizer.Decode(t))], result);
+            using var sampler = new BlockSampler(Denoiser, Tokenizer.BosId, Tokenizer.EosId);
+            var result = sampler.Generate(promptIds, options, (s, ids) =>
+            {
+                string piece = decoders[s].Add(ids);
+                if (piece.Length > 0) onText?.Invoke(s, piece);
+            }, cancel);
+            return ([.. result.Tokens.Select(t => Tokenizer.Decode(t))], result);
+        }
     }
 
     /// <summary>Streams the text of one generated sequence as it is produced, block by block.</summary>
@@ -103,10 +111,21 @@ public sealed class BlockDiffusionModel : IDisposable
         IEnumerable<int> rowIds = allRows ? Enumerable.Range(0, data.RowCount) : data.ValidRows;
         if (maxSequences > 0) rowIds = rowIds.Take(maxSequences);
         var rows = rowIds.Select(r => data.Row(r).ToArray()).ToList();
-        return new Evaluator(Denoiser).Evaluate(rows, batchSize, Config.BlockSize == 1 ? NoiseSchedule.Autoregressive : null, seed: seed);
+        lock (_gate)
+        {
+            using var evaluator = new Evaluator(Denoiser);
+            return evaluator.Evaluate(rows, batchSize, Config.BlockSize == 1 ? NoiseSchedule.Autoregressive : null, seed: seed);
+        }
     }
 
-    public void Dispose() => Backend.Dispose();
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            Denoiser.Dispose();
+            Backend.Dispose();
+        }
+    }
 
     static string InferenceHint(string directory) =>
         $"check hidden_dim, n_blocks, model_length and vocab_size in {Path.Combine(directory, ModelCheckpoint.ConfigFile)}";

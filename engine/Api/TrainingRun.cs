@@ -32,6 +32,8 @@ public sealed record TrainingRequest
     /// <summary>Documents packed across rows with EOS between them (the reference's default), or one [BOS] … [EOS] per row.</summary>
     public Data.RowPacking Packing { get; init; } = Data.RowPacking.Wrap;
     public string Backend { get; init; } = "auto";
+    /// <summary>auto (bf16 on CUDA, fp32 elsewhere), bf16 or fp32; null: <see cref="BackendChoice.Precision"/>.</summary>
+    public string? Precision { get; init; }
     public bool Resume { get; init; }
     /// <summary>Replace a checkpoint already in <see cref="OutputDirectory"/> (without it, or <see cref="Resume"/>, such a directory is refused).</summary>
     public bool Overwrite { get; init; }
@@ -102,7 +104,8 @@ public static class TrainingRun
         WritableLocation.RequireDirectory(req.OutputDirectory, "--out", CheckpointBytes(parameters));
         WritableLocation.RequireDirectory(TokenCacheDirectory(), "token cache directory (set XDG_CACHE_HOME to move it)", CorpusBytes(req.DataPath));
 
-        var (backend, reason) = BackendChoice.Create(req.Backend);
+        var (backend, reason) = BackendChoice.Create(req.Backend, req.Precision);
+        using var ownedBackend = backend;   // the run owns the backend: freed (with every device buffer) on return or throw
         Say($"backend {reason}");
         using var gradients = DataParallel.ForBackend(world, backend, req.Collective);
         var collective = gradients ?? world;
@@ -125,7 +128,8 @@ public static class TrainingRun
         }
         Say($"model: {config.Layers} layers × {config.HiddenDim} wide, {config.Heads} heads, {model.Params.Count:N0} parameters, L={config.ModelLength}, L'={config.BlockSize}, vocab {config.VocabSize} ({tokenizer.Name})");
         var sampler = BatchSampler.ForTraining(data, req.Options.BatchSize, req.Options.Seed);
-        var trainer = new Trainer(model, req.Options, new SamplerBatchSource(sampler), collective);
+        using var trainer = new Trainer(model, req.Options, new SamplerBatchSource(sampler), collective);
+        using var evaluator = new Evaluator(model);   // one workspace for every evaluation of the run
         if (resumeState != null)
         {
             trainer.Restore(resumeState);
@@ -162,7 +166,7 @@ public static class TrainingRun
                 Say($"step {t.Step}: schedule search picked {t.Schedule} (NELBO variance {best.Variance:g4})");
             }
             TrainingStateBroadcast.ScheduleFromRoot(collective, t);
-            var r = t.WithEmaWeights(() => new Evaluator(model).Evaluate(validRows, req.Options.BatchSize));
+            var r = t.WithEmaWeights(() => evaluator.Evaluate(validRows, req.Options.BatchSize));
             observer.OnEval?.Invoke(t.Step, r);
         }
 
@@ -183,7 +187,7 @@ public static class TrainingRun
         {
             int take = req.Options.FinalEvalSequences > 0 ? req.Options.FinalEvalSequences : data.ValidRows.Count;
             var allValid = data.ValidRows.Take(take).Select(r => data.Row(r).ToArray()).ToList();
-            final = trainer.WithEmaWeights(() => new Evaluator(model).Evaluate(allValid, req.Options.BatchSize));
+            final = trainer.WithEmaWeights(() => evaluator.Evaluate(allValid, req.Options.BatchSize));
         }
         var log = trainer.LossLog;
         return new TrainingReport(trainer.Step - startStep, log.Count > 0 ? log[^1].Loss : double.NaN, final, tps, clock.Elapsed, log, req.OutputDirectory, cancelled);

@@ -6,7 +6,7 @@ namespace FastBlockDiff.Engine.Model;
 /// The bd3lms DiT denoiser (DESIGN.md section 5) with a hand-written backward. Weights and gradients are flat
 /// buffers described by <see cref="Params"/>; every op goes through <see cref="IBackend"/>.
 /// </summary>
-public sealed class Denoiser
+public sealed class Denoiser : IDisposable
 {
     public ModelConfig Config { get; }
     public IBackend Backend { get; }
@@ -16,6 +16,7 @@ public sealed class Denoiser
     public RotaryTables Rotary { get; }
 
     readonly IBackend _b;
+    readonly OwnedBuffers _buffers;
     readonly int _d, _layers;
     // Conditioning is constant (no time conditioning): c = SiLU(sigma_map(0)); everything derived from it is
     // recomputed once per weight update by PrepareConditioning, not per token.
@@ -30,19 +31,28 @@ public sealed class Denoiser
         config.Validate();
         Config = config; Backend = _b = backend; _d = config.HiddenDim; _layers = config.Layers;
         Params = BuildParameterSet(config);
-        Weights = backend.AllocFloat(Params.Count);
-        Grads = backend.AllocFloat(Params.Count);
+        var o = _buffers = new OwnedBuffers(backend);
+        Weights = o.Float("weights", Params.Count);
+        Grads = o.Float("gradients", Params.Count);
+        backend.KeepBf16Copy(Weights);   // bf16 backends: GEMMs read a persistent bf16 copy that AdamW keeps current
         Rotary = new RotaryTables(backend, config.HeadDim, config.ModelLength);
 
         var freq = new float[ModelConfig.FrequencyDim];
         for (int i = 0; i < freq.Length / 2; i++) freq[i] = 1f; // [cos(0·f), sin(0·f)] = [1…1, 0…0]
-        _freq = backend.AllocFloat(freq.Length); backend.Upload(_freq, freq);
-        int cd = config.CondDim, modLen = _layers * 6 * _d + 2 * _d;
-        _h0 = backend.AllocFloat(cd); _a0 = backend.AllocFloat(cd); _h1 = backend.AllocFloat(cd); _cond = backend.AllocFloat(cd);
-        _mods = backend.AllocFloat(modLen); _onePlus = backend.AllocFloat(modLen);
-        _effW = backend.AllocFloat((2 * _layers + 1) * _d);
-        _dMods = backend.AllocFloat(modLen); _dEffW = backend.AllocFloat((2 * _layers + 1) * _d);
-        _dCond = backend.AllocFloat(cd); _dTmp = backend.AllocFloat(cd);
+        _freq = o.Float("sigma frequencies", freq.Length); backend.Upload(_freq, freq);
+        long cd = config.CondDim, modLen = (long)_layers * 6 * _d + 2L * _d;
+        _h0 = o.Float("cond h0", cd); _a0 = o.Float("cond a0", cd); _h1 = o.Float("cond h1", cd); _cond = o.Float("cond", cd);
+        _mods = o.Float("modulations", modLen); _onePlus = o.Float("1 + scale", modLen);
+        _effW = o.Float("effective norm weights", 2L * _layers + 1, _d);
+        _dMods = o.Float("d modulations", modLen); _dEffW = o.Float("d effective norm weights", 2L * _layers + 1, _d);
+        _dCond = o.Float("d cond", cd); _dTmp = o.Float("d cond scratch", cd);
+    }
+
+    /// <summary>Frees the weights, gradients and conditioning buffers (the backend stays with its owner).</summary>
+    public void Dispose()
+    {
+        Rotary.Dispose();
+        _buffers.Dispose();
     }
 
     public static ParameterSet BuildParameterSet(ModelConfig c)

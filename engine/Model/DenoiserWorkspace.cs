@@ -6,7 +6,7 @@ namespace FastBlockDiff.Engine.Model;
 /// Activations of one forward pass over [Batch, SeqLen] tokens, kept for the backward pass, and the gradient
 /// scratch the backward needs. Sized once per shape and reused across steps.
 /// </summary>
-public sealed class DenoiserWorkspace
+public sealed class DenoiserWorkspace : IDisposable
 {
     public readonly int Batch, SeqLen, Rows;
     public readonly IntView Ids, Positions;
@@ -24,6 +24,7 @@ public sealed class DenoiserWorkspace
 
     readonly IBackend _b;
     readonly ModelConfig _c;
+    readonly OwnedBuffers _buffers;
 
     public sealed class LayerActivations
     {
@@ -32,34 +33,48 @@ public sealed class DenoiserWorkspace
 
     public DenoiserWorkspace(IBackend backend, ModelConfig config, int batch, int seqLen)
     {
-        _b = backend; _c = config; Batch = batch; SeqLen = seqLen; Rows = batch * seqLen;
-        int n = Rows, d = config.HiddenDim;
-        Ids = backend.AllocInt(n);
-        Positions = backend.AllocInt(n);
+        _b = backend; _c = config; Batch = batch; SeqLen = seqLen;
+        _buffers = new OwnedBuffers(backend);
+        Rows = OwnedBuffers.Elements("workspace rows (batch × sequence length)", batch, seqLen);
+        long n = Rows, d = config.HiddenDim;
+        var o = _buffers;
+        Ids = o.Int("token ids", n);
+        Positions = o.Int("positions", n);
         Xs = new FloatView[config.Layers + 1];
-        for (int l = 0; l <= config.Layers; l++) Xs[l] = backend.AllocFloat(n * d);
+        for (int l = 0; l <= config.Layers; l++) Xs[l] = o.Float("residual stream", n, d);
         Layer = new LayerActivations[config.Layers];
         for (int l = 0; l < config.Layers; l++)
             Layer[l] = new LayerActivations
             {
-                Mean1 = backend.AllocFloat(n), Rstd1 = backend.AllocFloat(n), H1 = backend.AllocFloat(n * d),
-                Qkv = backend.AllocFloat(n * 3 * d), Attn = backend.AllocFloat(n * d), Lse = backend.AllocFloat(n * config.Heads),
-                YAttn = backend.AllocFloat(n * d), XMid = backend.AllocFloat(n * d),
-                Mean2 = backend.AllocFloat(n), Rstd2 = backend.AllocFloat(n), H2 = backend.AllocFloat(n * d),
-                U = backend.AllocFloat(n * config.MlpDim), G = backend.AllocFloat(n * config.MlpDim), YMlp = backend.AllocFloat(n * d),
+                Mean1 = o.Float("norm1 mean", n), Rstd1 = o.Float("norm1 rstd", n), H1 = o.Float("norm1 output", n, d),
+                Qkv = o.Float("qkv", n, 3, d), Attn = o.Float("attention output", n, d), Lse = o.Float("attention logsumexp", n, config.Heads),
+                YAttn = o.Float("attention projection", n, d), XMid = o.Float("residual stream", n, d),
+                Mean2 = o.Float("norm2 mean", n), Rstd2 = o.Float("norm2 rstd", n), H2 = o.Float("norm2 output", n, d),
+                U = o.Float("mlp hidden", n, config.MlpDim), G = o.Float("mlp activation", n, config.MlpDim), YMlp = o.Float("mlp output", n, d),
             };
     }
+
+    /// <summary>Device buffers this workspace holds (for tests of ownership).</summary>
+    public int BufferCount => _buffers.Count;
+
+    /// <summary>Frees every buffer of the workspace.</summary>
+    public void Dispose() => _buffers.Dispose();
 
     /// <summary>Sizes the head buffers for rowCount selected rows per sequence.</summary>
     internal void PrepareHead(int rowStart, int rowCount)
     {
         HeadRowStart = rowStart; HeadRowCount = rowCount;
-        int r = Batch * rowCount;
+        int r = OwnedBuffers.Elements("output head rows (batch × rows)", Batch, rowCount);
         if (r > _headCapacity)
         {
-            int d = _c.HiddenDim;
-            HeadInput = _b.AllocFloat(r * d); HeadMean = _b.AllocFloat(r); HeadRstd = _b.AllocFloat(r);
-            HeadNorm = _b.AllocFloat(r * d); Logits = _b.AllocFloat(r * _c.VocabSize);
+            long d = _c.HiddenDim;
+            foreach (var old in new[] { HeadInput, HeadMean, HeadRstd, HeadNorm, Logits })
+                if (old.Storage != null) _buffers.Free(old.Storage);
+            foreach (var old in new[] { _dHeadIn, _dHeadNorm })
+                if (old is { } v) _buffers.Free(v.Storage);
+            var o = _buffers;
+            HeadInput = o.Float("head input", r, d); HeadMean = o.Float("head mean", r); HeadRstd = o.Float("head rstd", r);
+            HeadNorm = o.Float("head norm", r, d); Logits = o.Float("logits (rows × vocabulary)", r, _c.VocabSize);
             _dHeadIn = null; _dHeadNorm = null;
             _headCapacity = r;
         }
@@ -67,16 +82,17 @@ public sealed class DenoiserWorkspace
 
     internal (FloatView dx, FloatView dh, FloatView dqkv, FloatView dAttn, FloatView dy, FloatView du) Scratch()
     {
-        int n = Rows, d = _c.HiddenDim;
-        _dx ??= _b.AllocFloat(n * d); _dh ??= _b.AllocFloat(n * d); _dqkv ??= _b.AllocFloat(n * 3 * d);
-        _do ??= _b.AllocFloat(n * d); _dy ??= _b.AllocFloat(n * d); _du ??= _b.AllocFloat(n * _c.MlpDim);
+        long n = Rows, d = _c.HiddenDim;
+        var o = _buffers;
+        _dx ??= o.Float("dx", n, d); _dh ??= o.Float("dh", n, d); _dqkv ??= o.Float("dqkv", n, 3, d);
+        _do ??= o.Float("d attention", n, d); _dy ??= o.Float("dy", n, d); _du ??= o.Float("d mlp hidden", n, _c.MlpDim);
         return (_dx.Value, _dh.Value, _dqkv.Value, _do.Value, _dy.Value, _du.Value);
     }
 
     internal (FloatView dHeadIn, FloatView dHeadNorm) HeadScratch()
     {
-        _dHeadIn ??= _b.AllocFloat(_headCapacity * _c.HiddenDim);
-        _dHeadNorm ??= _b.AllocFloat(_headCapacity * _c.HiddenDim);
+        _dHeadIn ??= _buffers.Float("d head input", _headCapacity, _c.HiddenDim);
+        _dHeadNorm ??= _buffers.Float("d head norm", _headCapacity, _c.HiddenDim);
         return (_dHeadIn.Value, _dHeadNorm.Value);
     }
 }

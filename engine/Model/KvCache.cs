@@ -7,25 +7,30 @@ namespace FastBlockDiff.Engine.Model;
 /// laid out [Batch, Capacity, HiddenDim]. Because RoPE depends only on i - j, dropping the oldest rows keeps
 /// the remaining ones exact: the cache is a sliding window of at most Capacity tokens.
 /// </summary>
-public sealed class KvCache
+public sealed class KvCache : IDisposable
 {
     public readonly int Batch, Capacity;
     public int Length { get; private set; }
     public readonly FloatView[] K, V;
     readonly IBackend _b;
+    readonly OwnedBuffers _buffers;
     readonly int _dim;
     FloatView? _scratch;
 
     public KvCache(IBackend backend, ModelConfig config, int batch, int capacity)
     {
         _b = backend; Batch = batch; Capacity = capacity; _dim = config.HiddenDim;
+        _buffers = new OwnedBuffers(backend);
         K = new FloatView[config.Layers]; V = new FloatView[config.Layers];
         for (int l = 0; l < config.Layers; l++)
         {
-            K[l] = backend.AllocFloat(batch * capacity * _dim);
-            V[l] = backend.AllocFloat(batch * capacity * _dim);
+            K[l] = _buffers.Float("KV cache keys (batch × capacity × width)", batch, capacity, _dim);
+            V[l] = _buffers.Float("KV cache values (batch × capacity × width)", batch, capacity, _dim);
         }
     }
+
+    /// <summary>Frees the cache's buffers.</summary>
+    public void Dispose() => _buffers.Dispose();
 
     /// <summary>Makes room for <paramref name="rows"/> more tokens, dropping the oldest when the window is full.</summary>
     public void MakeRoom(int rows)
@@ -34,7 +39,7 @@ public sealed class KvCache
         int drop = Length + rows - Capacity;
         if (drop <= 0) return;
         int keep = Length - drop;
-        _scratch ??= _b.AllocFloat(Capacity * _dim);
+        _scratch ??= _buffers.Float("KV cache shift scratch", Capacity, _dim);
         foreach (var buf in K.Concat(V))
             for (int s = 0; s < Batch; s++)
             {

@@ -10,7 +10,7 @@ namespace FastBlockDiff.Engine.Sampling;
 /// KV cache of the clean prefix, and is then committed to the cache. A step whose input equals the previous
 /// step's reuses its logits (no NFE). L' = 1 is autoregressive decoding.
 /// </summary>
-public sealed class BlockSampler
+public sealed class BlockSampler : IDisposable
 {
     readonly Denoiser _model;
     readonly IBackend _b;
@@ -27,6 +27,16 @@ public sealed class BlockSampler
     {
         if (!_workspaces.TryGetValue((batch, len), out var ws)) _workspaces[(batch, len)] = ws = new DenoiserWorkspace(_b, _c, batch, len);
         return ws;
+    }
+
+    /// <summary>Device buffers held between calls (for tests of ownership).</summary>
+    public int BufferCount => _workspaces.Values.Sum(w => w.BufferCount);
+
+    /// <summary>Frees the workspaces kept between calls.</summary>
+    public void Dispose()
+    {
+        foreach (var w in _workspaces.Values) w.Dispose();
+        _workspaces.Clear();
     }
 
     /// <summary>
@@ -87,7 +97,8 @@ public sealed class BlockSampler
         // rotary tables grow with the positions reached, block by block, not with MaxTokens up front
         _model.Rotary.EnsureCapacity(prefix.Count + lb);
 
-        var cache = options.UseKvCache ? new KvCache(_b, _c, bs, _c.ModelLength) : null;
+        using var cache = options.UseKvCache ? new KvCache(_b, _c, bs, _c.ModelLength) : null;
+        using var stepBuffers = new OwnedBuffers(_b);
         int committed = prefix.Count / lb * lb;   // tokens already in whole blocks
         // commit the prompt's whole blocks
         for (int start = 0; start < committed; start += lb)
@@ -97,9 +108,9 @@ public sealed class BlockSampler
 
         var block = new int[bs * lb];
         var fixedMask = new bool[bs * lb];
-        var uniforms = _b.AllocFloat(bs * lb);
-        var sampledDev = _b.AllocInt(bs * lb);
-        var probsDev = _b.AllocFloat(bs * lb);
+        var uniforms = stepBuffers.Float("uniforms", bs, lb);
+        var sampledDev = stepBuffers.Int("sampled tokens", bs, lb);
+        var probsDev = stepBuffers.Float("sampled probabilities", bs, lb);
         var sampled = new int[bs * lb];
         var probs = new float[bs * lb];
         var u = new float[bs * lb];

@@ -20,9 +20,15 @@ public sealed record EvalResult(double Nelbo, double Variance, int Sequences, lo
 /// and the mean/variance of the loss under any schedule, which the schedule search needs. As the reference's
 /// ignore_bos, position 0 of every row is never masked and is left out of the average.
 /// </summary>
-public sealed class Evaluator(Denoiser model)
+public sealed class Evaluator(Denoiser model) : IDisposable
 {
     readonly Bd3Objective _objective = new(model);
+
+    /// <summary>Device buffers held between evaluations (for tests of ownership).</summary>
+    public int BufferCount => _objective.BufferCount;
+
+    /// <summary>Frees the evaluation workspaces.</summary>
+    public void Dispose() => _objective.Dispose();
 
     /// <summary>Evaluates every row of <paramref name="rows"/> (each L tokens) in batches, with a fixed seed.</summary>
     /// <param name="resample">re-mask blocks outside [β, ω] as training does (the schedule search measures the training estimator).</param>
@@ -105,7 +111,7 @@ public static class ScheduleSearch
     public static (ScheduleCell Best, IReadOnlyList<ScheduleCell> Cells) Run(Denoiser model, IReadOnlyList<int[]> rows, int batchSize,
         IReadOnlyList<(float Min, float Max)>? grid = null, ulong seed = 99, Action<ScheduleCell>? onCell = null)
     {
-        var eval = new Evaluator(model);
+        using var eval = new Evaluator(model);
         var cells = new List<ScheduleCell>();
         foreach (var (lo, hi) in grid ?? DefaultGrid(model.Config.BlockSize))
         {

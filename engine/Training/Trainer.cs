@@ -15,7 +15,7 @@ public readonly record struct TrainProgress(int Step, int TotalSteps, double Los
 /// data position, same RNG), trains on its own contiguous 1/N of the rows, and the gradients are summed across ranks
 /// (each rank's share already scaled to the global mean), so every rank takes the identical optimiser step.
 /// </summary>
-public sealed class Trainer
+public sealed class Trainer : IDisposable
 {
     public Denoiser Model { get; }
     public TrainOptions Options { get; }
@@ -26,6 +26,7 @@ public sealed class Trainer
     public List<(int Step, double Loss)> LossLog { get; } = [];
 
     readonly IBackend _b;
+    readonly OwnedBuffers _buffers;
     readonly FloatView _m, _v;
     readonly Bd3Objective _objective;
     readonly IBatchSource _data;
@@ -48,16 +49,27 @@ public sealed class Trainer
         Schedule = new NoiseSchedule(model.Config.ScheduleMin, model.Config.ScheduleMax);
         Schedule.Validate();
         Rng = new Rng(options.Seed);
-        _m = _b.AllocFloat(model.Params.Count); _v = _b.AllocFloat(model.Params.Count);
-        Ema = _b.AllocFloat(model.Params.Count);
+        _buffers = new OwnedBuffers(_b);
+        _m = _buffers.Float("Adam first moment", model.Params.Count); _v = _buffers.Float("Adam second moment", model.Params.Count);
+        Ema = _buffers.Float("EMA weights", model.Params.Count);
         _b.Copy(Ema, model.Weights);
         _objective = new Bd3Objective(model);
         _batch = new Bd3Batch(options.BatchSize, model.Config.ModelLength, model.Config.BlockSize);
-        _rows = new int[options.BatchSize * model.Config.ModelLength];
+        _rows = new int[OwnedBuffers.Elements("batch tokens", options.BatchSize, model.Config.ModelLength)];
         if (_world.Size > 1) _shard = new Bd3Batch(options.BatchSize / _world.Size, model.Config.ModelLength, model.Config.BlockSize);
     }
 
-    /// <summary>One optimiser step; returns its progress record (loss of this batch before the update).</summary>
+    /// <summary>Device buffers the trainer holds: moments, EMA and the objective's workspace (for tests of ownership).</summary>
+    public int BufferCount => _buffers.Count + _objective.BufferCount;
+
+    /// <summary>Frees the moments, the EMA and the workspace; the model's weights stay with the model.</summary>
+    public void Dispose()
+    {
+        _objective.Dispose();
+        _buffers.Dispose();
+    }
+
+    /// <summary>One optimiser step; returns its loss (of this batch, before the update), gradient norm and learning rate.</summary>
     public (double Loss, double GradNorm, float Lr) TrainStep()
     {
         float dropout = Options.Dropout ? Model.Config.Dropout : 0f;

@@ -42,6 +42,14 @@ public static class CliEntry
             Recursive = true,
         };
         root.Options.Add(ilgpuDevice);
+        var precision = new Option<string>("--precision")
+        {
+            Description = "arithmetic of every command that runs a model: auto (bf16 on cuda, fp32 on cpu/ilgpu, which have no bf16), bf16 or fp32",
+            DefaultValueFactory = _ => BackendChoice.Precision,
+            Recursive = true,
+        };
+        precision.AcceptOnlyFromAmong("auto", "bf16", "fp32");
+        root.Options.Add(precision);
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
@@ -57,6 +65,7 @@ public static class CliEntry
             return CliRunner.UserError;
         }
         BackendChoice.IlgpuDevice = device;
+        BackendChoice.Precision = parsed.GetValue(precision) ?? "auto";
         try { return parsed.Invoke(); }
         catch (UserInputException e)   // writing help or version text to a full stdout
         {

@@ -7,12 +7,13 @@ public sealed unsafe partial class CudaBackend
     const string EW = "elementwise.cu", NORMS = "norms.cu", LOSS = "loss.cu", SAMPLE = "sampling.cu";
 
     // ---- elementwise and reductions ----
-    public void Fill(FloatView x, float value) => Flat(EW, "fbd_fill", x.Length, Ptr(x), value, x.Length);
+    public void Fill(FloatView x, float value) { Wrote(x); Flat(EW, "fbd_fill", x.Length, Ptr(x), value, x.Length); }
 
     public void Copy(FloatView dst, FloatView src)
     {
         if (src.Length > dst.Length) throw new ArgumentException($"copy of {src.Length} elements into a view of {dst.Length}");
         if (src.Length == 0) return;
+        Wrote(dst);
         Enter();
         Cu.CopyDtoDAsync(Ptr(dst), Ptr(src), src.Length * 4L, stream);
     }
@@ -20,14 +21,18 @@ public sealed unsafe partial class CudaBackend
     public void CopyRows(FloatView dst, int dstStride, FloatView src, int srcStride, int rows, int cols)
     {
         if (rows <= 0 || cols <= 0) return;
+        Wrote(dst);
         Launch(EW, "fbd_copy_rows", (Math.Min(Div(cols, Threads), 64u), (uint)Math.Min(rows, 65535), 1), (Threads, 1, 1), 0,
             Ptr(dst), dstStride, Ptr(src), srcStride, rows, cols);
     }
 
-    public void Axpy(FloatView y, float alpha, FloatView x) => Flat(EW, "fbd_axpy", y.Length, Ptr(y), alpha, Ptr(x), y.Length);
-    public void ScaleShift(FloatView x, float alpha, float beta) => Flat(EW, "fbd_scale_shift", x.Length, Ptr(x), alpha, beta, x.Length);
-    public void Mul(FloatView dst, FloatView a, FloatView b, bool accumulate) =>
+    public void Axpy(FloatView y, float alpha, FloatView x) { Wrote(y); Flat(EW, "fbd_axpy", y.Length, Ptr(y), alpha, Ptr(x), y.Length); }
+    public void ScaleShift(FloatView x, float alpha, float beta) { Wrote(x); Flat(EW, "fbd_scale_shift", x.Length, Ptr(x), alpha, beta, x.Length); }
+    public void Mul(FloatView dst, FloatView a, FloatView b, bool accumulate)
+    {
+        Wrote(dst);
         Flat(EW, "fbd_mul", dst.Length, Ptr(dst), Ptr(a), Ptr(b), accumulate ? 1 : 0, dst.Length);
+    }
 
     public double SumSquares(FloatView x) => Reduce(x, true);
     public double Sum(FloatView x) => Reduce(x, false);
@@ -83,19 +88,18 @@ public sealed unsafe partial class CudaBackend
         var type = CudaDataType.R32F;
         if (Bf16Gemm)
         {
-            // bf16 copies of the two inputs (the whole views, so strides and batches keep their meaning)
-            ulong sa = Scratch("gemm.a16", a.Length * 2L), sb = Scratch("gemm.b16", b.Length * 2L);
-            Flat(EW, "fbd_to_bf16", a.Length, pa, sa, a.Length);
-            Flat(EW, "fbd_to_bf16", b.Length, pb, sb, b.Length);
-            pa = sa; pb = sb; type = CudaDataType.R16BF;
+            // bf16 operands: the persistent copy for weights, a per-call conversion for activations (whole views, so
+            // strides and batches keep their meaning)
+            pa = Bf16Operand(a, "gemm.a16"); pb = Bf16Operand(b, "gemm.b16"); type = CudaDataType.R16BF;
         }
+        Wrote(c);
         // Row-major C[m,n] = op(A)·op(B) is column-major C^T[n,m] = op(B)^T·op(A)^T: swap the operands.
-        bool epilogueBias = bias is not null && batch == 1 && !Bf16Gemm;
+        bool epilogueBias = bias is not null && batch == 1;
         var shape = new LtShape(
             new LtOperand(type, n, k, ldb, transB, strideB),
             new LtOperand(type, k, m, lda, transA, strideA),
             new LtOperand(CudaDataType.R32F, n, m, ldc, false, strideC),
-            batch, epilogueBias);
+            batch, epilogueBias, LtShape.AlignmentOf(pa, pb, Ptr(c), epilogueBias ? Ptr(bias) : 0));
         try { lt.Matmul(shape, alpha, pb, pa, beta, Ptr(c), epilogueBias ? Ptr(bias) : 0, stream); }
         catch (CudaException) when (epilogueBias)
         {
@@ -166,15 +170,32 @@ public sealed unsafe partial class CudaBackend
         Launch(LOSS, "fbd_subs_ce", ((uint)rows, 1, 1), (Math.Min(RowThreads(vocab) * 2, 512u), 1, 1), 0,
             Ptr(logits), Ptr(targets), Ptr(weights), Ptr(loss), rows, vocab, maskId, gradScale, writeGrad ? 1 : 0);
 
-    public void AdamW(FloatView param, FloatView grad, FloatView m, FloatView v, AdamWStep s)
+    public void AdamW(FloatView param, FloatView grad, FloatView m, FloatView v, AdamWStep s) => AdamWDevice(param, grad, m, v, s, 0f, null);
+
+    public void AdamWClipped(FloatView param, FloatView grad, FloatView m, FloatView v, AdamWStep s, float maxNorm, FloatView gradSumSquares) =>
+        AdamWDevice(param, grad, m, v, s, maxNorm, gradSumSquares);
+
+    void AdamWDevice(FloatView param, FloatView grad, FloatView m, FloatView v, AdamWStep s, float maxNorm, FloatView? gradSumSquares)
     {
         // the same float formulas as the CPU reference
         float bc1 = 1f - MathF.Pow(s.Beta1, s.Step), bc2 = 1f - MathF.Pow(s.Beta2, s.Step);
         float decay = 1f - s.LearningRate * s.WeightDecay, stepSize = s.LearningRate / bc1, sqrtBc2 = MathF.Sqrt(bc2);
-        Flat(EW, "fbd_adamw", param.Length, Ptr(param), Ptr(grad), Ptr(m), Ptr(v), s.Beta1, s.Beta2, s.Epsilon, decay, stepSize, sqrtBc2, s.GradScale, param.Length);
+        // the bf16 weight copy is written in the same pass when param is the mirrored buffer, else marked stale
+        ulong p16 = Bf16CopyFor(param, writing: true);
+        Flat(EW, "fbd_adamw_dev", param.Length, Ptr(param), p16, Ptr(grad), Ptr(m), Ptr(v), s.Beta1, s.Beta2, s.Epsilon, decay, stepSize, sqrtBc2,
+            s.GradScale, Ptr(gradSumSquares), maxNorm, param.Length);
     }
 
-    public void Ema(FloatView ema, FloatView param, float decay) => Flat(EW, "fbd_ema", ema.Length, Ptr(ema), Ptr(param), decay, ema.Length);
+    public void SumTo(FloatView x, FloatView dst, bool squares)
+    {
+        Wrote(dst);
+        if (x.Length == 0) { Fill(dst.Slice(0, 1), 0f); return; }
+        uint blocks = Math.Min(Blocks(x.Length), 1024u);
+        Launch(EW, "fbd_reduce_sum", (blocks, 1, 1), (Threads, 1, 1), 0, Ptr(x), x.Length, squares ? 1 : 0, partials.Pointer);
+        Launch(EW, "fbd_sum_partials", (1, 1, 1), (Threads, 1, 1), 0, partials.Pointer, (int)blocks, Ptr(dst), 0);
+    }
+
+    public void Ema(FloatView ema, FloatView param, float decay) { Wrote(ema); Flat(EW, "fbd_ema", ema.Length, Ptr(ema), Ptr(param), decay, ema.Length); }
 
     public void SampleCategorical(FloatView logits, int rows, int vocab, int maskId, float temperature, float topP, FloatView uniforms, IntView tokens, FloatView probs)
     {

@@ -15,7 +15,7 @@ public readonly struct KArg
 }
 
 /// <summary>
-/// The CUDA backend: hand-written kernels (kernels/cuda/*.cu, compiled by NVRTC at first use) for every op but GEMM,
+/// The CUDA backend: hand-written kernels (kernels/Cuda/Source/*.cu, compiled by NVRTC at first use) for every op but GEMM,
 /// which goes to cuBLASLt. fp32 everywhere by default; <see cref="Bf16Gemm"/> switches GEMM inputs to bf16 with fp32
 /// accumulation. All ops run on one stream; downloads and value-returning reductions synchronise.
 /// </summary>
@@ -28,7 +28,6 @@ public sealed unsafe partial class CudaBackend : IBackend
     readonly Dictionary<string, nint> functions = new();
     readonly HashSet<nint> smemRaised = new();
     readonly object gate = new();
-    [ThreadStatic] static CudaBackend? currentOnThread;
 
     public int Device { get; }
     public string DeviceName { get; }
@@ -37,11 +36,11 @@ public sealed unsafe partial class CudaBackend : IBackend
     public int MaxSharedPerBlockOptin { get; }
     /// <summary>The NVRTC target, e.g. compute_90 (the device's arch, or the newest this NVRTC knows below it).</summary>
     public string Arch { get; }
-    /// <summary>GEMM inputs converted to bf16 (fp32 accumulate and output). Off by default (the fp32 test mode).</summary>
+    /// <summary>GEMM inputs in bf16 (fp32 accumulate and output); set through <see cref="Precision"/>. Off by default (the fp32 test mode).</summary>
     public bool Bf16Gemm { get; set; }
 
     public string Name => "cuda";
-    public string Description => $"CUDA {DeviceName} (sm_{ComputeCapability.Major}{ComputeCapability.Minor}, {MultiprocessorCount} SMs), NVRTC {Nvrtc.Version().Major}.{Nvrtc.Version().Minor} -> {Arch}, cuBLASLt {CublasLt.Version()}{(Bf16Gemm ? ", bf16 GEMM" : ", fp32")}";
+    public string Description => $"CUDA {DeviceName} (sm_{ComputeCapability.Major}{ComputeCapability.Minor}, {MultiprocessorCount} SMs), NVRTC {Nvrtc.Version().Major}.{Nvrtc.Version().Minor} -> {Arch}, cuBLASLt {CublasLt.Version()}{(Precision == Precision.Bf16 ? ", bf16 (fp32 master weights, fp32 accumulation)" : ", fp32")}";
 
     /// <summary>Why the CUDA backend cannot start here, or null when it can.</summary>
     public static string? Unavailable() => CudaAvailability.Probe().WhyNot;
@@ -62,7 +61,6 @@ public sealed unsafe partial class CudaBackend : IBackend
         Arch = PickArch(ComputeCapability.Major * 10 + ComputeCapability.Minor, Nvrtc.SupportedArchs());
         context = CudaContext.RetainPrimary(Device);
         context.MakeCurrent();
-        currentOnThread = this;
         stream = CudaStream.Create(nonBlocking: true);
         lt = new CublasLt();
         partials = AllocRaw(1024, 8);
@@ -77,10 +75,9 @@ public sealed unsafe partial class CudaBackend : IBackend
         return $"compute_{(below.Length > 0 ? below.Max() : supported.Min())}";
     }
 
-    void Enter()
-    {
-        if (!ReferenceEquals(currentOnThread, this)) { context.MakeCurrent(); currentOnThread = this; }
-    }
+    // Every entry point makes the context current on the calling thread (a worker running generation, a thread pool
+    // thread after an await): no per-thread cache that another library's cuCtxSetCurrent could make stale.
+    void Enter() => context.EnsureCurrent();
 
     public void Dispose()
     {
@@ -90,6 +87,8 @@ public sealed unsafe partial class CudaBackend : IBackend
             foreach (var s in scratch.Values) s.Dispose();
             scratch.Clear();
             partials.Dispose(); flag.Dispose();
+            mirror16?.Dispose(); mirror16 = null;
+            DisposeStaging();
             lt.Dispose();
             foreach (var m in modules.Values) m.Dispose();
             modules.Clear(); functions.Clear();
@@ -110,7 +109,7 @@ public sealed unsafe partial class CudaBackend : IBackend
         Cu.MemsetD32Async(s.Pointer, 0, Math.Max(length, 1), stream);
         return s;
     }
-    CudaStorage AllocRaw(int length, int elementSize) { Enter(); return new CudaStorage(length, elementSize); }
+    CudaStorage AllocRaw(long length, int elementSize) { Enter(); return new CudaStorage(length, elementSize); }
 
     static CudaStorage S(DeviceStorage s) => s as CudaStorage
         ?? throw new ArgumentException($"buffer belongs to another backend ({s.GetType().Name})");
@@ -118,17 +117,14 @@ public sealed unsafe partial class CudaBackend : IBackend
     public static ulong Ptr(IntView v) => S(v.Storage).Pointer + (ulong)v.Offset * 4;
     static ulong Ptr(FloatView? v) => v is { } x ? Ptr(x) : 0;
 
-    public void Upload(FloatView dst, ReadOnlySpan<float> src) => UploadBytes(Ptr(dst), MemoryMarshal.AsBytes(src), dst.Length * 4L);
+    public void Upload(FloatView dst, ReadOnlySpan<float> src)
+    {
+        Wrote(dst);
+        UploadBytes(Ptr(dst), MemoryMarshal.AsBytes(src), dst.Length * 4L);
+    }
     public void Upload(IntView dst, ReadOnlySpan<int> src) => UploadBytes(Ptr(dst), MemoryMarshal.AsBytes(src), dst.Length * 4L);
     public void Download(FloatView src, Span<float> dst) => DownloadBytes(Ptr(src), MemoryMarshal.AsBytes(dst), src.Length * 4L);
     public void Download(IntView src, Span<int> dst) => DownloadBytes(Ptr(src), MemoryMarshal.AsBytes(dst), src.Length * 4L);
-
-    void UploadBytes(ulong dst, ReadOnlySpan<byte> src, long capacity)
-    {
-        if (src.Length > capacity) throw new ArgumentException($"upload of {src.Length} bytes into a view of {capacity}");
-        Enter();
-        fixed (byte* p = src) { Cu.CopyHtoDAsync(dst, p, src.Length, stream); stream.Synchronize(); }
-    }
 
     void DownloadBytes(ulong src, Span<byte> dst, long capacity)
     {
@@ -139,6 +135,9 @@ public sealed unsafe partial class CudaBackend : IBackend
     }
 
     public void Synchronize() { Enter(); stream.Synchronize(); CheckFlag(); }
+
+    /// <summary>Free and total device memory (cuMemGetInfo), from any thread.</summary>
+    public (long Free, long Total) MemoryInfo() { Enter(); return Cu.MemoryInfo(); }
 
     // device-side error flag (out-of-range embedding ids), read at the next synchronisation
     readonly CudaStorage flag;
@@ -166,7 +165,7 @@ public sealed unsafe partial class CudaBackend : IBackend
         if (!scratch.TryGetValue(name, out var s) || (long)s.Length * s.ElementSize < bytes)
         {
             if (s != null) { stream.Synchronize(); s.Dispose(); }
-            s = AllocRaw((int)Math.Min(int.MaxValue, (bytes + 3) / 4), 4);
+            s = AllocRaw((bytes + 15) / 16, 16);   // 16-byte elements: scratch may exceed 2^31 floats (sampling over B·L'·V)
             scratch[name] = s;
         }
         return s.Pointer;
@@ -218,6 +217,24 @@ public sealed unsafe partial class CudaBackend : IBackend
     }
     static uint RowThreads(int dim) => (uint)Math.Clamp((dim + 31) / 32 * 32, 32, 256);
     static uint Div(long a, long b) => (uint)((a + b - 1) / b);
+
+    /// <summary>
+    /// Captures the ops <paramref name="body"/> issues into a CUDA graph for replay with one launch. Off the training
+    /// path (not yet used by Trainer): the body must not upload (the staging ring would be replayed as it is then), nor
+    /// read back, and must run with fixed shapes and buffers; scalar arguments are frozen. Needs a real GPU.
+    /// </summary>
+    public CudaGraph Capture(Action body)
+    {
+        Enter();
+        return CudaGraph.Capture(stream, body);
+    }
+
+    /// <summary>Replays a captured graph on this backend's stream.</summary>
+    public void Replay(CudaGraph graph)
+    {
+        Enter();
+        graph.Launch(stream);
+    }
 
     /// <summary>Seconds-level timing helper for benchmarks: runs body between two events on this backend's stream.</summary>
     public float TimeMs(Action body)

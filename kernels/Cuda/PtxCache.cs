@@ -6,23 +6,25 @@ using FastBlockDiff.Interop;
 namespace FastBlockDiff.Kernels.Cuda;
 
 /// <summary>
-/// The embedded kernels/cuda sources and their compilation: NVRTC at first use for the device's arch, PTX cached on
+/// The embedded kernels/Cuda/Source sources and their compilation: NVRTC at first use for the device's arch, PTX cached on
 /// disk under ~/.cache/fastblockdiff/ptx (or FASTBLOCKDIFF_PTX_CACHE) keyed by sha256(source + headers + arch +
 /// NVRTC version + options).
 /// </summary>
 public static class CudaSources
 {
     static readonly Assembly Asm = typeof(CudaSources).Assembly;
+    /// <summary>Logical name prefix of the embedded kernels/Cuda/Source files (FastBlockDiff.Kernels.csproj).</summary>
+    const string Prefix = "CudaSource/";
 
     /// <summary>Names of the embedded .cu files (e.g. "attention.cu").</summary>
     public static IReadOnlyList<string> Kernels => Asm.GetManifestResourceNames()
-        .Where(n => n.StartsWith("cuda/") && n.EndsWith(".cu")).Select(n => n[5..]).OrderBy(n => n, StringComparer.Ordinal).ToArray();
+        .Where(n => n.StartsWith(Prefix) && n.EndsWith(".cu")).Select(n => n[Prefix.Length..]).OrderBy(n => n, StringComparer.Ordinal).ToArray();
 
     /// <summary>Embedded headers (.cuh) by include name, handed to NVRTC (which reads no files).</summary>
     public static IReadOnlyDictionary<string, string> Headers => Asm.GetManifestResourceNames()
-        .Where(n => n.StartsWith("cuda/") && n.EndsWith(".cuh")).ToDictionary(n => n[5..], Read);
+        .Where(n => n.StartsWith(Prefix) && n.EndsWith(".cuh")).ToDictionary(n => n[Prefix.Length..], Read);
 
-    public static string Source(string file) => Read("cuda/" + file);
+    public static string Source(string file) => Read(Prefix + file);
 
     static string Read(string resource)
     {

@@ -170,6 +170,31 @@ int main(int argc, char** argv) {
             ep[i] = pa[i] * (1 - lr * wd) - lr / bc1 * em[i] / (std::sqrt(evv[i]) / std::sqrt(bc2) + eps); }
         launch({ 8, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_adamw(pa.data(), ga.data(), ma.data(), va.data(), b1, b2, eps, 1 - lr * wd, lr / (float)bc1, (float)std::sqrt(bc2), gs, m); });
         check("adamw param", pa, ep); check("adamw m", ma, em); check("adamw v", va, evv);
+        // device-resident step: Σg² reduced on the device, clip factor and bf16 weight copy inside the AdamW pass
+        {
+            auto p2 = rnd(m), g2 = rnd(m, 3), m2 = rnd(m, 0.1f), v2 = rnd(m, 0.01f); for (auto& v : v2) v = std::fabs(v);
+            auto p0 = p2, m0 = m2, v0 = v2;
+            std::vector<double> partials(64, NAN); std::vector<float> sum(2, NAN); std::vector<ew::u16> p16(m, 0xffff);
+            double ss = 0; for (float g : g2) ss += (double)g * g;
+            float ssf = (float)ss;
+            float maxNorm = 1.5f; double clip = std::min(1.0, maxNorm / std::sqrt((double)ssf));
+            launch({ 8, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_reduce_sum(g2.data(), m, 1, partials.data()); });
+            launch({ 1, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_sum_partials(partials.data(), 8, sum.data(), 1); });
+            check("device sum of squares", { sum[1] }, { ss }, 1e-6);
+            launch({ 8, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_adamw_dev(p2.data(), p16.data(), g2.data(), m2.data(), v2.data(), b1, b2, eps, 1 - lr * wd, lr / (float)bc1, (float)std::sqrt(bc2), gs, sum.data() + 1, maxNorm, m); });
+            std::vector<double> ep2(m), em2(m), ev2(m), e16(m); std::vector<float> got16(m);
+            for (int i = 0; i < m; i++) { double g = g2[i] * gs * clip; em2[i] = b1 * m0[i] + (1 - b1) * g; ev2[i] = b2 * v0[i] + (1 - b2) * g * g;
+                ep2[i] = p0[i] * (1 - lr * wd) - lr / bc1 * em2[i] / (std::sqrt(ev2[i]) / std::sqrt(bc2) + eps);
+                uint32_t u = (uint32_t)p16[i] << 16; float f; std::memcpy(&f, &u, 4); got16[i] = f; e16[i] = p2[i]; }
+            check("adamw clipped param", p2, ep2); check("adamw clipped m", m2, em2); check("adamw clipped v", v2, ev2);
+            check("adamw bf16 weight copy", got16, e16, 4e-3);   // round to nearest: |Δ| ≤ 2^-9 relative
+            g2[17] = NAN; auto keep = p2;
+            launch({ 8, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_reduce_sum(g2.data(), m, 1, partials.data()); });
+            launch({ 1, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_sum_partials(partials.data(), 8, sum.data(), 0); });
+            launch({ 8, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_adamw_dev(p2.data(), nullptr, g2.data(), m2.data(), v2.data(), b1, b2, eps, 1 - lr * wd, lr / (float)bc1, (float)std::sqrt(bc2), gs, sum.data(), maxNorm, m); });
+            std::vector<double> ekeep(keep.begin(), keep.end());
+            check("adamw non-finite norm: no update", p2, ekeep, 1e-12);
+        }
     }
     printf("%s\n", fails ? "FAILURES" : "ALL OK");
     return fails;

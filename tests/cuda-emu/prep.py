@@ -1,7 +1,7 @@
-# Rewrites one kernels/cuda/*.cu (with common.cuh inlined) into C++ for the CPU emulator in emu.h:
+# Rewrites one kernels/Cuda/Source/*.cu (with common.cuh inlined) into C++ for the CPU emulator in emu.h:
 # extern "C" dropped, dynamic shared memory mapped to a static buffer, mma.sync replaced by emu_mma.
 import sys, re, os
-d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "kernels", "cuda") + "/"
+d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "kernels", "Cuda", "Source") + "/"
 common = open(d + "common.cuh").read().replace("#pragma once", "")
 src = open(d + sys.argv[1]).read().replace('#include "common.cuh"', common)
 src = src.replace('extern "C" ', '')

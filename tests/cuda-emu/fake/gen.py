@@ -1,8 +1,8 @@
-# Generates kernels_all.cpp: every kernels/cuda/*.cu prepped for the emulator (one namespace each) plus a
+# Generates kernels_all.cpp: every kernels/Cuda/Source/*.cu prepped for the emulator (one namespace each) plus a
 # dispatch table name -> launcher that unpacks cuLaunchKernel's void** arguments by the kernel's parameter types.
 import sys, re, os, glob, subprocess
 here = os.path.dirname(os.path.abspath(__file__))
-cuda = os.path.join(here, "..", "..", "..", "kernels", "cuda")
+cuda = os.path.join(here, "..", "..", "..", "kernels", "Cuda", "Source")
 out = sys.argv[1]
 parts = ['#include "emu.h"', '#include <string>', '#include <map>']
 table = []

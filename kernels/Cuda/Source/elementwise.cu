@@ -83,6 +83,45 @@ extern "C" __global__ void fbd_adamw(float* param, const float* grad, float* m, 
     }
 }
 
+// AdamW for the device-resident step and the bf16 mode, one pass over the flat parameter buffer:
+// - clipping without the host: with sumSquares (the gradient's Σg², written on the device by fbd_sum_partials) and
+//   maxNorm > 0 the gradient is scaled by min(1, maxNorm/‖g‖) here; a non-finite norm leaves every parameter and
+//   moment untouched (the host sees the norm at its next read-back and stops);
+// - param16 (may be null): the persistent bf16 copy of the updated weights that bf16 GEMMs read, written here so that
+//   no GEMM converts weights again.
+extern "C" __global__ void fbd_adamw_dev(float* param, u16* param16, const float* grad, float* m, float* v, float beta1, float beta2,
+    float eps, float decay, float stepSize, float sqrtBc2, float gradScale, const float* sumSquares, float maxNorm, int n)
+{
+    float scale = gradScale;
+    if (sumSquares)
+    {
+        double norm = sqrt((double)sumSquares[0]);
+        if (!(norm <= 1e300)) return;   // NaN or inf
+        if (maxNorm > 0.f && norm > (double)maxNorm) scale *= (float)((double)maxNorm / norm);
+    }
+    GRID_STRIDE(i, n)
+    {
+        float g = grad[i] * scale;
+        float mi = beta1 * m[i] + (1.f - beta1) * g;
+        float vi = beta2 * v[i] + (1.f - beta2) * g * g;
+        m[i] = mi; v[i] = vi;
+        float p = param[i] * decay - stepSize * mi / (sqrtf(vi) / sqrtBc2 + eps);
+        param[i] = p;
+        if (param16) param16[i] = f32_to_bf16(p);
+    }
+}
+
+// out[slot] = Σ partials[0..count) in one block (the second pass of fbd_reduce_sum, kept on the device; summed in
+// double, stored as float so that the host reads it with the other float buffers).
+extern "C" __global__ void fbd_sum_partials(const double* partials, int count, float* out, int slot)
+{
+    __shared__ double scratch[32];
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
+    acc = block_sum_d(acc, scratch);
+    if (threadIdx.x == 0) out[slot] = (float)acc;
+}
+
 extern "C" __global__ void fbd_ema(float* ema, const float* param, float decay, int n)
 {
     GRID_STRIDE(i, n) ema[i] = decay * ema[i] + (1.f - decay) * param[i];

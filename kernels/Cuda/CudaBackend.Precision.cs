@@ -1,0 +1,72 @@
+namespace FastBlockDiff.Kernels.Cuda;
+
+/// <summary>
+/// bf16 mode: GEMMs read bf16 operands through cuBLASLt (fp32 accumulation and output) and attention uses the bf16
+/// tensor-core kernels. The weight buffer named by <see cref="KeepBf16Copy"/> has a persistent bf16 copy: AdamW writes
+/// it in the same pass as the fp32 master weights, any other write to the weights marks it stale and the next GEMM
+/// refreshes it once; other operands (activations) are converted per GEMM.
+/// </summary>
+public sealed partial class CudaBackend
+{
+    FloatView? mirrored;
+    CudaStorage? mirror16;
+    bool mirrorStale = true;
+
+    /// <summary>Fp32 by default when constructed directly (the test mode); the backend selector picks bf16 for CUDA.</summary>
+    public Precision Precision
+    {
+        get => Bf16Gemm ? Precision.Bf16 : Precision.Fp32;
+        set { Bf16Gemm = Bf16Attention = value == Precision.Bf16; }
+    }
+
+    /// <summary>Bytes of the bf16 weight copy (0 until a bf16 GEMM needed it).</summary>
+    public long Bf16CopyBytes => mirror16 is { } m ? (long)m.Length * m.ElementSize : 0;
+
+    public void KeepBf16Copy(FloatView weights)
+    {
+        S(weights.Storage);   // a buffer of this backend
+        mirror16?.Dispose();
+        mirror16 = null;
+        mirrored = weights;
+        mirrorStale = true;
+    }
+
+    static bool Overlaps(FloatView a, FloatView b) =>
+        ReferenceEquals(a.Storage, b.Storage) && a.Offset < b.Offset + b.Length && b.Offset < a.Offset + a.Length;
+
+    /// <summary>Every op that writes a FloatView outside AdamW reports it here: a write into the weights makes the copy stale.</summary>
+    void Wrote(FloatView dst)
+    {
+        if (mirrored is { } w && Overlaps(w, dst)) mirrorStale = true;
+    }
+
+    /// <summary>
+    /// The bf16 copy's address for view v when v lies inside the mirrored weights and the mode is bf16, else 0.
+    /// Reading: a stale copy is refreshed first. Writing (AdamW over the whole buffer): the caller writes the copy, which
+    /// is then current; a partial write marks it stale and gets 0.
+    /// </summary>
+    ulong Bf16CopyFor(FloatView v, bool writing)
+    {
+        if (mirrored is not { } w || !Overlaps(w, v)) return 0;
+        bool inside = v.Offset >= w.Offset && v.Offset + v.Length <= w.Offset + w.Length;
+        if (!Bf16Gemm || !inside || (writing && v != w)) { if (writing) mirrorStale = true; return 0; }
+        if (mirror16 == null) { mirror16 = AllocRaw((w.Length + 1) / 2, 4); mirrorStale = true; }
+        if (writing) mirrorStale = false;
+        else if (mirrorStale)
+        {
+            Flat(EW, "fbd_to_bf16", w.Length, Ptr(w), mirror16.Pointer, w.Length);
+            mirrorStale = false;
+        }
+        return mirror16.Pointer + (ulong)(v.Offset - w.Offset) * 2;
+    }
+
+    /// <summary>A bf16 operand for a GEMM: the persistent weight copy when v is a weight, else v converted into scratch.</summary>
+    ulong Bf16Operand(FloatView v, string scratchName)
+    {
+        ulong p = Bf16CopyFor(v, writing: false);
+        if (p != 0) return p;
+        ulong s = Scratch(scratchName, v.Length * 2L);
+        Flat(EW, "fbd_to_bf16", v.Length, Ptr(v), s, v.Length);
+        return s;
+    }
+}
