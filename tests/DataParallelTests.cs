@@ -129,7 +129,7 @@ public sealed class DataParallelTests : IDisposable
     public void KilledRankEndsTheJobNamingIt() => LoseRank1("-KILL", "rank 1");
 
     [Fact]
-    public void StoppedRankIsNamedWithinTheTimeout() => LoseRank1("-STOP", "rank 1 did not arrive");
+    public void StoppedRankIsNamedWithinTheTimeout() => LoseRank1("-STOP", "within 3 s"); // before or inside a collective
 
     /// <summary>Starts a long 2-rank run, waits for its first checkpoint, signals rank 1, and expects the whole job to end.</summary>
     void LoseRank1(string signal, string expected)
@@ -150,8 +150,7 @@ public sealed class DataParallelTests : IDisposable
             Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), "the job did not end within 60 s of losing rank 1");
             p.WaitForExit();
             string all = stdout.Result + stderr.Result;
-            Assert.NotEqual(0, p.ExitCode);
-            Assert.Contains(expected, all);
+            Assert.True(p.ExitCode != 0 && all.Contains(expected) && all.Contains("rank 1"), $"exit {p.ExitCode}, expected '{expected}' naming rank 1:\n{all}");
         }
         finally
         {

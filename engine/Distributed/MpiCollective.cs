@@ -141,8 +141,10 @@ public sealed unsafe class MpiCollective : ICollective
         if (Mpi.WaitWithin(ref request, Timeout, what)) return true;
         _broken = true;
         _abandoned.Add(keepAlive);
-        throw new CollectiveFailedException($"rank {Rank}: {what} (collective #{_collectives}) did not complete within {Seconds(Timeout)}; " +
-            "every rank arrived, so a peer hangs inside it or the transport failed");
+        // every rank arrived, so a peer stopped inside the collective; with two ranks that can only be the other one
+        int? culprit = Size == 2 ? 1 - Rank : null;
+        throw new CollectiveFailedException($"rank {Rank}: {what} (collective #{_collectives}) did not complete within {Seconds(Timeout)}; every rank arrived, so " +
+            (culprit is { } c ? $"rank {c} hangs inside it or the transport failed" : "a peer hangs inside it or the transport failed"), culprit);
     }
 
     /// <summary>

@@ -55,6 +55,8 @@ static class TrainCommand
         {
             int ranks = r.GetValue(nproc);
             if (ranks < 1) throw new UserInputException($"--nproc must be at least 1, got {ranks}");
+            if (ranks > 1 && r.GetValue(batch) % ranks != 0)
+                throw new UserInputException($"--batch-size {r.GetValue(batch)} (the global batch) is not divisible by --nproc {ranks}; use a multiple of {ranks}");
             if (ranks > 1 && DataParallel.LaunchedRanks() is null) return MpiLauncher.Relaunch(ranks);
             if (ranks > 1 && DataParallel.LaunchedRanks() != ranks)
                 throw new UserInputException($"--nproc {ranks} under a launcher that started {DataParallel.LaunchedRanks()} ranks: drop --nproc when using mpirun -np");
