@@ -20,7 +20,9 @@ public sealed class Denoiser
     // Conditioning is constant (no time conditioning): c = SiLU(sigma_map(0)); everything derived from it is
     // recomputed once per weight update by PrepareConditioning, not per token.
     readonly FloatView _freq, _h0, _a0, _h1, _cond, _mods, _onePlus, _effW, _dMods, _dEffW, _dCond, _dTmp;
-    bool _prepared;
+    // Set only after every derived constant is written, under _prepareLock: concurrent first calls compute them once.
+    volatile bool _prepared;
+    readonly object _prepareLock = new();
 
     // offsets inside the 6D modulation of a block: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
     const int ShiftMsa = 0, ScaleMsa = 1, GateMsa = 2, ShiftMlp = 3, ScaleMlp = 4, GateMlp = 5;
@@ -123,7 +125,10 @@ public sealed class Denoiser
     }
 
     /// <summary>Must be called after the weights change (the optimiser does) so derived constants are recomputed.</summary>
-    public void InvalidateConditioning() => _prepared = false;
+    public void InvalidateConditioning()
+    {
+        lock (_prepareLock) _prepared = false;
+    }
 
     FloatView W(string name) => ParameterSet.View(Weights, Params[name]);
     FloatView G(string name) => ParameterSet.View(Grads, Params[name]);
@@ -151,6 +156,16 @@ public sealed class Denoiser
     void PrepareConditioning()
     {
         if (_prepared) return;
+        lock (_prepareLock)
+        {
+            if (_prepared) return;
+            ComputeConditioning();
+            _prepared = true;
+        }
+    }
+
+    void ComputeConditioning()
+    {
         int cd = Config.CondDim;
         Linear(_freq, "sigma_map.mlp.0.weight", "sigma_map.mlp.0.bias", _h0, 1, ModelConfig.FrequencyDim, cd);
         _b.SiluForward(_h0, _a0);
@@ -171,7 +186,6 @@ public sealed class Denoiser
             _b.Mul(EffW(2 * l + 1), W($"blocks.{l}.norm2.weight"), OnePlus(l, ScaleMlp), false);
         }
         _b.Mul(EffW(2 * _layers), W("output_layer.norm_final.weight"), FinalOnePlus(1), false);
-        _prepared = true;
     }
 
     static ulong DropSeed(ulong seed, int layer, int which) => Dropout.Mix(seed, (ulong)(layer * 2 + which));
@@ -216,8 +230,9 @@ public sealed class Denoiser
     void RotateQk(FloatView qkv, int rows, IntView positions, bool inverse)
     {
         int hd = Config.HeadDim, h = Config.Heads;
-        _b.Rotary(qkv, rows, 3 * _d, h, hd, positions, Rotary.Cos, Rotary.Sin, inverse);
-        _b.Rotary(qkv.Slice(_d), rows, 3 * _d, h, hd, positions, Rotary.Cos, Rotary.Sin, inverse);
+        var table = Rotary.Current;
+        _b.Rotary(qkv, rows, 3 * _d, h, hd, positions, table.Cos, table.Sin, inverse);
+        _b.Rotary(qkv.Slice(_d), rows, 3 * _d, h, hd, positions, table.Cos, table.Sin, inverse);
     }
 
     /// <summary>

@@ -31,7 +31,8 @@ public sealed class BlockSampler
 
     /// <summary>
     /// Generates continuations of BOS ⊕ prompt for options.BatchSize sequences. <paramref name="onBlock"/> receives,
-    /// per sequence, the tokens each committed block added (after stop truncation).
+    /// per sequence, the tokens each committed block added (after stop truncation). Cancellation is checked before
+    /// every denoising step and throws <see cref="OperationCanceledException"/>.
     /// </summary>
     public SampleResult Generate(ReadOnlySpan<int> prompt, SamplingOptions options, Action<int, int[]>? onBlock = null, CancellationToken cancel = default)
     {
@@ -68,11 +69,7 @@ public sealed class BlockSampler
 
         while (done.Any(d => d == null))
         {
-            if (cancel.IsCancellationRequested)
-            {
-                for (int s = 0; s < bs; s++) done[s] ??= StopReason.Cancelled;
-                break;
-            }
+            cancel.ThrowIfCancellationRequested();
             // block = prompt remainder (fixed) + masks
             for (int s = 0; s < bs; s++)
                 for (int i = 0; i < lb; i++)
@@ -88,6 +85,7 @@ public sealed class BlockSampler
             for (int k = 0; k < steps || AnyMasked(block); k++)
             {
                 if (!AnyMasked(block)) break;
+                cancel.ThrowIfCancellationRequested(); // every step: T may be huge and steps without a model call are cheap
                 if (stale)
                 {
                     logits = Denoise(cache, seqs, committed, block, bs);

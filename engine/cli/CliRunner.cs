@@ -5,7 +5,7 @@ namespace FastBlockDiff.Cli;
 /// <summary>Runs a command body and turns failures into one line on stderr and a non-zero exit code.</summary>
 static class CliRunner
 {
-    public const int UserError = 2, InternalError = 1;
+    public const int UserError = 2, InternalError = 1, Cancelled = 130;
 
     public static int Run(Func<CancellationToken, int> body)
     {
@@ -20,6 +20,7 @@ static class CliRunner
         Console.CancelKeyPress += onCancel;
         try { return body(cts.Token); }
         catch (UserInputException e) { Console.Error.WriteLine($"error: {e.Message}"); return UserError; }
+        catch (OperationCanceledException) when (cts.IsCancellationRequested) { Console.Error.WriteLine("cancelled"); return Cancelled; }
         catch (Exception e) when (Environment.GetEnvironmentVariable("FASTBLOCKDIFF_DEBUG") != "1")
         {
             Console.Error.WriteLine($"error: {e.GetType().Name}: {e.Message}");

@@ -16,11 +16,11 @@ static class EvalCommand
         var tokenizer = new Option<string?>("--tokenizer") { Description = "override the tokenizer of config.json" };
         var backend = new Option<string>("--backend") { DefaultValueFactory = _ => "auto" };
         var cmd = new Command("eval", "validation NELBO and perplexity (t ~ U[1e-3, 1])") { ckpt, data, all, max, batch, tokenizer, backend };
-        cmd.SetAction(r => CliRunner.Run(_ =>
+        cmd.SetAction(r => CliRunner.Run(cancel =>
         {
             using var model = BlockDiffusionModel.Load(r.GetValue(ckpt)!, r.GetValue(tokenizer), r.GetValue(backend)!);
             Console.Error.WriteLine($"backend {model.BackendReason}");
-            var e = model.Evaluate(r.GetValue(data)!, r.GetValue(batch), r.GetValue(max), r.GetValue(all));
+            var e = model.Evaluate(r.GetValue(data)!, r.GetValue(batch), r.GetValue(max), r.GetValue(all), cancel: cancel);
             Console.WriteLine($"NELBO {e.Nelbo:F4} nats/token (±{Math.Sqrt(e.Variance / e.Sequences):F4}), perplexity {e.Perplexity:F3}" +
                 (model.Tokenizer.Name == "byte" ? $", {e.BitsPerToken:F4} bits/byte" : "") + $", {e.Sequences} sequences, {e.Tokens:N0} tokens");
             return 0;

@@ -18,14 +18,14 @@ static class ScheduleSearchCommand
         var tokenizer = new Option<string?>("--tokenizer");
         var backend = new Option<string>("--backend") { DefaultValueFactory = _ => "auto" };
         var cmd = new Command("schedule-search", "find the clipped schedule U[β, ω] with the lowest NELBO variance") { ckpt, data, max, batch, tokenizer, backend };
-        cmd.SetAction(r => CliRunner.Run(_ =>
+        cmd.SetAction(r => CliRunner.Run(cancel =>
         {
             using var model = BlockDiffusionModel.Load(r.GetValue(ckpt)!, r.GetValue(tokenizer), r.GetValue(backend)!);
             var ds = TokenDataset.FromCorpus(r.GetValue(data)!, model.Tokenizer, model.Config.ModelLength);
             var rows = ds.ValidRows.Take(r.GetValue(max)).Select(i => ds.Row(i).ToArray()).ToList();
             var table = new Table().AddColumns("β", "ω", "NELBO mean", "NELBO variance");
             var (best, cells) = ScheduleSearch.Run(model.Denoiser, rows, r.GetValue(batch),
-                onCell: c => Console.Error.WriteLine($"  β={c.Min:0.00} ω={c.Max:0.00}: mean {c.Mean:F4} variance {c.Variance:F5}"));
+                onCell: c => Console.Error.WriteLine($"  β={c.Min:0.00} ω={c.Max:0.00}: mean {c.Mean:F4} variance {c.Variance:F5}"), cancel: cancel);
             foreach (var c in cells)
                 table.AddRow($"{c.Min:0.00}", $"{c.Max:0.00}", $"{c.Mean:F4}", c == best ? $"[green]{c.Variance:F5}[/]" : $"{c.Variance:F5}");
             AnsiConsole.Write(table);
