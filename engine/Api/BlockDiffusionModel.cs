@@ -4,6 +4,7 @@ using FastBlockDiff.Engine.Checkpoints;
 using FastBlockDiff.Engine.Data;
 using FastBlockDiff.Engine.Model;
 using FastBlockDiff.Engine.Sampling;
+using FastBlockDiff.Engine.Serving;
 using FastBlockDiff.Engine.Text;
 using FastBlockDiff.Engine.Training;
 using FastBlockDiff.Kernels;
@@ -18,7 +19,7 @@ namespace FastBlockDiff.Engine;
 /// own workspaces and KV cache; results equal those of the same calls made one after another. To serve
 /// concurrent requests together in one batch, use the request scheduler of FastBlockDiff.Engine.Serving.
 /// </summary>
-public sealed class BlockDiffusionModel : IDisposable
+public sealed class BlockDiffusionModel : IBlockGenerator, IDisposable
 {
     /// <summary>Architecture read from config.json.</summary>
     public ModelConfig Config => Denoiser.Config;
@@ -66,6 +67,13 @@ public sealed class BlockDiffusionModel : IDisposable
     /// </summary>
     public (string[] Texts, SampleResult Result) Sample(string prompt, SamplingOptions options, Action<int, string>? onText = null, CancellationToken cancel = default)
     {
+        var (texts, result, _) = Run(prompt, options, (s, _, piece) => { if (piece.Length > 0) onText?.Invoke(s, piece); }, cancel);
+        return (texts, result);
+    }
+
+    /// <summary>Sample with per-block callbacks (sequence, tokens added, text added); also returns the prompt's token count.</summary>
+    (string[] Texts, SampleResult Result, int PromptTokens) Run(string prompt, SamplingOptions options, Action<int, int[], string> onBlock, CancellationToken cancel)
+    {
         options.Validate();
         var promptIds = Tokenizer.Encode(prompt);
         var decoders = Enumerable.Range(0, options.BatchSize).Select(_ => new IncrementalDecoder(Tokenizer)).ToArray();
@@ -73,19 +81,52 @@ public sealed class BlockDiffusionModel : IDisposable
         BackendGate.Wait(cancel);
         try
         {
-            var result = sampler.Generate(promptIds, options, (s, ids) =>
-            {
-                string piece = decoders[s].Add(ids);
-                if (piece.Length > 0) onText?.Invoke(s, piece);
-            }, cancel);
+            var result = sampler.Generate(promptIds, options, (s, ids) => onBlock(s, ids, decoders[s].Add(ids)), cancel);
             for (int s = 0; s < decoders.Length; s++)
             {
                 string rest = decoders[s].Flush();   // a held-back incomplete UTF-8 tail is final now
-                if (rest.Length > 0) onText?.Invoke(s, rest);
+                if (rest.Length > 0) onBlock(s, [], rest);
             }
-            return ([.. result.Tokens.Select(t => Tokenizer.Decode(t))], result);
+            return ([.. result.Tokens.Select(t => Tokenizer.Decode(t))], result, promptIds.Length);
         }
         finally { BackendGate.Release(); }
+    }
+
+    /// <inheritdoc/>
+    public async IAsyncEnumerable<GenerationUpdate> StreamAsync(GenerationRequest request, [EnumeratorCancellation] CancellationToken cancel = default)
+    {
+        request.Options.Validate();
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        var channel = Channel.CreateUnbounded<GenerationUpdate>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var run = Task.Run(() =>
+        {
+            try
+            {
+                int promptTokens = Tokenizer.Encode(request.Prompt).Length, output = 0;
+                var (_, result, _) = Run(request.Prompt, request.Options with { BatchSize = 1 }, (_, ids, piece) =>
+                {
+                    output += ids.Length;
+                    channel.Writer.TryWrite(new GenerationUpdate(piece, ids.Length, promptTokens, output, 0));
+                }, stop.Token);
+                channel.Writer.TryWrite(new GenerationUpdate("", 0, promptTokens, result.GeneratedTokens, result.Nfe, IsFinal: true, result.Reasons[0]));
+                channel.Writer.Complete();
+            }
+            catch (Exception e) { channel.Writer.Complete(e); }
+        }, CancellationToken.None);
+        try
+        {
+            await foreach (var update in channel.Reader.ReadAllAsync(cancel))
+            {
+                cancel.ThrowIfCancellationRequested();   // updates produced ahead are not delivered after cancellation
+                yield return update;
+            }
+        }
+        finally
+        {
+            // reached on completion, on an exception and when the consumer stops early: the producer must not outlive us
+            stop.Cancel();
+            await run;
+        }
     }
 
     /// <summary>
@@ -95,28 +136,8 @@ public sealed class BlockDiffusionModel : IDisposable
     /// </summary>
     public async IAsyncEnumerable<string> GenerateAsync(string prompt, SamplingOptions options, [EnumeratorCancellation] CancellationToken cancel = default)
     {
-        options.Validate();
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
-        var channel = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        var run = Task.Run(() =>
-        {
-            try { Sample(prompt, options with { BatchSize = 1 }, (_, piece) => channel.Writer.TryWrite(piece), stop.Token); channel.Writer.Complete(); }
-            catch (Exception e) { channel.Writer.Complete(e); }
-        }, CancellationToken.None);
-        try
-        {
-            await foreach (var piece in channel.Reader.ReadAllAsync(cancel))
-            {
-                cancel.ThrowIfCancellationRequested();   // pieces produced ahead are not delivered after cancellation
-                yield return piece;
-            }
-        }
-        finally
-        {
-            // reached on completion, on an exception and when the consumer stops early: the producer must not outlive us
-            stop.Cancel();
-            await run;
-        }
+        await foreach (var update in StreamAsync(new GenerationRequest(prompt, options), cancel))
+            if (update.Text.Length > 0) yield return update.Text;
     }
 
     /// <summary>
@@ -136,32 +157,4 @@ public sealed class BlockDiffusionModel : IDisposable
     }
 
     public void Dispose() => Backend.Dispose();
-
-    /// <summary>Decodes a growing token list and returns only the new text (BPE pieces may merge across blocks).</summary>
-    sealed class IncrementalDecoder(ITextTokenizer tokenizer)
-    {
-        readonly List<int> _ids = [];
-        string _text = "";
-        public string Add(int[] ids)
-        {
-            _ids.AddRange(ids);
-            string full = tokenizer.Decode(_ids.ToArray());
-            // hold back a trailing replacement char: an incomplete UTF-8 sequence may complete in the next block
-            int stable = full.Length;
-            while (stable > 0 && full[stable - 1] == '\uFFFD') stable--;
-            if (stable < _text.Length || !full.AsSpan(0, _text.Length).SequenceEqual(_text)) return "";
-            string piece = full[_text.Length..stable];
-            _text = full[..stable];
-            return piece;
-        }
-
-        /// <summary>The text not returned yet, held back or not: call once the sequence is complete.</summary>
-        public string Flush()
-        {
-            string full = tokenizer.Decode(_ids.ToArray());
-            string rest = full.StartsWith(_text, StringComparison.Ordinal) ? full[_text.Length..] : "";
-            _text = full;
-            return rest;
-        }
-    }
 }

@@ -334,9 +334,43 @@ public sealed class Denoiser
     /// </summary>
     public void ForwardCached(DenoiserWorkspace ws, KvCache cache, bool commit)
     {
+        var shape = new DecodeShape(ws.Batch, Config.Heads, Config.HeadDim, ws.SeqLen, cache.Length, cache.Capacity);
+        ForwardBlock(ws, (l, a) =>
+        {
+            _b.DecodeAttention(shape, a.Qkv, cache.K[l], cache.V[l], a.Attn);
+            if (commit) cache.Append(l, a.Qkv, ws.SeqLen);
+        });
+        if (commit) cache.Advance(ws.SeqLen);
+    }
+
+    /// <summary>
+    /// <see cref="ForwardCached"/> for ws.Batch independent sequences, each with its own single-sequence cache
+    /// (of its own length): the dense layers run over all of them at once, attention per sequence. This is how
+    /// requests that joined at different times are served in one batch.
+    /// </summary>
+    public void ForwardCachedEach(DenoiserWorkspace ws, IReadOnlyList<KvCache> caches, bool commit)
+    {
+        if (caches.Count != ws.Batch) throw new ArgumentException($"{caches.Count} caches for a workspace of {ws.Batch} sequences");
+        if (caches.Any(c => c.Batch != 1)) throw new ArgumentException("every cache must hold exactly one sequence");
+        int len = ws.SeqLen, d = _d;
+        ForwardBlock(ws, (l, a) =>
+        {
+            for (int s = 0; s < caches.Count; s++)
+            {
+                var c = caches[s];
+                var qkv = a.Qkv.Slice(s * len * 3 * d, len * 3 * d);
+                _b.DecodeAttention(new DecodeShape(1, Config.Heads, Config.HeadDim, len, c.Length, c.Capacity), qkv, c.K[l], c.V[l], a.Attn.Slice(s * len * d, len * d));
+                if (commit) c.Append(l, qkv, len);
+            }
+        });
+        if (commit) foreach (var c in caches) c.Advance(len);
+    }
+
+    /// <summary>The transformer body over a block; <paramref name="attend"/> fills a.Attn from a.Qkv of layer l.</summary>
+    void ForwardBlock(DenoiserWorkspace ws, Action<int, DenoiserWorkspace.LayerActivations> attend)
+    {
         PrepareConditioning();
-        int n = ws.Rows, d = _d, blockLen = ws.SeqLen;
-        var shape = new DecodeShape(ws.Batch, Config.Heads, Config.HeadDim, blockLen, cache.Length, cache.Capacity);
+        int n = ws.Rows, d = _d;
         _b.EmbeddingForward(ws.Ids, W("vocab_embed.embedding"), ws.Xs[0], n, d);
         for (int l = 0; l < _layers; l++)
         {
@@ -345,15 +379,13 @@ public sealed class Denoiser
             _b.LayerNormForward(ws.Xs[l], EffW(2 * l), Mod(l, ShiftMsa), a.H1, a.Mean1, a.Rstd1, n, d, 1e-5f);
             Linear(a.H1, p + "attn_qkv.weight", null, a.Qkv, n, d, 3 * d);
             RotateQk(a.Qkv, n, ws.Positions, inverse: false);
-            _b.DecodeAttention(shape, a.Qkv, cache.K[l], cache.V[l], a.Attn);
+            attend(l, a);
             Linear(a.Attn, p + "attn_out.weight", null, a.YAttn, n, d, d);
             _b.Copy(a.XMid, ws.Xs[l]);
             _b.ResidualGatedForward(a.XMid, a.YAttn, Mod(l, GateMsa), n, d, 0f, 0);
             MlpForward(l, a, n);
             _b.Copy(ws.Xs[l + 1], a.XMid);
             _b.ResidualGatedForward(ws.Xs[l + 1], a.YMlp, Mod(l, GateMlp), n, d, 0f, 0);
-            if (commit) cache.Append(l, a.Qkv, blockLen);
         }
-        if (commit) cache.Advance(blockLen);
     }
 }

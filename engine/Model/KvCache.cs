@@ -7,7 +7,7 @@ namespace FastBlockDiff.Engine.Model;
 /// laid out [Batch, Capacity, HiddenDim]. Because RoPE depends only on i - j, dropping the oldest rows keeps
 /// the remaining ones exact: the cache is a sliding window of at most Capacity tokens.
 /// </summary>
-public sealed class KvCache
+public sealed class KvCache : IDisposable
 {
     public readonly int Batch, Capacity;
     public int Length { get; private set; }
@@ -59,4 +59,12 @@ public sealed class KvCache
     internal void Advance(int rows) => Length += rows;
 
     public void Reset() => Length = 0;
+
+    /// <summary>Frees the cache's buffers (each allocated by and owned by this cache).</summary>
+    public void Dispose()
+    {
+        foreach (var buf in K.Concat(V)) buf.Storage.Dispose();
+        _scratch?.Storage.Dispose();
+        _scratch = null;
+    }
 }

@@ -137,7 +137,7 @@ public sealed class BlockSampler
     bool AnyMasked(int[] block) => Array.IndexOf(block, _c.MaskId) >= 0;
 
     /// <summary>Applies one reveal rule to one sequence's block; returns whether any token changed.</summary>
-    bool Reveal(SamplingOptions o, Rng rng, Span<int> block, ReadOnlySpan<int> sampled, ReadOnlySpan<float> probs, int step, int steps)
+    internal bool Reveal(SamplingOptions o, Rng rng, Span<int> block, ReadOnlySpan<int> sampled, ReadOnlySpan<float> probs, int step, int steps)
     {
         Span<int> masked = stackalloc int[block.Length];
         int count = 0;
@@ -227,7 +227,7 @@ public sealed class BlockSampler
         return p;
     }
 
-    static bool LowEntropy(List<int> seq, int promptLen, int window, float threshold)
+    internal static bool LowEntropy(List<int> seq, int promptLen, int window, float threshold)
     {
         int generated = seq.Count - promptLen;
         if (generated < window) return false;
