@@ -52,6 +52,9 @@ public sealed class RequestScheduler : IBlockGenerator, IDisposable
     public long CompletedRequests => Interlocked.Read(ref _requests);
     public long GeneratedTokens => Interlocked.Read(ref _tokens);
     public long Nfe => Interlocked.Read(ref _nfe);
+    /// <summary>Time spent running rounds (the backend busy with requests).</summary>
+    public TimeSpan Busy => TimeSpan.FromTicks(Interlocked.Read(ref _busyTicks));
+    long _busyTicks;
 
     public RequestScheduler(BlockDiffusionModel model, int maxBatch = 16, int maxQueue = 256, ILogger? logger = null)
     {
@@ -106,6 +109,7 @@ public sealed class RequestScheduler : IBlockGenerator, IDisposable
                 catch (OperationCanceledException) { return; }
             }
             _model.BackendGate.Wait();
+            long round = Stopwatch.GetTimestamp();
             try
             {
                 // block boundary: admit what waits now (requests that queued while the backend was busy join together)
@@ -119,7 +123,11 @@ public sealed class RequestScheduler : IBlockGenerator, IDisposable
                 _log.LogError(e, "scheduler: a round failed; its {Count} requests fail with it", active.Count);
                 foreach (var a in active) a.Fail(e);
             }
-            finally { _model.BackendGate.Release(); }
+            finally
+            {
+                _model.BackendGate.Release();
+                Interlocked.Add(ref _busyTicks, Stopwatch.GetElapsedTime(round).Ticks);
+            }
             int before = active.Count;
             active.RemoveAll(a => a.State == RequestState.Finished);
             if (active.Count != before) _log.LogDebug("scheduler: {Retired} retired, {Active} active, {Waiting} waiting", before - active.Count, active.Count, QueueDepth);
