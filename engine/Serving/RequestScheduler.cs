@@ -188,6 +188,7 @@ public sealed class RequestScheduler : IBlockGenerator, IDisposable
         _b.Download(a.ProbsDev, a.Probs);
         a.Stale = _rules.Reveal(a.Options, a.Rng, a.Block, a.Sampled, a.Probs, a.StepIndex, a.Steps);
         a.StepIndex++;
+        if (a.Request.Body.ReportSteps) a.Send(new GenerationUpdate("", 0, a.PromptTokens, a.Output, a.Nfe, Draft: [.. a.Block]));
     }
 
     /// <summary>Stop rules after a committed block, exactly as the sampler applies them; sends the block's update.</summary>

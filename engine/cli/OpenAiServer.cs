@@ -26,7 +26,8 @@ public sealed record ServerOptions
 
 /// <summary>
 /// OpenAI-compatible HTTP over a <see cref="RequestScheduler"/> (ASP.NET Core minimal API): /v1/completions and
-/// /v1/chat/completions (JSON or SSE with "stream": true), /v1/models, /health and /metrics (Prometheus text).
+/// /v1/chat/completions (JSON or SSE with "stream": true), /v1/models, /health, /metrics (Prometheus text) and the
+/// playground page at /.
 /// Errors are OpenAI-shaped JSON: 400 for a bad request, 404 for an unknown model, 413 for a body over the limit,
 /// 429 when the queue is full. A client that disconnects cancels its request at the next denoising step.
 /// </summary>
@@ -52,6 +53,7 @@ public static class OpenAiServer
         }.ToJsonString(), "application/json"));
         app.MapPost("/v1/completions", (HttpContext http) => Handle(http, chat: false));
         app.MapPost("/v1/chat/completions", (HttpContext http) => Handle(http, chat: true));
+        Playground.Map(app, scheduler, modelId);
         return app;
 
         async Task Handle(HttpContext http, bool chat)
