@@ -115,6 +115,23 @@ public class RequestSchedulerTests
     }
 
     [Fact]
+    public async Task DisposingTheSchedulerEndsEveryRequest()
+    {
+        using var model = ConcurrencyTests.FreshByteModel();
+        var scheduler = new RequestScheduler(model, maxBatch: 1);
+        var endless = new GenerationRequest("x", new SamplingOptions { MaxTokens = 1_000_000, StopOnEos = false, EntropyThreshold = 0 });
+        var running = scheduler.StreamAsync(endless).GetAsyncEnumerator();
+        Assert.True(await running.MoveNextAsync());
+        var waiting = Task.Run(() => Collect(scheduler, endless));
+        while (scheduler.QueueDepth == 0) await Task.Delay(1);
+        scheduler.Dispose();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => { while (await running.MoveNextAsync()) { } });
+        var refused = await Record.ExceptionAsync(() => waiting);   // refused in the queue, or cancelled if admitted just before
+        Assert.True(refused is ObjectDisposedException or OperationCanceledException, $"got {refused?.GetType().Name ?? "no exception"}");
+        await running.DisposeAsync();
+    }
+
+    [Fact]
     public async Task AFullQueueRefusesNewRequests()
     {
         using var model = ConcurrencyTests.FreshByteModel();

@@ -253,6 +253,8 @@ public sealed class RequestScheduler : IBlockGenerator, IDisposable
         _queue.Writer.TryComplete();
         _shutdown.Cancel();
         try { _loop.Wait(); } catch (AggregateException) { }
+        // the loop cancelled what it was running; what still waits in the queue is refused, not left hanging
+        while (_queue.Reader.TryRead(out var r)) r.Updates.Writer.TryComplete(new ObjectDisposedException(nameof(RequestScheduler)));
         _shutdown.Dispose();
     }
 
