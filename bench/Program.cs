@@ -11,6 +11,7 @@ if (args.Length > 0)
         case "attention-quick": return AttentionQuick.Run(rest);
         case "train-quick": return TrainQuick.Run(rest);
         case "sample-quick": return SampleQuick.Run(rest);
+        case "serve-quick": return ServeQuick.Run(rest);
         case "parity-dump": return ParityDump.Run(rest);
         case "compare": return Compare.Run(rest);
         case "dataparallel-quick": return DataParallelQuick.Run(rest);

@@ -156,17 +156,23 @@ public static class TrainingRun
         }
         void Evaluate(Trainer t)
         {
+            // cancelled mid-evaluation: skip it; the training loop then stops and the final checkpoint is written
+            try { EvaluateOrSearch(t); }
+            catch (OperationCanceledException) when (cancel.IsCancellationRequested) { }
+        }
+        void EvaluateOrSearch(Trainer t)
+        {
             if (validRows.Count == 0) return;
             if (world.Rank != 0) { TrainingStateBroadcast.ScheduleFromRoot(collective, t); return; }
             if (req.Options.ScheduleSearchEvery > 0 && t.Step % req.Options.ScheduleSearchEvery == 0)
             {
-                var (best, cells) = t.WithEmaWeights(() => ScheduleSearch.Run(model, validRows, req.Options.BatchSize));
+                var (best, cells) = t.WithEmaWeights(() => ScheduleSearch.Run(model, validRows, req.Options.BatchSize, cancel: cancel));
                 t.Schedule = new NoiseSchedule(best.Min, best.Max);
                 observer.OnScheduleSearch?.Invoke(t.Step, best, cells);
                 Say($"step {t.Step}: schedule search picked {t.Schedule} (NELBO variance {best.Variance:g4})");
             }
             TrainingStateBroadcast.ScheduleFromRoot(collective, t);
-            var r = t.WithEmaWeights(() => evaluator.Evaluate(validRows, req.Options.BatchSize));
+            var r = t.WithEmaWeights(() => evaluator.Evaluate(validRows, req.Options.BatchSize, cancel: cancel));
             observer.OnEval?.Invoke(t.Step, r);
         }
 

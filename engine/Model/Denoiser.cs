@@ -21,7 +21,9 @@ public sealed class Denoiser : IDisposable
     // Conditioning is constant (no time conditioning): c = SiLU(sigma_map(0)); everything derived from it is
     // recomputed once per weight update by PrepareConditioning, not per token.
     readonly FloatView _freq, _h0, _a0, _h1, _cond, _mods, _onePlus, _effW, _dMods, _dEffW, _dCond, _dTmp;
-    bool _prepared;
+    // Set only after every derived constant is written, under _prepareLock: concurrent first calls compute them once.
+    volatile bool _prepared;
+    readonly object _prepareLock = new();
 
     // offsets inside the 6D modulation of a block: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
     const int ShiftMsa = 0, ScaleMsa = 1, GateMsa = 2, ShiftMlp = 3, ScaleMlp = 4, GateMlp = 5;
@@ -133,7 +135,10 @@ public sealed class Denoiser : IDisposable
     }
 
     /// <summary>Must be called after the weights change (the optimiser does) so derived constants are recomputed.</summary>
-    public void InvalidateConditioning() => _prepared = false;
+    public void InvalidateConditioning()
+    {
+        lock (_prepareLock) _prepared = false;
+    }
 
     FloatView W(string name) => ParameterSet.View(Weights, Params[name]);
     FloatView G(string name) => ParameterSet.View(Grads, Params[name]);
@@ -161,6 +166,16 @@ public sealed class Denoiser : IDisposable
     void PrepareConditioning()
     {
         if (_prepared) return;
+        lock (_prepareLock)
+        {
+            if (_prepared) return;
+            ComputeConditioning();
+            _prepared = true;
+        }
+    }
+
+    void ComputeConditioning()
+    {
         int cd = Config.CondDim;
         Linear(_freq, "sigma_map.mlp.0.weight", "sigma_map.mlp.0.bias", _h0, 1, ModelConfig.FrequencyDim, cd);
         _b.SiluForward(_h0, _a0);
@@ -181,7 +196,6 @@ public sealed class Denoiser : IDisposable
             _b.Mul(EffW(2 * l + 1), W($"blocks.{l}.norm2.weight"), OnePlus(l, ScaleMlp), false);
         }
         _b.Mul(EffW(2 * _layers), W("output_layer.norm_final.weight"), FinalOnePlus(1), false);
-        _prepared = true;
     }
 
     static ulong DropSeed(ulong seed, int layer, int which) => Dropout.Mix(seed, (ulong)(layer * 2 + which));
@@ -226,8 +240,9 @@ public sealed class Denoiser : IDisposable
     void RotateQk(FloatView qkv, int rows, IntView positions, bool inverse)
     {
         int hd = Config.HeadDim, h = Config.Heads;
-        _b.Rotary(qkv, rows, 3 * _d, h, hd, positions, Rotary.Cos, Rotary.Sin, inverse);
-        _b.Rotary(qkv.Slice(_d), rows, 3 * _d, h, hd, positions, Rotary.Cos, Rotary.Sin, inverse);
+        var table = Rotary.Current;
+        _b.Rotary(qkv, rows, 3 * _d, h, hd, positions, table.Cos, table.Sin, inverse);
+        _b.Rotary(qkv.Slice(_d), rows, 3 * _d, h, hd, positions, table.Cos, table.Sin, inverse);
     }
 
     /// <summary>
@@ -329,9 +344,43 @@ public sealed class Denoiser : IDisposable
     /// </summary>
     public void ForwardCached(DenoiserWorkspace ws, KvCache cache, bool commit)
     {
+        var shape = new DecodeShape(ws.Batch, Config.Heads, Config.HeadDim, ws.SeqLen, cache.Length, cache.Capacity);
+        ForwardBlock(ws, (l, a) =>
+        {
+            _b.DecodeAttention(shape, a.Qkv, cache.K[l], cache.V[l], a.Attn);
+            if (commit) cache.Append(l, a.Qkv, ws.SeqLen);
+        });
+        if (commit) cache.Advance(ws.SeqLen);
+    }
+
+    /// <summary>
+    /// <see cref="ForwardCached"/> for ws.Batch independent sequences, each with its own single-sequence cache
+    /// (of its own length): the dense layers run over all of them at once, attention per sequence. This is how
+    /// requests that joined at different times are served in one batch.
+    /// </summary>
+    public void ForwardCachedEach(DenoiserWorkspace ws, IReadOnlyList<KvCache> caches, bool commit)
+    {
+        if (caches.Count != ws.Batch) throw new ArgumentException($"{caches.Count} caches for a workspace of {ws.Batch} sequences");
+        if (caches.Any(c => c.Batch != 1)) throw new ArgumentException("every cache must hold exactly one sequence");
+        int len = ws.SeqLen, d = _d;
+        ForwardBlock(ws, (l, a) =>
+        {
+            for (int s = 0; s < caches.Count; s++)
+            {
+                var c = caches[s];
+                var qkv = a.Qkv.Slice(s * len * 3 * d, len * 3 * d);
+                _b.DecodeAttention(new DecodeShape(1, Config.Heads, Config.HeadDim, len, c.Length, c.Capacity), qkv, c.K[l], c.V[l], a.Attn.Slice(s * len * d, len * d));
+                if (commit) c.Append(l, qkv, len);
+            }
+        });
+        if (commit) foreach (var c in caches) c.Advance(len);
+    }
+
+    /// <summary>The transformer body over a block; <paramref name="attend"/> fills a.Attn from a.Qkv of layer l.</summary>
+    void ForwardBlock(DenoiserWorkspace ws, Action<int, DenoiserWorkspace.LayerActivations> attend)
+    {
         PrepareConditioning();
-        int n = ws.Rows, d = _d, blockLen = ws.SeqLen;
-        var shape = new DecodeShape(ws.Batch, Config.Heads, Config.HeadDim, blockLen, cache.Length, cache.Capacity);
+        int n = ws.Rows, d = _d;
         _b.EmbeddingForward(ws.Ids, W("vocab_embed.embedding"), ws.Xs[0], n, d);
         for (int l = 0; l < _layers; l++)
         {
@@ -340,15 +389,13 @@ public sealed class Denoiser : IDisposable
             _b.LayerNormForward(ws.Xs[l], EffW(2 * l), Mod(l, ShiftMsa), a.H1, a.Mean1, a.Rstd1, n, d, 1e-5f);
             Linear(a.H1, p + "attn_qkv.weight", null, a.Qkv, n, d, 3 * d);
             RotateQk(a.Qkv, n, ws.Positions, inverse: false);
-            _b.DecodeAttention(shape, a.Qkv, cache.K[l], cache.V[l], a.Attn);
+            attend(l, a);
             Linear(a.Attn, p + "attn_out.weight", null, a.YAttn, n, d, d);
             _b.Copy(a.XMid, ws.Xs[l]);
             _b.ResidualGatedForward(a.XMid, a.YAttn, Mod(l, GateMsa), n, d, 0f, 0);
             MlpForward(l, a, n);
             _b.Copy(ws.Xs[l + 1], a.XMid);
             _b.ResidualGatedForward(ws.Xs[l + 1], a.YMlp, Mod(l, GateMlp), n, d, 0f, 0);
-            if (commit) cache.Append(l, a.Qkv, blockLen);
         }
-        if (commit) cache.Advance(blockLen);
     }
 }

@@ -41,7 +41,8 @@ public sealed class BlockSampler : IDisposable
 
     /// <summary>
     /// Generates continuations of BOS ⊕ prompt for options.BatchSize sequences. <paramref name="onBlock"/> receives,
-    /// per sequence, the tokens each committed block added (after stop truncation).
+    /// per sequence, the tokens each committed block added (after stop truncation). Cancellation is checked before
+    /// every denoising step and throws <see cref="OperationCanceledException"/>.
     /// </summary>
     /// <remarks>
     /// Stop rules are the reference's two modes. Variable length (<see cref="SamplingOptions.StopOnEos"/>): a sequence
@@ -120,11 +121,7 @@ public sealed class BlockSampler : IDisposable
 
         while (done.Any(d => d == null))
         {
-            if (cancel.IsCancellationRequested)
-            {
-                for (int s = 0; s < bs; s++) done[s] ??= StopReason.Cancelled;
-                break;
-            }
+            cancel.ThrowIfCancellationRequested();
             _model.Rotary.EnsureCapacity(committed + lb);
             // block = prompt remainder (fixed) + masks
             for (int s = 0; s < bs; s++)
@@ -141,6 +138,7 @@ public sealed class BlockSampler : IDisposable
             for (int k = 0; k < steps || AnyMasked(block); k++)
             {
                 if (!AnyMasked(block)) break;
+                cancel.ThrowIfCancellationRequested(); // every step: T may be huge and steps without a model call are cheap
                 if (stale)
                 {
                     logits = Denoise(cache, seqs, committed, block, bs);
@@ -261,7 +259,7 @@ public sealed class BlockSampler : IDisposable
     }
 
     /// <summary>Applies one reveal rule to one sequence's block; returns whether any token changed.</summary>
-    bool Reveal(SamplingOptions o, Rng rng, Span<int> block, ReadOnlySpan<int> sampled, ReadOnlySpan<float> probs, int step, int steps)
+    internal bool Reveal(SamplingOptions o, Rng rng, Span<int> block, ReadOnlySpan<int> sampled, ReadOnlySpan<float> probs, int step, int steps)
     {
         Span<int> masked = stackalloc int[block.Length];
         int count = 0;
@@ -351,7 +349,7 @@ public sealed class BlockSampler : IDisposable
         return p;
     }
 
-    static bool LowEntropy(List<int> seq, int promptLen, int window, float threshold)
+    internal static bool LowEntropy(List<int> seq, int promptLen, int window, float threshold)
     {
         int generated = seq.Count - promptLen;
         if (generated < window) return false;

@@ -32,7 +32,9 @@ public sealed class Evaluator(Denoiser model) : IDisposable
 
     /// <summary>Evaluates every row of <paramref name="rows"/> (each L tokens) in batches, with a fixed seed.</summary>
     /// <param name="resample">re-mask blocks outside [β, ω] as training does (the schedule search measures the training estimator).</param>
-    public EvalResult Evaluate(IReadOnlyList<int[]> rows, int batchSize, NoiseSchedule? schedule = null, ulong seed = 1234, bool resample = false)
+    /// <param name="cancel">checked before every batch; throws <see cref="OperationCanceledException"/>.</param>
+    public EvalResult Evaluate(IReadOnlyList<int[]> rows, int batchSize, NoiseSchedule? schedule = null, ulong seed = 1234, bool resample = false,
+        CancellationToken cancel = default)
     {
         if (rows.Count == 0) throw new UserInputException("no validation rows to evaluate (corpus too small for one sequence of L tokens?)");
         var sched = schedule ?? NoiseSchedule.Eval;
@@ -42,6 +44,7 @@ public sealed class Evaluator(Denoiser model) : IDisposable
         var batchVariances = new List<double>();
         for (int start = 0; start < rows.Count; start += batchSize)
         {
+            cancel.ThrowIfCancellationRequested();
             int b = Math.Min(batchSize, rows.Count - start);
             var batch = new Bd3Batch(b, length, lb);
             var flat = new int[b * length];
@@ -109,7 +112,7 @@ public static class ScheduleSearch
     }
 
     public static (ScheduleCell Best, IReadOnlyList<ScheduleCell> Cells) Run(Denoiser model, IReadOnlyList<int[]> rows, int batchSize,
-        IReadOnlyList<(float Min, float Max)>? grid = null, ulong seed = 99, Action<ScheduleCell>? onCell = null)
+        IReadOnlyList<(float Min, float Max)>? grid = null, ulong seed = 99, Action<ScheduleCell>? onCell = null, CancellationToken cancel = default)
     {
         using var eval = new Evaluator(model);
         var cells = new List<ScheduleCell>();
@@ -117,7 +120,7 @@ public static class ScheduleSearch
         {
             var s = new NoiseSchedule(lo, hi);
             s.Validate();
-            var r = eval.Evaluate(rows, batchSize, s, seed, resample: true);
+            var r = eval.Evaluate(rows, batchSize, s, seed, resample: true, cancel);
             var cell = new ScheduleCell(lo, hi, r.Nelbo, r.BlockVariance);
             cells.Add(cell);
             onCell?.Invoke(cell);

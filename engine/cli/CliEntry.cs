@@ -35,6 +35,7 @@ public static class CliEntry
         root.Subcommands.Add(SampleCommand.Create());
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(ExperimentCommand.Create());
+        root.Subcommands.Add(ServeCommand.Create());
         var ilgpuDevice = new Option<string>("--ilgpu-device")
         {
             Description = "ILGPU accelerator for --backend ilgpu: auto, cuda, opencl or cpu",

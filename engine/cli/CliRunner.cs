@@ -9,7 +9,7 @@ namespace FastBlockDiff.Cli;
 /// </summary>
 static class CliRunner
 {
-    public const int UserError = 2, InternalError = 70;
+    public const int UserError = 2, InternalError = 70, Cancelled = 130;
 
     public static int Run(Func<CancellationToken, int> body)
     {
@@ -29,6 +29,7 @@ static class CliRunner
             if (Environment.GetEnvironmentVariable("FASTBLOCKDIFF_DEBUG") == "1") Console.Error.WriteLine(e);
             return UserError;
         }
+        catch (OperationCanceledException) when (cts.IsCancellationRequested) { Console.Error.WriteLine("cancelled"); return Cancelled; }
         catch (Exception e)
         {
             Console.Error.WriteLine($"internal error (a bug in FastBlockDiff, not in your input): {e.GetType().Name}: {OneLine(e.Message)}");

@@ -17,14 +17,14 @@ static class EvalCommand
         var backend = new Option<string>("--backend") { DefaultValueFactory = _ => "auto" };
         var allowNonFinite = AllowNonFiniteOption.Create();
         var cmd = new Command("eval", "validation NELBO and perplexity (t ~ U[1e-3, 1])") { ckpt, data, all, max, batch, tokenizer, backend, allowNonFinite };
-        cmd.SetAction(r => CliRunner.Run(_ =>
+        cmd.SetAction(r => CliRunner.Run(cancel =>
         {
             if (r.GetValue(batch) <= 0) throw new UserInputException($"--batch-size must be positive, got {r.GetValue(batch)}");
             if (r.GetValue(max) < 0) throw new UserInputException($"--max-sequences must be ≥ 0 (0 = all), got {r.GetValue(max)}");
             Engine.Data.Corpus.RequireReadable(r.GetValue(data)!);
             using var model = BlockDiffusionModel.Load(r.GetValue(ckpt)!, r.GetValue(tokenizer), r.GetValue(backend)!, r.GetValue(allowNonFinite));
             Console.Error.WriteLine($"backend {model.BackendReason}");
-            var e = model.Evaluate(r.GetValue(data)!, r.GetValue(batch), r.GetValue(max), r.GetValue(all));
+            var e = model.Evaluate(r.GetValue(data)!, r.GetValue(batch), r.GetValue(max), r.GetValue(all), cancel: cancel);
             Console.WriteLine($"NELBO {e.Nelbo:F4} nats/token (±{Math.Sqrt(e.Variance / e.Sequences):F4}), perplexity {e.Perplexity:F3}" +
                 (model.Tokenizer.Name == "byte" ? $", {e.BitsPerToken:F4} bits/byte" : "") + $", {e.Sequences} sequences, {e.Tokens:N0} tokens");
             return 0;

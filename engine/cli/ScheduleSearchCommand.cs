@@ -19,7 +19,7 @@ static class ScheduleSearchCommand
         var backend = new Option<string>("--backend") { DefaultValueFactory = _ => "auto" };
         var allowNonFinite = AllowNonFiniteOption.Create();
         var cmd = new Command("schedule-search", "find the clipped schedule U[β, ω] with the lowest NELBO variance") { ckpt, data, max, batch, tokenizer, backend, allowNonFinite };
-        cmd.SetAction(r => CliRunner.Run(_ =>
+        cmd.SetAction(r => CliRunner.Run(cancel =>
         {
             if (r.GetValue(max) <= 0) throw new UserInputException($"--max-sequences must be positive, got {r.GetValue(max)}");
             if (r.GetValue(batch) <= 0) throw new UserInputException($"--batch-size must be positive, got {r.GetValue(batch)}");
@@ -29,7 +29,7 @@ static class ScheduleSearchCommand
             var rows = ds.ValidRows.Take(r.GetValue(max)).Select(i => ds.Row(i).ToArray()).ToList();
             var table = new Table().AddColumns("β", "ω", "NELBO mean", "NELBO variance");
             var (best, cells) = ScheduleSearch.Run(model.Denoiser, rows, r.GetValue(batch),
-                onCell: c => Console.Error.WriteLine($"  β={c.Min:0.00} ω={c.Max:0.00}: mean {c.Mean:F4} variance {c.Variance:F5}"));
+                onCell: c => Console.Error.WriteLine($"  β={c.Min:0.00} ω={c.Max:0.00}: mean {c.Mean:F4} variance {c.Variance:F5}"), cancel: cancel);
             foreach (var c in cells)
                 table.AddRow($"{c.Min:0.00}", $"{c.Max:0.00}", $"{c.Mean:F4}", c == best ? $"[green]{c.Variance:F5}[/]" : $"{c.Variance:F5}");
             AnsiConsole.Write(table);
