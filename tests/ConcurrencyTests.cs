@@ -104,7 +104,9 @@ public class ConcurrencyTests
         var m = TinyModels.Random(TinyModels.Config(length: 16, blockSize: 4, vocab: 13), seed: 2);
         using var cts = new CancellationTokenSource();
         int blocks = 0;
-        var opts = new SamplingOptions { MaxTokens = 8, StepsPerBlock = int.MaxValue, StopOnEos = false, EntropyThreshold = 0 };
+        // DDPM: first-hitting (the default now) reveals one token per step and so ends a block in L' steps whatever T;
+        // DDPM with a huge T reveals almost nothing per step and never ends by itself
+        var opts = new SamplingOptions { MaxTokens = 8, StepsPerBlock = int.MaxValue, Kind = SamplerKind.Ddpm, StopOnEos = false, EntropyThreshold = 0 };
         cts.CancelAfter(TimeSpan.FromMilliseconds(200));   // the trigger only: the sampler never ends by itself
         Assert.ThrowsAny<OperationCanceledException>(() => new BlockSampler(m, 9, 10).Generate([1], opts, (_, _) => blocks++, cts.Token));
         Assert.Equal(0, blocks);   // the block was never committed half-masked

@@ -50,14 +50,17 @@ public sealed class BlockSampler : IDisposable
     /// after it; when the entropy of its last window falls below the threshold it stops and that window is cut off.
     /// Fixed length: EOS does not stop it; a sample that falls to low entropy is discarded and regenerated (at most
     /// <see cref="SamplingOptions.MaxRegenerations"/> times, after which it is returned as it is with
-    /// <see cref="StopReason.LowEntropy"/>). In fixed-length mode <paramref name="onBlock"/> receives a sequence's
-    /// blocks only once the sample is accepted, so no consumer sees a discarded sample.
+    /// <see cref="StopReason.LowEntropy"/>). In fixed-length mode with regeneration possible (an entropy stop and
+    /// retries) <paramref name="onBlock"/> receives a sequence's tokens only once the sample is accepted, so no consumer
+    /// sees a discarded sample; otherwise it receives them block by block.
     /// </remarks>
     public SampleResult Generate(ReadOnlySpan<int> prompt, SamplingOptions options, Action<int, int[]>? onBlock = null, CancellationToken cancel = default)
     {
         options.Validate();
         var rng = new Rng(options.Seed);
-        if (options.StopOnEos) return GenerateBatch(prompt, options, options.BatchSize, rng, onBlock, cancel);
+        // nothing can be regenerated (variable length, no entropy stop, or no retries): blocks go out as they are committed
+        if (options.StopOnEos || options.EntropyThreshold == 0 || options.MaxRegenerations == 0)
+            return GenerateBatch(prompt, options, options.BatchSize, rng, onBlock, cancel);
 
         var clock = Stopwatch.StartNew();
         int bs = options.BatchSize;
@@ -85,8 +88,8 @@ public sealed class BlockSampler : IDisposable
 
     SampleResult GenerateBatch(ReadOnlySpan<int> prompt, SamplingOptions options, int bs, Rng rng, Action<int, int[]>? onBlock, CancellationToken cancel)
     {
-        int lb = _c.BlockSize, steps = options.StepsPerBlock > 0 ? options.StepsPerBlock : lb;
-        float entropyThreshold = options.EntropyThreshold ?? (float)Math.Min(4.0, 0.4 * Math.Log(_c.VocabSize));
+        int lb = _c.BlockSize, steps = BlockStep.Steps(options, _c);
+        float entropyThreshold = BlockStep.EntropyThreshold(options, _c);
         var clock = Stopwatch.StartNew();
 
         var prefix = new List<int>(prompt.Length + 1) { _bos };
@@ -99,7 +102,6 @@ public sealed class BlockSampler : IDisposable
         _model.Rotary.EnsureCapacity(prefix.Count + lb);
 
         using var cache = options.UseKvCache ? new KvCache(_b, _c, bs, _c.ModelLength) : null;
-        using var stepBuffers = new OwnedBuffers(_b);
         int committed = prefix.Count / lb * lb;   // tokens already in whole blocks
         // commit the prompt's whole blocks
         for (int start = 0; start < committed; start += lb)
@@ -109,15 +111,7 @@ public sealed class BlockSampler : IDisposable
 
         var block = new int[bs * lb];
         var fixedMask = new bool[bs * lb];
-        var uniforms = stepBuffers.Float("uniforms", bs, lb);
-        var sampledDev = stepBuffers.Int("sampled tokens", bs, lb);
-        var probsDev = stepBuffers.Float("sampled probabilities", bs, lb);
-        var sampled = new int[bs * lb];
-        var probs = new float[bs * lb];
-        var u = new float[bs * lb];
-        // DDPM and first-hitting decide first which positions a step reveals: only those rows are gathered here and sampled
-        var hitRows = options.Kind != SamplerKind.Confidence ? _b.AllocFloat(checked(bs * _c.VocabSize)) : default;
-        using var hitRowsOwner = hitRows.Storage;
+        using var step = new BlockStep(_b, _c, bs);
 
         while (done.Any(d => d == null))
         {
@@ -145,21 +139,7 @@ public sealed class BlockSampler : IDisposable
                     nfe++;
                     stale = false;
                 }
-                if (options.Kind != SamplerKind.Confidence)
-                {
-                    var chosen = ChooseReveals(options, rng, block, k, steps);
-                    stale = SampleChosen(options, rng, logits, hitRows, chosen, block, uniforms, sampledDev, probsDev, u, sampled);
-                    continue;
-                }
-                for (int i = 0; i < u.Length; i++) u[i] = rng.NextFloat();
-                _b.Upload(uniforms, u);
-                _b.SampleCategorical(logits, bs * lb, _c.VocabSize, _c.MaskId, options.Temperature, options.TopP, uniforms, sampledDev, probsDev);
-                _b.Download(sampledDev, sampled);
-                _b.Download(probsDev, probs);
-                bool changed = false;
-                for (int s = 0; s < bs; s++)
-                    changed |= Reveal(options, rng, block.AsSpan(s * lb, lb), sampled.AsSpan(s * lb, lb), probs.AsSpan(s * lb, lb), k, steps);
-                stale = changed;
+                stale = step.Step(options, rng, logits, block, k, steps);
             }
             // commit: the block becomes clean context
             for (int s = 0; s < bs; s++)
@@ -171,26 +151,10 @@ public sealed class BlockSampler : IDisposable
             for (int s = 0; s < bs; s++)
             {
                 if (done[s] != null) continue;
-                int firstNew = Math.Max(prefix.Count, committed - lb);
-                var added = new List<int>();
-                for (int pos = firstNew; pos < committed; pos++)
-                {
-                    int tok = seqs[s][pos];
-                    added.Add(tok);
-                    int genCount = pos - prefix.Count + 1;
-                    // BOS counts as the first EOS: the first generated one is the second, and the sample ends after it
-                    if (options.StopOnEos && tok == _eos) { done[s] = StopReason.Eos; break; }
-                    if (genCount >= options.MaxTokens) { done[s] = StopReason.MaxTokens; break; }
-                }
-                generated += added.Count;
-                onBlock?.Invoke(s, [.. added]);
-                if (done[s] != null) finalLength[s] = firstNew + added.Count;
-                else if (entropyThreshold > 0 && LowEntropy(seqs[s], prefix.Count, options.EntropyWindow, entropyThreshold))
-                {
-                    // variable length cuts the low-entropy window off; fixed length discards the sample (the caller regenerates)
-                    done[s] = StopReason.LowEntropy;
-                    finalLength[s] = options.StopOnEos ? seqs[s].Count - options.EntropyWindow : seqs[s].Count;
-                }
+                done[s] = BlockStep.EndOfBlock(options, seqs[s], prefix.Count, committed, lb, _eos, entropyThreshold, out var added, out int end);
+                generated += added.Length;
+                onBlock?.Invoke(s, added);
+                if (done[s] != null) finalLength[s] = end;
             }
         }
         clock.Stop();
@@ -199,108 +163,6 @@ public sealed class BlockSampler : IDisposable
     }
 
     bool AnyMasked(int[] block) => Array.IndexOf(block, _c.MaskId) >= 0;
-
-    /// <summary>
-    /// The positions (indices into the batch's block) this step reveals. First-hitting: one uniformly chosen masked
-    /// position per sequence. DDPM: each masked position with (α_s - α_t)/(1 - α_t), t = 1 - k/T → s = t - 1/T; the last step all.
-    /// </summary>
-    List<int> ChooseReveals(SamplingOptions o, Rng rng, int[] block, int step, int steps)
-    {
-        int lb = _c.BlockSize;
-        var chosen = new List<int>();
-        double t = 1.0 - (double)step / steps, s = Math.Max(0.0, t - 1.0 / steps);
-        double p = step >= steps - 1 ? 1.0 : (t - s) / t;
-        for (int q = 0; q < block.Length / lb; q++)
-        {
-            var seq = block.AsSpan(q * lb, lb);
-            int count = seq.Count(_c.MaskId);
-            if (count == 0) continue;
-            if (o.Kind == SamplerKind.FirstHitting)
-            {
-                int skip = rng.NextInt(count), i = 0;
-                while (seq[i] != _c.MaskId || skip-- > 0) i++;
-                chosen.Add(q * lb + i);
-                continue;
-            }
-            for (int i = 0; i < lb; i++)
-                if (seq[i] == _c.MaskId && rng.NextDouble() < p) chosen.Add(q * lb + i);
-        }
-        return chosen;
-    }
-
-    /// <summary>
-    /// Samples a token for each chosen position and reveals it; returns whether any token changed. Up to one row per
-    /// sequence, the chosen rows are gathered and only they are sampled; more (the last step), all rows are.
-    /// </summary>
-    bool SampleChosen(SamplingOptions o, Rng rng, FloatView logits, FloatView rows, List<int> chosen, int[] block, FloatView uniforms, IntView sampledDev, FloatView probsDev, float[] u, int[] sampled)
-    {
-        int v = _c.VocabSize, n = chosen.Count;
-        if (n == 0) return false;
-        if (n <= rows.Length / v)
-        {
-            for (int k = 0; k < n; k++)
-            {
-                _b.Copy(rows.Slice(k * v, v), logits.Slice(checked(chosen[k] * v), v));
-                u[k] = rng.NextFloat();
-            }
-            _b.Upload(uniforms.Slice(0, n), u.AsSpan(0, n));
-            _b.SampleCategorical(rows, n, v, _c.MaskId, o.Temperature, o.TopP, uniforms, sampledDev, probsDev);
-            _b.Download(sampledDev.Slice(0, n), sampled.AsSpan(0, n));
-            for (int k = 0; k < n; k++) block[chosen[k]] = sampled[k];
-            return true;
-        }
-        Array.Clear(u);
-        foreach (int i in chosen) u[i] = rng.NextFloat();
-        _b.Upload(uniforms, u);
-        _b.SampleCategorical(logits, block.Length, v, _c.MaskId, o.Temperature, o.TopP, uniforms, sampledDev, probsDev);
-        _b.Download(sampledDev, sampled);
-        foreach (int i in chosen) block[i] = sampled[i];
-        return true;
-    }
-
-    /// <summary>Applies one reveal rule to one sequence's block; returns whether any token changed.</summary>
-    internal bool Reveal(SamplingOptions o, Rng rng, Span<int> block, ReadOnlySpan<int> sampled, ReadOnlySpan<float> probs, int step, int steps)
-    {
-        Span<int> masked = stackalloc int[block.Length];
-        int count = 0;
-        for (int i = 0; i < block.Length; i++) if (block[i] == _c.MaskId) masked[count++] = i;
-        if (count == 0) return false;
-        switch (o.Kind)
-        {
-            case SamplerKind.FirstHitting:
-            {
-                int i = masked[rng.NextInt(count)];
-                block[i] = sampled[i];
-                return true;
-            }
-            case SamplerKind.Confidence:
-            {
-                int best = masked[0];
-                bool any = false;
-                for (int j = 0; j < count; j++)
-                {
-                    int i = masked[j];
-                    if (probs[i] > probs[best]) best = i;
-                    if (probs[i] > o.ConfidenceThreshold) { block[i] = sampled[i]; any = true; }
-                }
-                if (!any) block[best] = sampled[best];
-                return true;
-            }
-            default:
-            {
-                // t = 1 - k/T → s = t - 1/T: reveal with (α_s - α_t)/(1 - α_t) = (t - s)/t; the last step reveals all.
-                double t = 1.0 - (double)step / steps, s = Math.Max(0.0, t - 1.0 / steps);
-                double p = step >= steps - 1 ? 1.0 : (t - s) / t;
-                bool changed = false;
-                for (int j = 0; j < count; j++)
-                {
-                    int i = masked[j];
-                    if (rng.NextDouble() < p) { block[i] = sampled[i]; changed = true; }
-                }
-                return changed;
-            }
-        }
-    }
 
     /// <summary>Logits [bs·L', V] of the current block given the committed prefix.</summary>
     FloatView Denoise(KvCache? cache, List<int>[] seqs, int committed, int[] block, int bs)

@@ -30,7 +30,6 @@ public sealed class RequestScheduler : IBlockGenerator, IDisposable
     readonly Denoiser _net;
     readonly IBackend _b;
     readonly ModelConfig _c;
-    readonly BlockSampler _rules;
     readonly ILogger _log;
     readonly Channel<Request> _queue;
     readonly CancellationTokenSource _shutdown = new();
@@ -61,7 +60,6 @@ public sealed class RequestScheduler : IBlockGenerator, IDisposable
         if (maxBatch <= 0) throw new UserInputException($"the batch of the scheduler must hold at least one request, got {maxBatch}");
         if (maxQueue <= 0) throw new UserInputException($"the queue of the scheduler must hold at least one request, got {maxQueue}");
         _model = model; _net = model.Denoiser; _b = model.Backend; _c = model.Config;
-        _rules = new BlockSampler(_net, model.Tokenizer.BosId, model.Tokenizer.EosId);
         MaxBatch = maxBatch; MaxQueue = maxQueue;
         _log = logger ?? NullLogger.Instance;
         _queue = Channel.CreateUnbounded<Request>(new UnboundedChannelOptions { SingleReader = true });
@@ -177,48 +175,38 @@ public sealed class RequestScheduler : IBlockGenerator, IDisposable
         foreach (var a in committing) { a.Committed += lb; Finish(a); }
     }
 
-    /// <summary>One denoising step of one request, with its own random stream: what BlockSampler does for a batch of one.</summary>
+    /// <summary>One denoising step of one request, with its own random stream: the sampler's step for a batch of one.</summary>
     void Step(Slot a)
     {
-        int lb = _c.BlockSize;
-        for (int i = 0; i < lb; i++) a.U[i] = a.Rng.NextFloat();
-        _b.Upload(a.UniformsDev, a.U);
-        _b.SampleCategorical(a.Logits, lb, _c.VocabSize, _c.MaskId, a.Options.Temperature, a.Options.TopP, a.UniformsDev, a.SampledDev, a.ProbsDev);
-        _b.Download(a.SampledDev, a.Sampled);
-        _b.Download(a.ProbsDev, a.Probs);
-        a.Stale = _rules.Reveal(a.Options, a.Rng, a.Block, a.Sampled, a.Probs, a.StepIndex, a.Steps);
+        a.Stale = a.Stepper.Step(a.Options, a.Rng, a.Logits, a.Block, a.StepIndex, a.Steps);
         a.StepIndex++;
         if (a.Request.Body.ReportSteps) a.Send(new GenerationUpdate("", 0, a.PromptTokens, a.Output, a.Nfe, Draft: [.. a.Block]));
     }
 
-    /// <summary>Stop rules after a committed block, exactly as the sampler applies them; sends the block's update.</summary>
+    /// <summary>
+    /// Stop rules after a committed block, the sampler's own (<see cref="BlockStep.EndOfBlock"/>); sends the block's
+    /// update. Fixed-length mode with regeneration possible holds the sample back until it is accepted, as the sampler
+    /// does: a low-entropy sample is discarded and drawn again on the request's own random stream.
+    /// </summary>
     void Finish(Slot a)
     {
         int lb = _c.BlockSize, promptLen = a.Prefix.Count;
-        int firstNew = Math.Max(promptLen, a.Committed - lb);
-        var added = new List<int>();
-        StopReason? done = null;
-        for (int pos = firstNew; pos < a.Committed; pos++)
+        var done = BlockStep.EndOfBlock(a.Options, a.Seq, promptLen, a.Committed, lb, _model.Tokenizer.EosId, a.EntropyThreshold, out var added, out int end);
+        a.Output += added.Length;
+        Interlocked.Add(ref _tokens, added.Length);
+        if (!a.HoldsBack) a.Send(new GenerationUpdate(a.Decoder.Add(added), added.Length, a.PromptTokens, a.Output, a.Nfe));
+        if (done is not { } reason) return;
+        if (a.HoldsBack)
         {
-            int tok = a.Seq[pos];
-            added.Add(tok);
-            if (a.Options.StopOnEos && tok == _model.Tokenizer.EosId) { done = StopReason.Eos; break; }
-            if (pos - promptLen + 1 >= a.Options.MaxTokens) { done = StopReason.MaxTokens; break; }
+            if (reason == StopReason.LowEntropy && a.Attempt < a.Options.MaxRegenerations) { a.Restart(); return; }
+            int[] ids = [.. a.Seq.Skip(promptLen).Take(end - promptLen)];
+            a.Send(new GenerationUpdate(a.Decoder.Add(ids), ids.Length, a.PromptTokens, a.Output, a.Nfe));
         }
-        a.Output += added.Count;
-        Interlocked.Add(ref _tokens, added.Count);
-        int[] ids = [.. added];
-        a.Send(new GenerationUpdate(a.Decoder.Add(ids), ids.Length, a.PromptTokens, a.Output, a.Nfe));
-        if (done == null && a.EntropyThreshold > 0 && BlockSampler.LowEntropy(a.Seq, promptLen, a.Options.EntropyWindow, a.EntropyThreshold))
-            done = StopReason.LowEntropy;
-        if (done is { } reason)
-        {
-            string rest = a.Decoder.Flush();
-            if (rest.Length > 0) a.Send(new GenerationUpdate(rest, 0, a.PromptTokens, a.Output, a.Nfe));
-            a.Send(new GenerationUpdate("", 0, a.PromptTokens, a.Output, a.Nfe, IsFinal: true, reason));
-            a.Complete(null);
-            Interlocked.Increment(ref _requests);
-        }
+        string rest = a.Decoder.Flush();
+        if (rest.Length > 0) a.Send(new GenerationUpdate(rest, 0, a.PromptTokens, a.Output, a.Nfe));
+        a.Send(new GenerationUpdate("", 0, a.PromptTokens, a.Output, a.Nfe, IsFinal: true, reason));
+        a.Complete(null);
+        Interlocked.Increment(ref _requests);
     }
 
     /// <summary>
@@ -274,19 +262,21 @@ public sealed class RequestScheduler : IBlockGenerator, IDisposable
     {
         public readonly Request Request;
         public readonly SamplingOptions Options;
-        public readonly List<int> Prefix, Seq;
+        public readonly List<int> Prefix;
+        public List<int> Seq;
         public readonly Rng Rng;
         public readonly KvCache Cache;
         public readonly IncrementalDecoder Decoder;
         public readonly int PromptTokens, Steps;
         public readonly float EntropyThreshold;
-        public readonly int[] Block, Sampled;
+        public readonly int[] Block;
         public readonly bool[] FixedMask;
-        public readonly float[] U, Probs;
-        public readonly FloatView Logits, UniformsDev, ProbsDev;
-        public readonly IntView SampledDev;
+        public readonly FloatView Logits;
+        public readonly BlockStep Stepper;
+        /// <summary>Fixed-length mode that may regenerate: the sample goes out only once accepted.</summary>
+        public readonly bool HoldsBack;
         public RequestState State = RequestState.New;
-        public int Committed, StepIndex, Output, Nfe;
+        public int Committed, StepIndex, Output, Nfe, Attempt;
         public bool Stale;
 
         public Slot(Request r, RequestScheduler s)
@@ -297,13 +287,24 @@ public sealed class RequestScheduler : IBlockGenerator, IDisposable
             Seq = [.. Prefix];
             PromptTokens = r.PromptIds.Length;
             Rng = new Rng(Options.Seed);
-            Steps = Options.StepsPerBlock > 0 ? Options.StepsPerBlock : lb;
-            EntropyThreshold = Options.EntropyThreshold ?? (float)Math.Min(4.0, 0.4 * Math.Log(c.VocabSize));
+            Steps = BlockStep.Steps(Options, c);
+            EntropyThreshold = BlockStep.EntropyThreshold(Options, c);
+            HoldsBack = !Options.StopOnEos && EntropyThreshold > 0 && Options.MaxRegenerations > 0;
             Cache = new KvCache(s._b, c, 1, c.ModelLength);
             Decoder = new IncrementalDecoder(s._model.Tokenizer);
-            Block = new int[lb]; Sampled = new int[lb]; FixedMask = new bool[lb]; U = new float[lb]; Probs = new float[lb];
+            Block = new int[lb]; FixedMask = new bool[lb];
             Logits = s._b.AllocFloat(lb * c.VocabSize);
-            UniformsDev = s._b.AllocFloat(lb); ProbsDev = s._b.AllocFloat(lb); SampledDev = s._b.AllocInt(lb);
+            Stepper = new BlockStep(s._b, c, 1);
+        }
+
+        /// <summary>Discards a low-entropy fixed-length sample: the next one starts from the prompt, the random stream goes on.</summary>
+        public void Restart()
+        {
+            Attempt++;
+            Seq = [.. Prefix];
+            Committed = 0; Output = 0;
+            Cache.Reset();
+            State = RequestState.New;
         }
 
         /// <summary>The next block: the prompt's remainder (fixed) and masks.</summary>
@@ -336,8 +337,8 @@ public sealed class RequestScheduler : IBlockGenerator, IDisposable
             State = RequestState.Finished;
             Request.Updates.Writer.TryComplete(error);
             Cache.Dispose();
-            foreach (var v in new[] { Logits, UniformsDev, ProbsDev }) v.Storage.Dispose();
-            SampledDev.Storage.Dispose();
+            Logits.Storage.Dispose();
+            Stepper.Dispose();
         }
     }
 }

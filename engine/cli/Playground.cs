@@ -102,7 +102,7 @@ static class Playground
 <div>
   <label>max tokens <input id="max_tokens" type="number" value="64" min="1" max="4096"></label>
   <label>steps / block <input id="steps" type="number" value="0" min="0"></label>
-  <label>sampler <select id="sampler"><option>ddpm</option><option>first-hitting</option><option>confidence</option></select></label>
+  <label>sampler <select id="sampler"><option>first-hitting</option><option>ddpm</option><option>confidence</option></select></label>
   <label>seed <input id="seed" type="number" value="0" min="0"></label>
   <button id="generate">Generate</button>
 </div>
