@@ -166,8 +166,9 @@ public class ConcurrencyTests
             var config = ByteConfig();
             var m = TinyModels.Random(config, seed: 5);
             ModelCheckpoint.Save(dir, config, m.Params, m.DownloadWeights());
+            // DDPM: with first-hitting (the default now) a huge --steps still ends each block in L' steps, so the run could end before Ctrl+C
             var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
-            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "fastblockdiff.dll"), "sample", "--checkpoint", dir, "--backend", "cpu", "--steps", "2147483647" })
+            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "fastblockdiff.dll"), "sample", "--checkpoint", dir, "--backend", "cpu", "--steps", "2147483647", "--sampler", "ddpm" })
                 psi.ArgumentList.Add(a);
             using var p = Process.Start(psi)!;
             var stdout = p.StandardOutput.ReadToEndAsync();
