@@ -10,8 +10,9 @@ namespace FastBlockDiff.Tests;
 
 /// <summary>
 /// `fastblockdiff train` under Open MPI's mpirun with 2 ranks on the CPU (1 thread each): the same trajectory as one
-/// process with the same global batch, resume continuing it, and a killed or stopped rank ending the job with a message
-/// naming it. Skips where mpirun is absent (.ci/install-mpi.sh installs it).
+/// process with the same global batch, bucketed and overlapped all-reduce bit for bit the unbucketed one, resume
+/// continuing it, and a killed or stopped rank ending the job with a message naming it. Skips where mpirun is absent
+/// (.ci/install-mpi.sh installs it).
 /// </summary>
 public sealed class DataParallelTests : IDisposable
 {
@@ -89,7 +90,8 @@ public sealed class DataParallelTests : IDisposable
         string one = Path.Combine(_dir, "one"), two = Path.Combine(_dir, "two");
         // dropout off: each rank hashes its own dropout seed, so masks (not gradients) would differ from one process
         var a = Ok(Run(null, Train(one, 3, "--dropout", "0")), one);
-        var r = Run(mpirun, Train(two, 3, "--dropout", "0"));
+        // bucketed and overlapped: buckets of about 1,000 floats (whole tensors), started during the backward pass
+        var r = Run(mpirun, Train(two, 3, "--dropout", "0", "--allreduce-bucket-mb", "0.004"));
         var b = Ok(r, two);
         Assert.Contains("data parallel: MPI", r.Out);
         Assert.Equal(1, CountOccurrences(r.Out, "checkpoint saved")); // rank 0 alone writes and reports
@@ -102,6 +104,28 @@ public sealed class DataParallelTests : IDisposable
         Close(a.V, b.V, 1e-4, "second moment");
         Close(a.Weights, b.Weights, 1e-5, "weights");
         for (int i = 0; i < a.LossLog.Count; i++) Assert.Equal(a.LossLog[i].Loss, b.LossLog[i].Loss, 1e-5);
+    }
+
+    [Fact]
+    public void BucketedOverlappedAllReduceEqualsTheUnbucketedOneBitForBit()
+    {
+        string mpirun = RequireMpirun();
+        // two ranks: every element is a+b whichever way the buffer is cut, so bucketing may not change a single bit;
+        // with gradient accumulation, since buckets start only in the last micro-batch's backward
+        TrainingState Trained(string bucketMb)
+        {
+            string outDir = Path.Combine(_dir, $"buckets-{bucketMb}");
+            return Ok(Run(mpirun, Train(outDir, 2, "--grad-accum", "2", "--allreduce-bucket-mb", bucketMb)), outDir);
+        }
+        var unbucketed = Trained("0");
+        foreach (var mb in new[] { "1e-9", "1000" }) // one parameter tensor per bucket (many tiny ones); one bucket larger than the buffer
+        {
+            var bucketed = Trained(mb);
+            Assert.True(unbucketed.Weights.AsSpan().SequenceEqual(bucketed.Weights), $"weights differ with --allreduce-bucket-mb {mb}");
+            Assert.True(unbucketed.M.AsSpan().SequenceEqual(bucketed.M), $"first moments differ with --allreduce-bucket-mb {mb}");
+            Assert.True(unbucketed.V.AsSpan().SequenceEqual(bucketed.V), $"second moments differ with --allreduce-bucket-mb {mb}");
+            Assert.Equal(unbucketed.LossLog, bucketed.LossLog);
+        }
     }
 
     [Fact]
@@ -123,14 +147,15 @@ public sealed class DataParallelTests : IDisposable
     public void KilledRankEndsTheJobNamingIt() => LoseRank1("-KILL", "rank 1");
 
     [Fact]
-    public void StoppedRankIsNamedWithinTheTimeout() => LoseRank1("-STOP", "within 3 s"); // before or inside a collective
+    // one tensor per bucket: rank 0's communication thread has buckets in flight during most of the step when rank 1 stops
+    public void StoppedRankIsNamedWithinTheTimeout() => LoseRank1("-STOP", "within 3 s", "1e-9"); // before or inside a collective
 
     /// <summary>Starts a long 2-rank run, waits for its first checkpoint, signals rank 1, and expects the whole job to end.</summary>
-    void LoseRank1(string signal, string expected)
+    void LoseRank1(string signal, string expected, string bucketMb = "25")
     {
         string mpirun = RequireMpirun();
         string outDir = Path.Combine(_dir, "lost");
-        using var p = Process.Start(Start(mpirun, Train(outDir, 1_000_000, "--checkpoint-every", "1", "--collective-timeout", "3")))!;
+        using var p = Process.Start(Start(mpirun, Train(outDir, 1_000_000, "--checkpoint-every", "1", "--collective-timeout", "3", "--allreduce-bucket-mb", bucketMb)))!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
         try

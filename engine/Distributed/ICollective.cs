@@ -23,6 +23,12 @@ public interface ICollective : IDisposable
 
     /// <summary>In-place all-reduce of a backend buffer (the flat gradient buffer), on every rank.</summary>
     void AllReduce(IBackend backend, FloatView buffer, ReduceOp op);
+    /// <summary>
+    /// The bucketed gradient all-reduce on <paramref name="backend"/>'s buffers, overlapped with the caller's work where
+    /// this transport allows (MPI on the CPU backend's arrays: a communication thread; NCCL: a communication stream).
+    /// The default sums each bucket as it is started. The caller owns the result.
+    /// </summary>
+    IBucketedAllReduce OpenBuckets(IBackend backend) => new BlockingBucketedAllReduce(this, backend);
     /// <summary>In-place all-reduce (sum or average) of a few host values: losses, flags.</summary>
     void AllReduce(Span<double> values, ReduceOp op);
     /// <summary>Replaces every rank's <paramref name="data"/> with rank <paramref name="root"/>'s; lengths must agree.</summary>

@@ -85,6 +85,14 @@ public sealed unsafe class MpiCollective : ICollective
         }
     }
 
+    /// <summary>
+    /// On the CPU backend a communication thread sums the buckets while the backward pass goes on (the arrays are host
+    /// memory MPI reads in place; Open MPI has no progress thread of its own, so the thread's polling drives the
+    /// transfer). Other backends' buffers go through host copies on the backend's own thread: summed as started.
+    /// </summary>
+    public IBucketedAllReduce OpenBuckets(IBackend backend) =>
+        backend is CpuBackend ? new ThreadedBucketedAllReduce(this, backend) : new BlockingBucketedAllReduce(this, backend);
+
     public void AllReduce(Span<double> values, ReduceOp op)
     {
         lock (_gate)
@@ -198,7 +206,10 @@ public sealed unsafe class MpiCollective : ICollective
         Console.Error.WriteLine($"error: rank {Rank} of {Size}: {message}");
         Console.Error.WriteLine($"rank {Rank}: aborting all {Size} ranks (MPI_Abort)");
         Console.Error.Flush();
+        // a communication thread may be polling a bucket's all-reduce: wait for it briefly, then abort regardless
+        bool serialised = Monitor.TryEnter(_gate, TimeSpan.FromSeconds(1));
         Mpi.Abort(_comm, exitCode);
+        if (serialised) Monitor.Exit(_gate);
         Environment.Exit(exitCode); // MPI_Abort does not return when it works
     }
 

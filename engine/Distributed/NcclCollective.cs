@@ -16,6 +16,7 @@ public sealed class NcclCollective : ICollective
     readonly ICollective _host;
     readonly CudaBackend _cuda;
     readonly CudaStream _stream;
+    readonly CudaEvent _backendDone;
     nint _comm;
     bool _broken;
 
@@ -39,6 +40,7 @@ public sealed class NcclCollective : ICollective
             host.Broadcast(new Span<byte>(id.Bytes, NcclUniqueId.Size), 0);
         }
         _stream = CudaStream.Create(nonBlocking: true);
+        _backendDone = CudaEvent.Create(timing: false);
         _comm = Nccl.CommInitRank(host.Size, id, host.Rank);
         Description = $"NCCL {FormatVersion(Nccl.Version())} on {cuda.DeviceName} (bootstrapped by {host.Description})";
     }
@@ -47,18 +49,50 @@ public sealed class NcclCollective : ICollective
 
     public void AllReduce(IBackend backend, FloatView buffer, ReduceOp op)
     {
-        if (buffer.Storage is not CudaStorage storage || !ReferenceEquals(backend, _cuda)) { _host.AllReduce(backend, buffer, op); return; }
-        if (_broken) throw new CollectiveFailedException($"rank {Rank}: an earlier NCCL all-reduce failed; the job cannot continue");
-        // the arrival check over MPI names a rank that never came; NCCL itself would only wait
-        Span<double> arrival = [buffer.Length];
-        _host.AllReduce(arrival, ReduceOp.Sum);
-        if (arrival[0] != (double)buffer.Length * Size)
-            throw new CollectiveFailedException($"rank {Rank}: ranks disagree on the all-reduce size ({buffer.Length:N0} floats here)");
+        if (buffer.Storage is not CudaStorage || !ReferenceEquals(backend, _cuda)) { _host.AllReduce(backend, buffer, op); return; }
+        CheckArrival(buffer.Length);
         _cuda.Synchronize(); // the gradients are written on the backend's stream
-        ulong p = storage.Pointer + (ulong)buffer.Offset * sizeof(float);
+        Enqueue(buffer, op);
+        WaitQueued($"NCCL all-reduce of {buffer.Length:N0} floats");
+    }
+
+    /// <summary>
+    /// On this collective's GPU: each bucket's ncclAllReduce is queued on the communication stream behind an event
+    /// recorded on the backend's stream when the bucket is started, so it runs while the backward kernels queued after
+    /// it (earlier layers) run on the backend's stream. Other backends go to the bootstrapping world.
+    /// </summary>
+    public IBucketedAllReduce OpenBuckets(IBackend backend) =>
+        ReferenceEquals(backend, _cuda) ? new NcclBucketedAllReduce(this) : _host.OpenBuckets(backend);
+
+    /// <summary>The arrival check over MPI, which names a rank that never came (NCCL itself would only wait).</summary>
+    internal void CheckArrival(int length)
+    {
+        if (_broken) throw new CollectiveFailedException($"rank {Rank}: an earlier NCCL all-reduce failed; the job cannot continue");
+        Span<double> arrival = [length];
+        _host.AllReduce(arrival, ReduceOp.Sum);
+        if (arrival[0] != (double)length * Size)
+            throw new CollectiveFailedException($"rank {Rank}: ranks disagree on the all-reduce size ({length:N0} floats here)");
+    }
+
+    /// <summary>Queues the in-place all-reduce of a device buffer on the communication stream (after what that stream already waits for).</summary>
+    internal void Enqueue(FloatView buffer, ReduceOp op)
+    {
+        if (_broken) throw new CollectiveFailedException($"rank {Rank}: an earlier NCCL all-reduce failed; the job cannot continue");
+        ulong p = CudaBackend.Ptr(buffer);
         Nccl.Check(NcclNative.ncclAllReduce(p, p, (nuint)buffer.Length, (int)NcclDataType.Float32,
             (int)(op == ReduceOp.Average ? NcclReduceOp.Avg : NcclReduceOp.Sum), _comm, _stream.Handle), "ncclAllReduce");
-        string what = $"NCCL all-reduce of {buffer.Length:N0} floats";
+    }
+
+    /// <summary>Makes the communication stream wait for the work queued so far on the backend's stream (a bucket's gradient kernels).</summary>
+    internal void AfterBackendWork()
+    {
+        _cuda.RecordEvent(_backendDone);
+        _stream.Wait(_backendDone);
+    }
+
+    /// <summary>Waits (polling, within the timeout) for everything queued on the communication stream; aborts the communicator when it does not finish.</summary>
+    internal void WaitQueued(string what)
+    {
         if (Nccl.WaitWithin(_comm, _stream.Handle, Timeout, what)) return;
         _broken = true;
         NcclNative.ncclCommAbort(_comm);
@@ -79,6 +113,7 @@ public sealed class NcclCollective : ICollective
     {
         if (_comm != 0 && !_broken) NcclNative.ncclCommDestroy(_comm);
         _comm = 0;
+        _backendDone.Dispose();
         _stream.Dispose();
     }
 }

@@ -160,8 +160,12 @@ public sealed class Denoiser : IDisposable
     {
         _b.Gemm(true, false, outDim, inDim, rows, 1f, dy, outDim, x, inDim, 1f, G(weight), inDim);
         if (bias != null) _b.ColumnSum(G(bias), dy, rows, outDim, accumulate: true);
-        if (dx is { } d) _b.Gemm(false, false, rows, inDim, outDim, 1f, dy, outDim, W(weight), inDim, accumulateDx ? 1f : 0f, d, inDim);
+        if (dx is { } d) LinearBackwardInput(dy, weight, d, rows, inDim, outDim, accumulateDx);
     }
+
+    /// <summary>dx (+)= dy·W alone: the input gradient of a linear layer whose weight gradients were taken earlier.</summary>
+    void LinearBackwardInput(FloatView dy, string weight, FloatView dx, int rows, int inDim, int outDim, bool accumulate) =>
+        _b.Gemm(false, false, rows, inDim, outDim, 1f, dy, outDim, W(weight), inDim, accumulate ? 1f : 0f, dx, inDim);
 
     void PrepareConditioning()
     {
@@ -268,8 +272,12 @@ public sealed class Denoiser : IDisposable
     /// <summary>
     /// Accumulates parameter gradients into <see cref="Grads"/> from dLogits (ws.Logits overwritten by the loss op)
     /// of the last <see cref="Head"/> call, through the whole network. The caller zeroes Grads once per step.
+    /// <paramref name="gradientsDoneFrom"/>, when given, is told a flat offset each time this pass has written its last
+    /// gradient at every offset from there to the end of <see cref="Grads"/>: after the output layer, after each block
+    /// (last to first; the flat layout puts later layers at higher offsets), and 0 at the end. The data-parallel
+    /// all-reduce starts those buckets while the pass goes on.
     /// </summary>
-    public void Backward(DenoiserWorkspace ws, AttentionShape shape, float dropout = 0f, ulong seed = 0)
+    public void Backward(DenoiserWorkspace ws, AttentionShape shape, float dropout = 0f, ulong seed = 0, Action<int>? gradientsDoneFrom = null)
     {
         int n = ws.Rows, d = _d, md = Config.MlpDim, r = ws.Batch * ws.HeadRowCount;
         var (dx, dh, dqkv, dAttn, dy, du) = ws.Scratch();
@@ -283,6 +291,8 @@ public sealed class Denoiser : IDisposable
         _b.Fill(dHeadIn, 0f);
         _b.LayerNormBackward(dHeadNorm.Slice(0, r * d), ws.HeadInput.Slice(0, r * d), EffW(2 * _layers), ws.HeadMean, ws.HeadRstd,
             dHeadIn.Slice(0, r * d), DEffW(2 * _layers), FinalDMod(0), r, d);
+        ModulationBackward(_layers);
+        gradientsDoneFrom?.Invoke(Params["output_layer.norm_final.weight"].Offset);
         _b.Fill(dx, 0f);
         for (int s = 0; s < ws.Batch; s++)
             _b.CopyRows(dx.Slice((s * ws.SeqLen + ws.HeadRowStart) * d, ws.HeadRowCount * d), d, dHeadIn.Slice(s * ws.HeadRowCount * d, ws.HeadRowCount * d), d, ws.HeadRowCount, d);
@@ -304,33 +314,48 @@ public sealed class Denoiser : IDisposable
             RotateQk(dqkv, n, ws.Positions, inverse: true);
             LinearBackward(a.H1, dqkv, p + "attn_qkv.weight", null, dh, n, d, 3 * d);
             _b.LayerNormBackward(dh, ws.Xs[l], EffW(2 * l), a.Mean1, a.Rstd1, dx, DEffW(2 * l), DMod(l, ShiftMsa), n, d);
+            ModulationBackward(l);
+            gradientsDoneFrom?.Invoke(Params[$"blocks.{l}.norm1.weight"].Offset);
         }
         _b.EmbeddingBackward(ws.Ids, dx, G("vocab_embed.embedding"), n, d);
         ConditioningBackward();
+        gradientsDoneFrom?.Invoke(0);
     }
 
-    /// <summary>From the effective-affine gradients back through the modulations, adaLN and sigma_map.</summary>
-    void ConditioningBackward()
+    /// <summary>
+    /// The gradients of block <paramref name="l"/>'s norm weights and adaLN modulation (l = Layers: the output layer's),
+    /// once the block's backward has written its effective-affine and modulation gradients: with them the block's
+    /// whole parameter range is final. Its share of d cond is left to <see cref="ConditioningBackward"/>.
+    /// </summary>
+    void ModulationBackward(int l)
     {
-        int cd = Config.CondDim;
         void NormChain(int eff, string normWeight, FloatView onePlusScale, FloatView dScale)
         {
             _b.Mul(G(normWeight), DEffW(eff), onePlusScale, accumulate: true);
             _b.Mul(dScale, DEffW(eff), W(normWeight), accumulate: true);
         }
-        for (int l = 0; l < _layers; l++)
+        if (l < _layers)
         {
             NormChain(2 * l, $"blocks.{l}.norm1.weight", OnePlus(l, ScaleMsa), DMod(l, ScaleMsa));
             NormChain(2 * l + 1, $"blocks.{l}.norm2.weight", OnePlus(l, ScaleMlp), DMod(l, ScaleMlp));
         }
-        NormChain(2 * _layers, "output_layer.norm_final.weight", FinalOnePlus(1), FinalDMod(1));
+        else NormChain(2 * _layers, "output_layer.norm_final.weight", FinalOnePlus(1), FinalDMod(1));
+        var (p, width) = AdaLn(l);
+        LinearBackward(_cond, _dMods.Slice(l * 6 * _d, width), p + "weight", p + "bias", null, 1, Config.CondDim, width);
+    }
 
+    /// <summary>The adaLN modulation of block l (l = Layers: the output layer): parameter prefix and width.</summary>
+    (string Prefix, int Width) AdaLn(int l) => l < _layers ? ($"blocks.{l}.adaLN_modulation.", 6 * _d) : ("output_layer.adaLN_modulation.", 2 * _d);
+
+    /// <summary>From the modulation gradients back through adaLN (into d cond, in layer order) and sigma_map.</summary>
+    void ConditioningBackward()
+    {
+        int cd = Config.CondDim;
         _b.Fill(_dCond, 0f);
         for (int l = 0; l <= _layers; l++)
         {
-            string p = l < _layers ? $"blocks.{l}.adaLN_modulation." : "output_layer.adaLN_modulation.";
-            int width = l < _layers ? 6 * _d : 2 * _d;
-            LinearBackward(_cond, _dMods.Slice(l * 6 * _d, width), p + "weight", p + "bias", _dCond, 1, cd, width, accumulateDx: true);
+            var (p, width) = AdaLn(l);
+            LinearBackwardInput(_dMods.Slice(l * 6 * _d, width), p + "weight", _dCond, 1, cd, width, accumulate: true);
         }
         _b.SiluBackward(_h1, _dCond, _dTmp);
         LinearBackward(_a0, _dTmp, "sigma_map.mlp.2.weight", "sigma_map.mlp.2.bias", _dCond, 1, cd, cd);

@@ -64,8 +64,10 @@ public sealed class Bd3Objective : IDisposable
 
     /// <summary>Forward (and backward when <paramref name="backward"/>): returns the mean NELBO per token.
     /// Gradients are accumulated into the model's Grads scaled by <paramref name="gradScale"/>. With
-    /// <paramref name="lossSum"/> the summed loss is written there on the device and NaN is returned (no host wait).</summary>
-    public double Run(Bd3Batch batch, bool backward, float dropout = 0f, ulong seed = 0, float gradScale = 1f, FloatView? lossSum = null)
+    /// <paramref name="lossSum"/> the summed loss is written there on the device and NaN is returned (no host wait).
+    /// <paramref name="gradientsDoneFrom"/> goes to <see cref="Denoiser.Backward"/> (the data-parallel bucket hook).</summary>
+    public double Run(Bd3Batch batch, bool backward, float dropout = 0f, ulong seed = 0, float gradScale = 1f, FloatView? lossSum = null,
+        Action<int>? gradientsDoneFrom = null)
     {
         var slot = Prepare(batch.Batch, batch.Length);
         var ws = slot.Workspace;
@@ -81,7 +83,7 @@ public sealed class Bd3Objective : IDisposable
         double loss = double.NaN;
         if (lossSum is { } dst) _b.SumTo(slot.Loss, dst, squares: false);
         else loss = _b.Sum(slot.Loss) / rows;
-        if (backward) _model.Backward(ws, shape, dropout, seed);
+        if (backward) _model.Backward(ws, shape, dropout, seed, gradientsDoneFrom);
         return loss;
     }
 

@@ -29,6 +29,9 @@ public sealed record TrainOptions
     /// <summary>Re-run the (β, ω) variance search every N steps (0 = never).</summary>
     public int ScheduleSearchEvery { get; init; } = 0;
     public bool Dropout { get; init; } = true;
+    /// <summary>Data-parallel gradient all-reduce in buckets of this many MB, each started as soon as the backward pass
+    /// has finished its gradients (overlapping the rest of the pass); 0 = one all-reduce of the whole buffer after it.</summary>
+    public double AllReduceBucketMb { get; init; } = Distributed.GradientBuckets.DefaultMegabytes;
 
     public void Validate()
     {
@@ -50,6 +53,7 @@ public sealed record TrainOptions
         Require(FinalEvalSequences >= 0, $"final evaluation sequences must be ≥ 0 (0 = all), got {FinalEvalSequences}");
         Require(CheckpointEvery >= 0, $"--checkpoint-every must be ≥ 0 steps (0 = only at the end), got {CheckpointEvery}");
         Require(ScheduleSearchEvery >= 0, $"--schedule-search-every must be ≥ 0 steps (0 = never), got {ScheduleSearchEvery}");
+        Distributed.GradientBuckets.Validate(AllReduceBucketMb);
     }
 
     public float LearningRateAt(int step)

@@ -13,7 +13,9 @@ public readonly record struct TrainProgress(int Step, int TotalSteps, double Los
 /// (weights, moments, EMA, step, RNG, data position, schedule) round-trips through <see cref="TrainingState"/>.
 /// Data-parallel over a <see cref="ICollective"/> of N ranks: every rank draws and noises the same global batch (same
 /// data position, same RNG), trains on its own contiguous 1/N of the rows, and the gradients are summed across ranks
-/// (each rank's share already scaled to the global mean), so every rank takes the identical optimiser step.
+/// (each rank's share already scaled to the global mean), so every rank takes the identical optimiser step. With
+/// <see cref="TrainOptions.AllReduceBucketMb"/> &gt; 0 the sum runs bucket by bucket, each bucket started during the
+/// backward pass of the last micro-batch as soon as its gradients are final (<see cref="GradientAllReduce"/>).
 /// </summary>
 public sealed class Trainer : IDisposable
 {
@@ -34,8 +36,14 @@ public sealed class Trainer : IDisposable
     readonly int[] _rows;
     readonly ICollective _world;
     readonly Bd3Batch? _shard;
+    readonly GradientAllReduce? _buckets;
+    readonly Stopwatch _reduceClock = new();
 
     public ICollective World => _world;
+    /// <summary>The bucketed gradient all-reduce (null with one rank or <see cref="TrainOptions.AllReduceBucketMb"/> 0).</summary>
+    public GradientAllReduce? Buckets => _buckets;
+    /// <summary>How long the last step waited, after its backward pass, for the gradient all-reduce (the part not hidden behind the pass).</summary>
+    public TimeSpan LastAllReduceWait { get; private set; }
 
     public Trainer(Denoiser model, TrainOptions options, IBatchSource data, ICollective? world = null)
     {
@@ -57,6 +65,8 @@ public sealed class Trainer : IDisposable
         _batch = new Bd3Batch(options.BatchSize, model.Config.ModelLength, model.Config.BlockSize);
         _rows = new int[OwnedBuffers.Elements("batch tokens", options.BatchSize, model.Config.ModelLength)];
         if (_world.Size > 1) _shard = new Bd3Batch(options.BatchSize / _world.Size, model.Config.ModelLength, model.Config.BlockSize);
+        if (_world.Size > 1 && options.AllReduceBucketMb > 0)
+            _buckets = new GradientAllReduce(_world, _b, model.Grads, GradientBuckets.Plan(model.Params, options.AllReduceBucketMb));
     }
 
     /// <summary>Device buffers the trainer holds: moments, EMA and the objective's workspace (for tests of ownership).</summary>
@@ -65,6 +75,7 @@ public sealed class Trainer : IDisposable
     /// <summary>Frees the moments, the EMA and the workspace; the model's weights stay with the model.</summary>
     public void Dispose()
     {
+        _buckets?.Dispose();
         _objective.Dispose();
         _buffers.Dispose();
     }
@@ -85,7 +96,7 @@ public sealed class Trainer : IDisposable
             ulong dropSeed = Rng.NextUInt64();
             loss += (_shard is null
                 ? _objective.Run(_batch, backward: true, dropout, dropSeed, 1f / accum)
-                : RunShard(dropout, dropSeed, 1f / accum)) / accum;
+                : RunShard(dropout, dropSeed, 1f / accum, lastMicroBatch: k == accum - 1)) / accum;
         }
         if (_shard is not null) loss = SumAcrossRanks(loss);
         double norm = Math.Sqrt(_b.SumSquares(Model.Grads));
@@ -102,18 +113,23 @@ public sealed class Trainer : IDisposable
     }
 
     /// <summary>This rank's rows of the current global (micro-)batch, forward and backward; returns this rank's loss.</summary>
-    double RunShard(float dropout, ulong dropSeed, float gradScale)
+    double RunShard(float dropout, ulong dropSeed, float gradScale, bool lastMicroBatch)
     {
         _shard!.CopyRows(_batch, _world.Rank * _shard.Batch);
         // dropout masks are a hash of (seed, element index): each rank hashes its own seed so that shards differ
         ulong seed = Kernels.Dropout.Mix(dropSeed, (ulong)_world.Rank);
-        return _objective.Run(_shard, backward: true, dropout, seed, gradScale: gradScale / _world.Size);
+        // gradients are final only in the last micro-batch's backward: that one starts the buckets
+        var done = lastMicroBatch && _buckets is { } b ? b.GradientsDoneFrom : (Action<int>?)null;
+        return _objective.Run(_shard, backward: true, dropout, seed, gradScale: gradScale / _world.Size, gradientsDoneFrom: done);
     }
 
     /// <summary>Sums the ranks' gradients (each already scaled to the global mean) and averages their losses.</summary>
     double SumAcrossRanks(double localLoss)
     {
-        _world.AllReduce(_b, Model.Grads, ReduceOp.Sum);
+        _reduceClock.Restart();
+        if (_buckets is { } buckets) buckets.Complete();
+        else _world.AllReduce(_b, Model.Grads, ReduceOp.Sum);
+        LastAllReduceWait = _reduceClock.Elapsed;
         Span<double> loss = [localLoss];
         _world.AllReduce(loss, ReduceOp.Average);
         return loss[0];

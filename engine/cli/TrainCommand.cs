@@ -42,6 +42,7 @@ static class TrainCommand
         var nproc = new Option<int>("--nproc") { Description = "data-parallel ranks: runs mpirun -np N on this command (--batch-size is the global batch)", DefaultValueFactory = _ => 1 };
         var collective = new Option<string>("--collective") { Description = "gradient all-reduce under mpirun: auto (NCCL on CUDA, else MPI), mpi or nccl", DefaultValueFactory = _ => "auto" };
         var collectiveTimeout = new Option<double>("--collective-timeout") { Description = "seconds a rank waits for the others before the job is aborted naming the missing rank", DefaultValueFactory = _ => DataParallel.DefaultTimeout.TotalSeconds };
+        var bucketMb = new Option<double>("--allreduce-bucket-mb") { Description = "data parallel: all-reduce the gradients in buckets of this many MB, overlapped with the backward pass (0 = one all-reduce after it)", DefaultValueFactory = _ => GradientBuckets.DefaultMegabytes };
         var gradAccum = new Option<int>("--grad-accum") { Description = "micro-batches of --batch-size per optimiser step", DefaultValueFactory = _ => 1 };
         var initFrom = new Option<string?>("--init-from") { Description = "start from this checkpoint's weights (fresh optimiser), e.g. fine-tune at a smaller L'" };
         var packing = new Option<string>("--packing") { Description = "wrap (documents with EOS between them, across rows) or per-row ([BOS] … [EOS] rows)", DefaultValueFactory = _ => "wrap" };
@@ -49,7 +50,7 @@ static class TrainCommand
         {
             data, model, seqLen, blockSize, steps, outDir, backend, resume, overwrite, batch, lr, warmup, lrSchedule, wd, clip, ema,
             betaMin, betaMax, search, evalEvery, ckptEvery, tokenizer, seed, dropout, hidden, layers, heads, allowNonFinite, nproc, collective, collectiveTimeout,
-            packing, initFrom, gradAccum,
+            packing, initFrom, gradAccum, bucketMb,
         };
         cmd.SetAction(r => CliRunner.Run(cancel =>
         {
@@ -79,6 +80,7 @@ static class TrainCommand
                     LrSchedule = r.GetValue(lrSchedule)!, WeightDecay = r.GetValue(wd), GradClip = r.GetValue(clip), EmaDecay = r.GetValue(ema),
                     Seed = r.GetValue(seed), EvalEvery = r.GetValue(evalEvery), CheckpointEvery = r.GetValue(ckptEvery),
                     ScheduleSearchEvery = r.GetValue(search), Dropout = r.GetValue(dropout) > 0,
+                    AllReduceBucketMb = r.GetValue(bucketMb),
                 },
             };
             using var world = DataParallel.Join(TimeSpan.FromSeconds(r.GetValue(collectiveTimeout)));
