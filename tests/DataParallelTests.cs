@@ -94,6 +94,7 @@ public sealed class DataParallelTests : IDisposable
         var r = Run(mpirun, Train(two, 3, "--dropout", "0", "--allreduce-bucket-mb", "0.004"));
         var b = Ok(r, two);
         Assert.Contains("data parallel: MPI", r.Out);
+        Assert.Contains("buckets (--allreduce-bucket-mb 0.004), overlapped with the backward pass", r.Out);
         Assert.Equal(1, CountOccurrences(r.Out, "checkpoint saved")); // rank 0 alone writes and reports
         Assert.Equal(3, b.Step);
         Assert.Equal(a.Data, b.Data);

@@ -129,6 +129,8 @@ public static class TrainingRun
         Say($"model: {config.Layers} layers × {config.HiddenDim} wide, {config.Heads} heads, {model.Params.Count:N0} parameters, L={config.ModelLength}, L'={config.BlockSize}, vocab {config.VocabSize} ({tokenizer.Name})");
         var sampler = BatchSampler.ForTraining(data, req.Options.BatchSize, req.Options.Seed);
         using var trainer = new Trainer(model, req.Options, new SamplerBatchSource(sampler), collective);
+        if (trainer.Buckets is { } buckets)
+            Say($"gradient all-reduce: {buckets.Buckets.Count} buckets (--allreduce-bucket-mb {req.Options.AllReduceBucketMb.ToString(System.Globalization.CultureInfo.InvariantCulture)}), {(buckets.Overlaps ? "overlapped with the backward pass" : "each summed as the backward pass finishes it")}");
         using var evaluator = new Evaluator(model);   // one workspace for every evaluation of the run
         if (resumeState != null)
         {
