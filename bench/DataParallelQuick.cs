@@ -20,7 +20,10 @@ public static class DataParallelQuick
 {
     sealed record Mode(double BucketMb, Trainer Trainer)
     {
-        public readonly List<double> Steps = [], Exposed = [], Reduces = [];
+        public readonly List<double> Steps = [], Waits = [], Reduces = [];
+        /// <summary>Per step, the wait of the rank that finished its backward pass last (the least waiting one): the all-reduce
+        /// time not hidden behind the backward pass. The other ranks wait longer by the skew between ranks.</summary>
+        public double[] Exposed = [], Skew = [];
         public string Label => BucketMb == 0 ? "unbucketed" : $"buckets of {BucketMb.ToString(CultureInfo.InvariantCulture)} MB";
     }
 
@@ -60,7 +63,7 @@ public static class DataParallelQuick
                     m.Trainer.TrainStep();
                     b.Synchronize();
                     m.Steps.Add(t.Elapsed.TotalSeconds);
-                    m.Exposed.Add(m.Trainer.LastAllReduceWait.TotalSeconds);
+                    m.Waits.Add(m.Trainer.LastAllReduceWait.TotalSeconds);
                 }
             // the all-reduce alone, on the gradient buffer the steps just used (ranks start together after a barrier)
             for (int i = 0; i < o.Int("allreduces", 20); i++)
@@ -72,6 +75,7 @@ public static class DataParallelQuick
                     else world.AllReduce(b, model.Grads, ReduceOp.Sum);
                     m.Reduces.Add(t.Elapsed.TotalSeconds);
                 }
+            foreach (var m in modes) (m.Exposed, m.Skew) = AcrossRanks(world, m.Waits);
             foreach (var m in modes) m.Trainer.Dispose();
             if (world.Rank != 0) continue;
 
@@ -83,7 +87,7 @@ public static class DataParallelQuick
                 double step = QuickTimer.Median(m.Steps), exposed = QuickTimer.Median(m.Exposed), reduce = QuickTimer.Median(m.Reduces);
                 string label = world.Size > 1 ? m.Label : "one rank";
                 Console.WriteLine($"  {label}: step {step * 1e3:F1} ms = {batch * L / step:N0} tokens/s (all ranks together); " +
-                    $"exposed all-reduce {exposed * 1e3:F3} ms per step; all-reduce of {bytes / 1e6:F2} MB alone: {reduce * 1e3:F3} ms" +
+                    $"exposed all-reduce {exposed * 1e3:F3} ms per step (the other ranks wait {QuickTimer.Median(m.Skew) * 1e3:F1} ms longer: skew); all-reduce of {bytes / 1e6:F2} MB alone: {reduce * 1e3:F3} ms" +
                     (world.Size > 1 ? $" ({ring / reduce / 1e9:F2} GB/s bus bandwidth)" : " (no-op with one rank)"));
                 var shape = BenchModels.Shape(cfg, batch, o.Dtype, ("ranks", world.Size), ("params", n), ("bucket_mb", m.BucketMb));
                 string name = $"fastblockdiff-{b.Name}-{impl}" + (world.Size > 1 ? (m.BucketMb == 0 ? "-unbucketed" : "-bucketed") : "");
@@ -98,8 +102,9 @@ public static class DataParallelQuick
                 doc.Results.Add(new BenchResult
                 {
                     Suite = "dp_allreduce_exposed", Impl = name, Backend = b.Name, Shape = shape,
-                    Ms = Math.Round(exposed * 1e3, 4), Runs = m.Exposed.Count,
-                    Note = "Trainer.LastAllReduceWait: the step's wait for the gradient all-reduce after its backward pass (the all-reduce time not hidden behind backward)",
+                    Ms = Math.Round(exposed * 1e3, 4), Runs = m.Exposed.Length,
+                    Note = "Trainer.LastAllReduceWait of the rank that waited least (the last to finish its backward pass): the all-reduce time not hidden behind backward; " +
+                        $"the other ranks waited a median {QuickTimer.Median(m.Skew) * 1e3:F2} ms longer (skew between ranks, not all-reduce)",
                 });
                 doc.Results.Add(new BenchResult
                 {
@@ -111,5 +116,23 @@ public static class DataParallelQuick
         }
         if (world.Rank == 0) o.WriteDoc(doc, $"dataparallel-{world.Size}");
         return 0;
+    }
+
+    /// <summary>Per step: the least wait over the ranks, and how much longer the most waiting rank waited.</summary>
+    static (double[] Least, double[] Skew) AcrossRanks(ICollective world, List<double> waits)
+    {
+        // every rank fills its own row of a ranks × steps table; a sum gathers the table on every rank
+        var table = new double[world.Size * waits.Count];
+        waits.CopyTo(table, world.Rank * waits.Count);
+        world.AllReduce(table, ReduceOp.Sum);
+        var least = new double[waits.Count];
+        var skew = new double[waits.Count];
+        for (int i = 0; i < waits.Count; i++)
+        {
+            var step = Enumerable.Range(0, world.Size).Select(r => table[r * waits.Count + i]).ToArray();
+            least[i] = step.Min();
+            skew[i] = step.Max() - step.Min();
+        }
+        return (least, skew);
     }
 }

@@ -35,11 +35,13 @@ public sealed unsafe class MpiCollective : ICollective
     public string Description { get; }
     /// <summary>The MPI library's own version line (e.g. "Open MPI v4.1.4").</summary>
     public string Library { get; }
+    /// <summary>What MPI_Init_thread provided: a communication thread needs at least <see cref="MpiThreadLevel.Serialized"/>.</summary>
+    public MpiThreadLevel ThreadLevel { get; }
 
     MpiCollective(TimeSpan timeout)
     {
         if (Mpi.Initialized()) throw new InvalidOperationException("MPI is already initialised in this process");
-        var level = Mpi.InitThread(MpiThreadLevel.Serialized);
+        var level = ThreadLevel = Mpi.InitThread(MpiThreadLevel.Serialized);
         _comm = Mpi.CommWorld;
         Rank = Mpi.Rank(_comm);
         Size = Mpi.Size(_comm);
@@ -88,10 +90,12 @@ public sealed unsafe class MpiCollective : ICollective
     /// <summary>
     /// On the CPU backend a communication thread sums the buckets while the backward pass goes on (the arrays are host
     /// memory MPI reads in place; Open MPI has no progress thread of its own, so the thread's polling drives the
-    /// transfer). Other backends' buffers go through host copies on the backend's own thread: summed as started.
+    /// transfer). Other backends' buffers go through host copies on the backend's own thread, and an MPI that gives less
+    /// than MPI_THREAD_SERIALIZED allows no second thread: there each bucket is summed as it is started.
     /// </summary>
     public IBucketedAllReduce OpenBuckets(IBackend backend) =>
-        backend is CpuBackend ? new ThreadedBucketedAllReduce(this, backend) : new BlockingBucketedAllReduce(this, backend);
+        backend is CpuBackend && ThreadLevel >= MpiThreadLevel.Serialized
+            ? new ThreadedBucketedAllReduce(this, backend) : new BlockingBucketedAllReduce(this, backend);
 
     public void AllReduce(Span<double> values, ReduceOp op)
     {
