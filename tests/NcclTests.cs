@@ -6,7 +6,8 @@ namespace FastBlockDiff.Tests;
 
 /// <summary>
 /// The NCCL binding and the device all-reduce path with a world of one GPU (enough to check the calls, the
-/// ncclUniqueId bootstrap and the completion polling). Skips without a CUDA device or without libnccl.
+/// ncclUniqueId bootstrap, the completion polling and the bucketed path on a communication stream). Skips without a CUDA
+/// device or without libnccl.
 /// </summary>
 public sealed class NcclTests
 {
@@ -59,5 +60,30 @@ public sealed class NcclTests
         cuda.Download(buffer, got);
         Assert.Equal(Values(1000), got);
         buffer.Storage.Dispose();
+    }
+
+    [Fact]
+    public void BucketsQueuedBehindTheBackendStreamReduceInPlace()
+    {
+        using var cuda = Gpu();
+        using var world = new NcclCollective(SingleProcess.Instance, cuda);
+        var grads = cuda.AllocFloat(1000);
+        GradientBucket[] plan = [new(900, 100), new(300, 600), new(299, 1), new(0, 299)];
+        using (var reduce = new GradientAllReduce(world, cuda, grads, plan))
+        {
+            Assert.True(reduce.Overlaps);
+            for (int step = 0; step < 2; step++)
+            {
+                // written on the backend's stream right before the buckets are started: the event orders the all-reduce after it
+                cuda.Upload(grads, Values(1000));
+                cuda.ScaleShift(grads, 2f, 1f);
+                reduce.GradientsDoneFrom(300);
+                reduce.Complete();
+            }
+        }
+        var got = new float[1000];
+        cuda.Download(grads, got);
+        Assert.Equal(Values(1000).Select(v => 2f * v + 1f), got); // a sum over one rank leaves the values as written
+        grads.Storage.Dispose();
     }
 }
