@@ -86,9 +86,9 @@ public static class DataParallelQuick
             {
                 double step = QuickTimer.Median(m.Steps), exposed = QuickTimer.Median(m.Exposed), reduce = QuickTimer.Median(m.Reduces);
                 string label = world.Size > 1 ? m.Label : "one rank";
-                Console.WriteLine($"  {label}: step {step * 1e3:F1} ms = {batch * L / step:N0} tokens/s (all ranks together); " +
-                    $"exposed all-reduce {exposed * 1e3:F3} ms per step (the other ranks wait {QuickTimer.Median(m.Skew) * 1e3:F1} ms longer: skew); all-reduce of {bytes / 1e6:F2} MB alone: {reduce * 1e3:F3} ms" +
-                    (world.Size > 1 ? $" ({ring / reduce / 1e9:F2} GB/s bus bandwidth)" : " (no-op with one rank)"));
+                Console.WriteLine($"  {label}: step {step * 1e3:F1} ms = {batch * L / step:N0} tokens/s (all ranks together)" + (world.Size == 1 ? "; no all-reduce with one rank" :
+                    $"; exposed all-reduce {exposed * 1e3:F3} ms per step (the other ranks wait {QuickTimer.Median(m.Skew) * 1e3:F1} ms longer: skew); " +
+                    $"all-reduce of {bytes / 1e6:F2} MB alone: {reduce * 1e3:F3} ms ({ring / reduce / 1e9:F2} GB/s bus bandwidth)"));
                 var shape = BenchModels.Shape(cfg, batch, o.Dtype, ("ranks", world.Size), ("params", n), ("bucket_mb", m.BucketMb));
                 string name = $"fastblockdiff-{b.Name}-{impl}" + (world.Size > 1 ? (m.BucketMb == 0 ? "-unbucketed" : "-bucketed") : "");
                 int buckets = m.Trainer.Buckets?.Buckets.Count ?? 1;
