@@ -61,8 +61,11 @@ public sealed record GenerationResult
     public int GeneratedTokens { get; init; }
     public double TokensPerSecond { get; init; }
     public double Seconds { get; init; }
-    /// <summary>exp(NLL per token) of the samples under the experiment's AR model; null without an AR model.</summary>
+    /// <summary>The mean over samples of each sample's exp(NLL per token) under the experiment's AR model, EOS targets
+    /// excluded (bd3lms's gen. PPL); null without an AR model.</summary>
     public double? GenerativePerplexity { get; init; }
+    /// <summary>exp(ΣNLL / Σtokens) over all samples together, for comparison.</summary>
+    public double? GenerativePerplexityPooled { get; init; }
     public string Example { get; init; } = "";
 }
 
@@ -157,7 +160,7 @@ public sealed record ExperimentResult
             sb.AppendLine();
             sb.AppendLine($"{c.Samples} samples per model from BOS, up to {c.SampleMaxTokens} tokens, stopping at EOS or when the token entropy of the last {c.SampleEntropyWindow} tokens falls below {c.SampleEntropyThreshold.ToString(CultureInfo.InvariantCulture)} nats; " +
                           $"top-p {c.SampleTopP.ToString(CultureInfo.InvariantCulture)}, {(c.SampleStepsPerBlock > 0 ? c.SampleStepsPerBlock.ToString(CultureInfo.InvariantCulture) : "L'")} denoising steps per block, KV cache. " +
-                          "NFEs: batched denoiser calls (all samples at once). Gen. PPL: the samples scored by this experiment's AR model (the stand-in for GPT-2 Large).");
+                          "NFEs: batched denoiser calls (all samples at once). Gen. PPL: the samples scored by this experiment's AR model (the stand-in for GPT-2 Large), as bd3lms computes it: each sample's perplexity with EOS left out, averaged over samples.");
             sb.AppendLine();
             sb.AppendLine("| model | mean length | std | min | max | stops | NFEs | NFEs/token | tokens/s | gen. PPL |");
             sb.AppendLine("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");

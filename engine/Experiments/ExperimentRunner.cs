@@ -232,11 +232,12 @@ public static class ExperimentRunner
         var lengths = r.Tokens.Select(t => (double)t.Length).ToArray();
         double mean = lengths.Average();
         double std = lengths.Length > 1 ? Math.Sqrt(lengths.Sum(l => (l - mean) * (l - mean)) / (lengths.Length - 1)) : 0;
-        double? genPpl = null;
+        GenerativePerplexity? genPpl = null;
         if (arModel != null)
         {
-            var (nll, n) = new ArScorer(arModel, tok.BosId, tok.PadId ?? tok.EosId, cfg.EvalBatchSize).Score(r.Tokens);
-            if (n > 0) genPpl = Math.Exp(nll / n);
+            // as bd3lms: each sample's perplexity with EOS targets left out, averaged over samples
+            var scores = new ArScorer(arModel, tok.BosId, tok.PadId ?? tok.EosId, cfg.EvalBatchSize).ScoreEach(r.Tokens, excludeTarget: tok.EosId);
+            if (GenerativePerplexity.FromScores(scores) is { Samples: > 0 } gp) genPpl = gp;
         }
         return new GenerationResult
         {
@@ -244,7 +245,7 @@ public static class ExperimentRunner
             StopReasons = r.Reasons.GroupBy(x => x.ToString()).ToDictionary(g => g.Key, g => g.Count()),
             Nfe = r.Nfe, NfePerToken = r.GeneratedTokens > 0 ? (double)r.Nfe / r.GeneratedTokens : double.NaN,
             GeneratedTokens = r.GeneratedTokens, TokensPerSecond = r.TokensPerSecond, Seconds = r.Elapsed.TotalSeconds,
-            GenerativePerplexity = genPpl, Example = tok.Decode(r.Tokens[0]),
+            GenerativePerplexity = genPpl?.Mean, GenerativePerplexityPooled = genPpl?.Pooled, Example = tok.Decode(r.Tokens[0]),
         };
     }
 
