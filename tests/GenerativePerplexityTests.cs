@@ -1,4 +1,7 @@
+using System.Diagnostics;
+using FastBlockDiff.Engine.Checkpoints;
 using FastBlockDiff.Engine.Experiments;
+using FastBlockDiff.Engine.Text;
 
 namespace FastBlockDiff.Tests;
 
@@ -47,5 +50,36 @@ public sealed class GenerativePerplexityTests
         var (nll, n) = scorer.Score([withEos, plain]);
         Assert.Equal(all[0].Nll + all[1].Nll, nll, 4);
         Assert.Equal(9, n);
+    }
+
+    [Fact]
+    public void Eval_gen_ppl_scores_a_sample_file_with_an_L1_checkpoint()
+    {
+        string dir = Directory.CreateTempSubdirectory("fbd-genppl-").FullName;
+        try
+        {
+            // a random byte-level L' = 1 model saved as a checkpoint, and a JSONL file of three samples
+            var tok = TokenizerFactory.Load("byte");
+            var config = TinyModels.Config(length: 16, blockSize: 1, vocab: tok.ModelVocabSize) with { MaskId = tok.MaskId, Tokenizer = "byte" };
+            using var model = TinyModels.Random(config);
+            string ckpt = Path.Combine(dir, "ar");
+            ModelCheckpoint.Save(ckpt, config, model.Params, model.DownloadWeights());
+            string[] texts = ["the cat sat", "on a mat and then some more words than fit one window", "x"];
+            string samples = Path.Combine(dir, "samples.jsonl");
+            File.WriteAllLines(samples, texts.Select(t => System.Text.Json.JsonSerializer.Serialize(new { text = t })));
+
+            var psi = CliLauncher.StartInfo();
+            foreach (var a in new[] { "eval", "--gen-ppl", "--scorer", ckpt, "--samples", samples, "--backend", "cpu" }) psi.ArgumentList.Add(a);
+            using var p = Process.Start(psi)!;
+            var stdout = p.StandardOutput.ReadToEndAsync();
+            string err = p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            Assert.True(p.ExitCode == 0, err);
+
+            var expected = GenerativePerplexity.FromScores(new ArScorer(model, tok.BosId, tok.PadId ?? tok.EosId, 8).ScoreEach([.. texts.Select(tok.Encode)], tok.EosId));
+            Assert.Equal(3, expected.Samples);
+            Assert.Contains($"generative perplexity {expected.Mean:F3} ± {expected.Std:F3} (mean ± std over 3 samples, EOS excluded); pooled {expected.Pooled:F3}", stdout.Result);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
     }
 }
