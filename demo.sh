@@ -3,7 +3,7 @@
 # vocabulary) trained on the CPU for a few minutes → variable-length samples with the KV cache (first-hitting
 # sampler, nucleus as bd3lms), with NFEs and tokens/s, and the share of the samples' words that are words of the
 # corpus. GPT-2 tokens are mostly whole words, so a small model's samples are made of real words where a byte-level
-# one at this budget spells nonsense (21% corpus words at 800 steps).
+# one at this budget spells nonsense (21% corpus words at 800 steps; 84.7% with this recipe, README "Run it").
 set -euo pipefail
 cd "$(dirname "$0")"
 STEPS=${STEPS:-300}
