@@ -155,6 +155,7 @@ public sealed class CliCatalogueTests(CliCatalogueFixture f) : IClassFixture<Cli
     {
         // train: every numeric option out of its range
         ["train --warmup -1"] = new(f => Train(f, "--warmup", "-1"), "--warmup"),
+        ["train --noise-schedule spline"] = new(f => Train(f, "--noise-schedule", "spline"), "--noise-schedule must be one of"),
         ["train --eval-every -1"] = new(f => Train(f, "--eval-every", "-1"), "--eval-every"),
         ["train --checkpoint-every -1"] = new(f => Train(f, "--checkpoint-every", "-1"), "--checkpoint-every"),
         ["train --schedule-search-every -1"] = new(f => Train(f, "--schedule-search-every", "-1"), "--schedule-search-every"),
@@ -250,6 +251,11 @@ public sealed class CliCatalogueTests(CliCatalogueFixture f) : IClassFixture<Cli
         ["sample truncated weights"] = new(f => SampleFrom(f, "truncated"), "model.safetensors"),
         // eval and schedule-search
         ["eval --batch-size 0"] = new(f => Eval(f, "--batch-size", "0"), "--batch-size"),
+        ["eval --noise-schedule spline"] = new(f => Eval(f, "--noise-schedule", "spline"), "--noise-schedule must be one of linear"),
+        ["eval without --checkpoint"] = new(f => ["eval", "--data", f.Corpus, "--backend", "cpu"], "eval needs --checkpoint"),
+        ["eval --gen-ppl without --scorer"] = new(f => ["eval", "--gen-ppl", "--samples", f.Corpus, "--backend", "cpu"], "--gen-ppl needs --scorer"),
+        ["eval --gen-ppl --scorer L'=4"] = new(f => ["eval", "--gen-ppl", "--scorer", f.Checkpoint, "--samples", f.Corpus, "--backend", "cpu"], "needs an autoregressive (L' = 1) model"),
+        ["eval --gen-ppl --samples missing"] = new(f => ["eval", "--gen-ppl", "--scorer", f.Checkpoint, "--samples", f.P("missing.jsonl"), "--backend", "cpu"], "missing.jsonl"),
         ["eval --max-sequences -1"] = new(f => Eval(f, "--max-sequences", "-1"), "--max-sequences"),
         ["eval --data FIFO"] = new(f => ["eval", "--checkpoint", f.Checkpoint, "--data", f.P("fifo.txt"), "--backend", "cpu"], "FIFO", NeedsFifo: true),
         ["eval --data /dev/zero"] = new(f => ["eval", "--checkpoint", f.Checkpoint, "--data", "/dev/zero", "--backend", "cpu"], "character device", LinuxOnly: true),
@@ -268,6 +274,10 @@ public sealed class CliCatalogueTests(CliCatalogueFixture f) : IClassFixture<Cli
         ["experiment --ablation-block-size -1"] = new(f => Experiment(f, "--ablation-block-size", "-1"), "--ablation-block-size"),
         ["experiment --eval-sequences -1"] = new(f => Experiment(f, "--eval-sequences", "-1"), "--eval-sequences"),
         ["experiment --model huge"] = new(f => Experiment(f, "--model", "huge"), "--model"),
+        ["experiment --seeds 1,1"] = new(f => Experiment(f, "--seeds", "1,1"), "--seeds must be distinct"),
+        ["experiment --seeds x"] = new(f => Experiment(f, "--seeds", "x"), "--seeds 'x'"),
+        ["experiment --pretrain-steps -1"] = new(f => Experiment(f, "--pretrain-steps", "-1"), "--pretrain-steps"),
+        ["experiment --noise-schedule spline"] = new(f => Experiment(f, "--noise-schedule", "spline"), "noise_schedule must be one of"),
         ["experiment --config missing"] = new(f => Experiment(f, "--config", f.P("missing.json")), "missing.json"),
         ["experiment --config a FIFO"] = new(f => Experiment(f, "--config", f.P("fifo.txt")), "FIFO", NeedsFifo: true),
         ["experiment --data /dev/zero"] = new(f => ["experiment", "--data", "/dev/zero", "--out", f.P("exp-out"), "--backend", "cpu"], "character device", LinuxOnly: true),

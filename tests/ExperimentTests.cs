@@ -45,7 +45,9 @@ public sealed class ExperimentTests : IDisposable
         string config = Path.Combine(_dir, "config.json");
         File.WriteAllText(config, """
             {
-              // small enough for seconds on a CPU
+              // small enough for seconds on a CPU; one seed, every model from scratch
+              "seeds": [],
+              "pretrain_steps": 0,
               "schedule_search_sequences": 4,
               "ablation_sequences": 8,
               "eval_batch_size": 4,
@@ -135,6 +137,73 @@ public sealed class ExperimentTests : IDisposable
         Assert.Contains("![perplexity against block size](ppl_vs_block_size.png)", md);
         using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "results.json")));
         Assert.Equal(JsonValueKind.Array, doc.RootElement.GetProperty("models").ValueKind);
+    }
+
+    [Fact]
+    public void Quick_preset_runs_three_seeds_of_pretrain_then_finetune_and_reports_mean_and_std()
+    {
+        string data = ToyCorpus(), outDir = Path.Combine(_dir, "quick");
+        var starts = new List<(string Name, ulong Seed, float[] Weights)>();
+        var cfg = ExperimentConfig.ForPreset("quick") with { DataPath = data, OutputDirectory = outDir, Backend = "cpu", LearningRate = 3e-3f };
+        var r = ExperimentRunner.Run(cfg, new ExperimentObserver { OnModelStart = (n, s, m) => starts.Add((n, s, m.DownloadWeights())) });
+        Assert.True(r.Complete);
+
+        // per seed: AR from scratch, the MDLM pre-train, BD3-LM L'=4 and 8 and MDLM fine-tuned from it; the ablation with the first seed
+        string[] perSeed = ["AR", ExperimentRunner.PretrainName, "BD3-LM L'=4", "BD3-LM L'=8", "MDLM"];
+        Assert.Equal([.. perSeed, "ablation L'=4 linear", "ablation L'=4 clipped", .. perSeed, .. perSeed], r.Models.Select(m => m.Name));
+        Assert.Equal(Enumerable.Repeat(1UL, 7).Concat(Enumerable.Repeat(2UL, 5)).Concat(Enumerable.Repeat(3UL, 5)), r.Models.Select(m => m.Seed));
+        foreach (var m in r.Models)
+        {
+            bool finetune = m.Kind is "bd3" or "mdlm";
+            Assert.Equal(finetune ? ExperimentRunner.PretrainName : null, m.InitializedFrom);
+            // the same token budget: AR trains pre-train + fine-tune steps from scratch
+            Assert.Equal(m.Kind switch { "ar" => 5, "pretrain" => 3, _ => 2 }, m.Steps);
+        }
+
+        // the wiring: each fine-tune starts from its own seed's pre-trained (EMA) weights, as saved in its checkpoint
+        foreach (ulong seed in new ulong[] { 1, 2, 3 })
+        {
+            var pre = r.Models.Single(m => m.Seed == seed && m.Kind == "pretrain");
+            var preConfig = FastBlockDiff.Engine.Checkpoints.ModelCheckpoint.LoadConfig(pre.CheckpointDirectory!);
+            var saved = FastBlockDiff.Engine.Checkpoints.ModelCheckpoint.LoadWeights(pre.CheckpointDirectory!, preConfig, Denoiser.BuildParameterSet(preConfig));
+            foreach (var (name, s, w) in starts.Where(x => x.Seed == seed))
+            {
+                if (name is "AR" || name == ExperimentRunner.PretrainName) Assert.NotEqual(saved, w);
+                else Assert.Equal(saved, w);
+            }
+        }
+        var fresh = starts.Where(x => x.Name == ExperimentRunner.PretrainName).Select(x => x.Weights).ToList();
+        Assert.NotEqual(fresh[0], fresh[1]);   // seeds differ in their initialisation
+
+        // the summary: mean and sample std over the 3 seeds of every reported model, gen. PPL likewise
+        Assert.Equal(["AR", "BD3-LM L'=4", "BD3-LM L'=8", "MDLM"], r.Summary.Select(s => s.Model));
+        foreach (var s in r.Summary)
+        {
+            var ppl = r.Models.Where(m => m.Name == s.Model).Select(m => m.Perplexity).ToArray();
+            Assert.Equal(3, s.Seeds);
+            Assert.Equal(ppl.Average(), s.Perplexity, 9);
+            Assert.Equal(Math.Sqrt(ppl.Sum(p => (p - ppl.Average()) * (p - ppl.Average())) / 2), s.PerplexityStd, 9);
+            Assert.True(s.PerplexityStd > 0, $"{s.Model}: three seeds gave the same perplexity");
+            var gen = r.Generation.Where(g => g.Model == s.Model).Select(g => g.GenerativePerplexity!.Value).ToArray();
+            Assert.Equal(3, gen.Length);
+            Assert.Equal(gen.Average(), s.GenerativePerplexity, 9);
+        }
+        Assert.DoesNotContain(r.Generation, g => g.Model == ExperimentRunner.PretrainName);
+        // the ordering, link by link on the means
+        Assert.Equal([("AR", "BD3-LM L'=4"), ("BD3-LM L'=4", "BD3-LM L'=8"), ("BD3-LM L'=8", "MDLM")], r.Ordering.Select(o => (o.Lower, o.Higher)));
+        foreach (var o in r.Ordering)
+        {
+            double lo = r.Summary.Single(s => s.Model == o.Lower).Perplexity, hi = r.Summary.Single(s => s.Model == o.Higher).Perplexity;
+            Assert.Equal(lo < hi, o.Holds);
+            Assert.Equal(hi - lo, o.Gap, 9);
+        }
+        string md = File.ReadAllText(Path.Combine(outDir, "results.md"));
+        AssertTablesWellFormed(md);
+        Assert.Contains("## Summary over 3 seeds (mean ± std)", md);
+        var ar = r.Summary[0];
+        Assert.Contains($"| AR | 1 | 3 | {ar.Perplexity:F3} ± {ar.PerplexityStd:F3} |", md);
+        Assert.Contains(r.Ordering.All(o => o.Holds) ? "**holds**" : "**does not hold**", md);
+        Assert.True(Directory.Exists(Path.Combine(outDir, "models", "bd3-lm-l-4-seed-2")));
     }
 
     [Fact]

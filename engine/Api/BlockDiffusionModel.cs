@@ -150,10 +150,10 @@ public sealed class BlockDiffusionModel : IBlockGenerator, IDisposable
     /// <summary>
     /// Validation NELBO (t ~ U[1e-3, 1]) on a corpus: its deterministic validation split, or every row with
     /// <paramref name="allRows"/>. At most <paramref name="maxSequences"/> rows (0 = all). An L' = 1 model is scored
-    /// at t = 1, its exact NLL, as the reference's eval_nll.
+    /// at t = 1, its exact NLL, as the reference's eval_nll. <paramref name="noise"/> overrides the checkpoint's schedule.
     /// </summary>
     public EvalResult Evaluate(string corpusPath, int batchSize = 8, int maxSequences = 0, bool allRows = false, ulong seed = 1234,
-        CancellationToken cancel = default)
+        CancellationToken cancel = default, NoiseKind? noise = null)
     {
         if (batchSize <= 0) throw new UserInputException($"--batch-size must be positive, got {batchSize}");
         if (maxSequences < 0) throw new UserInputException($"--max-sequences must be ≥ 0 (0 = all), got {maxSequences}");
@@ -166,7 +166,7 @@ public sealed class BlockDiffusionModel : IBlockGenerator, IDisposable
         try
         {
             using var evaluator = new Evaluator(Denoiser);
-            return evaluator.Evaluate(rows, batchSize, Config.BlockSize == 1 ? NoiseSchedule.Autoregressive : null, seed: seed, cancel: cancel);
+            return evaluator.Evaluate(rows, batchSize, Config.BlockSize == 1 ? NoiseSchedule.Autoregressive : NoiseSchedule.EvalWith(noise ?? Config.Noise), seed: seed, cancel: cancel);
         }
         finally { BackendGate.Release(); }
     }

@@ -27,6 +27,8 @@ public sealed record TrainingRequest
     /// <summary>Clipped mask-rate range [β, ω]; (0, 1) is the linear schedule.</summary>
     public float ScheduleMin { get; init; } = 0f;
     public float ScheduleMax { get; init; } = 1f;
+    /// <summary>The noise schedule (the reference's noise.type); stored in config.json as noise_type.</summary>
+    public NoiseKind Noise { get; init; } = NoiseKind.Linear;
     public float Dropout { get; init; } = 0.1f;
     public double ValidFraction { get; init; } = 0.05;
     /// <summary>Documents packed across rows with EOS between them (the reference's default), or one [BOS] … [EOS] per row.</summary>
@@ -258,7 +260,7 @@ public static class TrainingRun
                 Layers = req.Layers ?? ModelConfig.Named(req.ModelSize, vocab, tok.MaskId).Layers,
                 Heads = req.Heads ?? ModelConfig.Named(req.ModelSize, vocab, tok.MaskId).Heads,
             };
-        c = c with { Dropout = req.Dropout, Tokenizer = tok.Describe().Spec, ScheduleMin = req.ScheduleMin, ScheduleMax = req.ScheduleMax };
+        c = c with { Dropout = req.Dropout, Tokenizer = tok.Describe().Spec, ScheduleMin = req.ScheduleMin, ScheduleMax = req.ScheduleMax, Noise = req.Noise };
         c.Validate();
         MemoryEstimate.ForTraining(c, req.Options.BatchSize).EnsureFits(TrainingHint);
         return c;

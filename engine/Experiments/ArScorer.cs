@@ -25,11 +25,22 @@ public sealed class ArScorer
     /// <summary>Total NLL (nats) of every sample's tokens given BOS and the tokens before them, and how many tokens were scored.</summary>
     public (double Nll, long Tokens) Score(IReadOnlyList<int[]> samples)
     {
+        var each = ScoreEach(samples);
+        return (each.Sum(e => e.Nll), each.Sum(e => e.Tokens));
+    }
+
+    /// <summary>
+    /// The NLL and scored-token count of each sample separately. With <paramref name="excludeTarget"/> (the
+    /// reference's EOS) a position whose token is that id is not scored, as bd3lms's generative perplexity does.
+    /// </summary>
+    public IReadOnlyList<SampleScore> ScoreEach(IReadOnlyList<int[]> samples, int? excludeTarget = null)
+    {
         int len = _model.Config.ModelLength, ctx = len / 2;
-        // windows: (ids, first scored position inside the window, scored count)
-        var windows = new List<(int[] Ids, int From, int To)>();
-        foreach (var sample in samples)
+        // windows: (sample, ids, first scored position inside the window, end of the scored positions)
+        var windows = new List<(int Sample, int[] Ids, int From, int To)>();
+        for (int k = 0; k < samples.Count; k++)
         {
+            var sample = samples[k];
             var seq = new int[sample.Length + 1];
             seq[0] = _bos;
             sample.CopyTo(seq, 1);
@@ -41,12 +52,12 @@ public sealed class ArScorer
                 var ids = new int[len];
                 Array.Fill(ids, _pad);
                 seq.AsSpan(start, end - start).CopyTo(ids);
-                windows.Add((ids, pos - start, end - start));
+                windows.Add((k, ids, pos - start, end - start));
                 pos = end;
             }
         }
-        double nll = 0;
-        long tokens = 0;
+        var nll = new double[samples.Count];
+        var tokens = new long[samples.Count];
         var rates = new float[0];
         for (int w0 = 0; w0 < windows.Count; w0 += _batch)
         {
@@ -58,14 +69,29 @@ public sealed class ArScorer
             batch.NoiseWithRates(flat, rates, _model.Config.MaskId, new Rng(0));
             for (int i = 0; i < b; i++)
             {
-                var (_, from, to) = windows[w0 + i];
+                var (k, ids, from, to) = windows[w0 + i];
                 for (int p = 0; p < len; p++)
-                    if (p < from || p >= to) batch.Weights[i * len + p] = 0f;
-                tokens += to - from;
+                {
+                    bool scored = p >= from && p < to && ids[p] != excludeTarget;
+                    if (!scored) batch.Weights[i * len + p] = 0f;
+                    else tokens[k]++;
+                }
             }
             _objective.Run(batch, backward: false);
-            foreach (var perToken in _objective.PerSequenceLoss(batch)) nll += perToken * len;
+            var loss = _objective.TokenLosses();
+            for (int i = 0; i < b; i++)
+            {
+                double sum = 0;
+                for (int p = 0; p < len; p++) sum += loss[i * len + p];
+                nll[windows[w0 + i].Sample] += sum;
+            }
         }
-        return (nll, tokens);
+        return [.. Enumerable.Range(0, samples.Count).Select(k => new SampleScore(nll[k], tokens[k]))];
     }
+}
+
+/// <summary>One sample's NLL (nats) under the scorer and the number of tokens scored.</summary>
+public readonly record struct SampleScore(double Nll, long Tokens)
+{
+    public double Perplexity => Math.Exp(Nll / Tokens);
 }

@@ -26,8 +26,19 @@ public sealed record ExperimentConfig
     /// <summary>Sequence length L.</summary>
     public int SeqLen { get; init; } = 128;
 
-    /// <summary>Optimiser steps per model; every model sees Steps·BatchSize·L training tokens.</summary>
-    public int Steps { get; init; } = 400;
+    /// <summary>Optimiser steps per model; every model sees Steps·BatchSize·L training tokens. With
+    /// <see cref="PretrainSteps"/> &gt; 0, the steps of each fine-tune (the AR model gets PretrainSteps + Steps).</summary>
+    public int Steps { get; init; } = 250;
+    /// <summary>
+    /// The paper's recipe when &gt; 0: one MDLM (L' = L, linear) pre-trained for this many steps per seed, from which
+    /// every BD3-LM L' (with the schedule search), the MDLM row and the ablation models are fine-tuned for
+    /// <see cref="Steps"/>; AR is trained from scratch for PretrainSteps + Steps, the same token budget.
+    /// 0: every model from scratch for Steps.
+    /// </summary>
+    public int PretrainSteps { get; init; } = 500;
+    /// <summary>Seeds of repeated runs (initialisation, data order, noise, samples); every perplexity is reported as
+    /// mean ± std over them. Empty: the one <see cref="Seed"/>.</summary>
+    public ulong[] Seeds { get; init; } = [1, 2, 3];
     /// <summary>If set, overrides Steps: the per-model token budget, rounded up to whole steps.</summary>
     public long? TokenBudget { get; init; }
     public int BatchSize { get; init; } = 16;
@@ -41,6 +52,9 @@ public sealed record ExperimentConfig
     public bool IncludeAr { get; init; } = true;
     public bool IncludeMdlm { get; init; } = true;
 
+    /// <summary>Noise schedule of the diffusion models: linear, square, sqrt, log or cosine (the reference's schedule ablation).</summary>
+    public string NoiseSchedule { get; init; } = "linear";
+
     /// <summary>Fraction of the steps trained with the linear schedule before the (β, ω) search picks the clipped one.</summary>
     public double ScheduleSearchAt { get; init; } = 0.3;
     /// <summary>(β, ω) grid of the search, as [[β, ω], ...]; empty = the cells of ScheduleSearch.DefaultGrid() at least
@@ -50,7 +64,7 @@ public sealed record ExperimentConfig
     /// <summary>Held-out rows the search scores each cell on.</summary>
     public int ScheduleSearchSequences { get; init; } = 32;
 
-    /// <summary>Block size of the schedule ablation (linear vs fixed clipped vs searched); 0 = no ablation.</summary>
+    /// <summary>Block size of the schedule ablation (linear vs fixed clipped vs searched; first seed only); 0 = no ablation.</summary>
     public int AblationBlockSize { get; init; } = 4;
     /// <summary>The fixed clipped schedule of the ablation, U[β, ω].</summary>
     public float[] AblationClipped { get; init; } = [0.3f, 0.8f];
@@ -80,18 +94,27 @@ public sealed record ExperimentConfig
         AllowTrailingCommas = true, DefaultIgnoreCondition = JsonIgnoreCondition.Never,
     };
 
-    /// <summary>The named presets: <c>default</c> (2 CPU cores, under 40 minutes on Brown) and <c>small</c> (one GPU).</summary>
+    /// <summary>
+    /// The named presets: <c>default</c> (2 CPU cores, about 35 minutes on Brown: 3 seeds of the paper's recipe),
+    /// <c>small</c> (one GPU) and <c>quick</c> (seconds: the default's shape at toy size, for tests and smoke runs).
+    /// </summary>
     public static ExperimentConfig ForPreset(string name) => name switch
     {
         "default" => new ExperimentConfig(),
+        "quick" => new ExperimentConfig
+        {
+            Preset = "quick", HiddenDim = 16, Layers = 1, Heads = 2, SeqLen = 32, PretrainSteps = 3, Steps = 2, BatchSize = 4,
+            WarmupSteps = 1, BlockSizes = [4, 8], ScheduleGrid = [[0f, 1f], [0.3f, 0.8f]], ScheduleSearchSequences = 4,
+            AblationSequences = 8, EvalSequences = 8, EvalBatchSize = 4, Samples = 2, SampleMaxTokens = 24, SampleEntropyThreshold = 0f,
+        },
         "small" => new ExperimentConfig
         {
             Preset = "small", ModelSize = "small", HiddenDim = null, Layers = null, Heads = null, SeqLen = 1024,
-            Steps = 20000, BatchSize = 32, LearningRate = 3e-4f, WarmupSteps = 1000, LrSchedule = "cosine",
+            Steps = 20000, PretrainSteps = 0, Seeds = [], BatchSize = 32, LearningRate = 3e-4f, WarmupSteps = 1000, LrSchedule = "cosine",
             ScheduleSearchSequences = 128, AblationSequences = 512, EvalSequences = 0, EvalBatchSize = 16,
             Samples = 32, SampleMaxTokens = 2048, SampleEntropyWindow = 256, SampleEntropyThreshold = 0f, Backend = "auto",
         },
-        _ => throw new UserInputException($"unknown preset '{name}': use default or small"),
+        _ => throw new UserInputException($"unknown preset '{name}': use default, small or quick"),
     };
 
     public static ExperimentConfig FromJson(string json, string source)
@@ -124,6 +147,9 @@ public sealed record ExperimentConfig
 
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 
+    /// <summary>The seeds of the run: <see cref="Seeds"/>, or the one <see cref="Seed"/>.</summary>
+    public IReadOnlyList<ulong> SeedList => Seeds.Length > 0 ? Seeds : [Seed];
+
     /// <summary>Optimiser steps per model after applying the token budget.</summary>
     public int StepsPerModel => TokenBudget is { } t ? (int)Math.Max(1, (t + (long)BatchSize * SeqLen - 1) / ((long)BatchSize * SeqLen)) : Steps;
 
@@ -149,6 +175,9 @@ public sealed record ExperimentConfig
             "sample_steps_per_block ≥ 0, sample_top_p in (0, 1], sample_entropy_window > 0 and sample_entropy_threshold ≥ 0 are required");
         Require(StepsPerModel > 0 && BatchSize > 0, "steps and batch size must be positive");
         Require(TokenBudget is null or > 0, "token budget must be positive");
+        Training.NoiseSchedule.Parse(NoiseSchedule, "noise_schedule");
+        Require(PretrainSteps >= 0, $"--pretrain-steps must be ≥ 0 (0 = every model from scratch), got {PretrainSteps}");
+        Require(Seeds.Distinct().Count() == Seeds.Length, $"--seeds must be distinct, got {string.Join(",", Seeds)}");
         foreach (var b in BlockSizes) Require(b > 0 && SeqLen % b == 0, $"block size {b} does not divide L={SeqLen}");
         Require(BlockSizes.Length > 0 || IncludeAr || IncludeMdlm, "nothing to train: no block sizes, no AR, no MDLM");
         Require(ScheduleSearchAt is >= 0 and < 1, $"schedule_search_at {ScheduleSearchAt} must be in [0, 1)");

@@ -26,6 +26,8 @@ public sealed record ModelConfig
     /// <summary>Clipped mask-rate range used in training, [β, ω].</summary>
     public float ScheduleMin { get; init; } = 0f;
     public float ScheduleMax { get; init; } = 1f;
+    /// <summary>The noise schedule of training, evaluation and DDPM sampling (the reference's noise.type).</summary>
+    public Training.NoiseKind Noise { get; init; } = Training.NoiseKind.Linear;
 
     public int HeadDim => HiddenDim / Heads;
     public int MlpDim => 4 * HiddenDim;
@@ -59,7 +61,7 @@ public sealed record ModelConfig
     /// <summary>
     /// config.json with the whole key set of bd3lms's BD3LMConfig (models/hf/configuration_bd3lm.py), so that its
     /// code reads our checkpoints (with its configuration_bd3lm.py and modeling_bd3lm.py next to config.json), plus
-    /// our mask_index and tokenizer.
+    /// our mask_index, tokenizer and noise_type (the reference's noise.type).
     /// </summary>
     public string ToJson()
     {
@@ -88,6 +90,7 @@ public sealed record ModelConfig
             ["var_min"] = true,
             ["sampling_eps_min"] = ScheduleMin,
             ["sampling_eps_max"] = ScheduleMax,
+            ["noise_type"] = Training.NoiseSchedule.ReferenceName(Noise),
             ["return_dict"] = false,
             ["mask_index"] = MaskId,
             ["tokenizer"] = Tokenizer,
@@ -101,6 +104,12 @@ public sealed record ModelConfig
     /// not truncated), floats finite, strings strings; a problem is a <see cref="UserInputException"/> naming
     /// <paramref name="source"/> and the field.
     /// </summary>
+    static Training.NoiseKind ParseNoise(string name, string source)
+    {
+        try { return Training.NoiseSchedule.Parse(name, "noise_type"); }
+        catch (UserInputException e) { throw new UserInputException($"{source}: {e.Message}", e); }
+    }
+
     public static ModelConfig FromJson(string json, string source)
     {
         JsonNode? root;
@@ -169,6 +178,7 @@ public sealed record ModelConfig
             Tokenizer = Text("tokenizer") ?? (vocab == 50258 ? "gpt2" : "byte"),
             ScheduleMin = Float("sampling_eps_min", 0f),
             ScheduleMax = Float("sampling_eps_max", 1f),
+            Noise = Text("noise_type") is { } noise ? ParseNoise(noise, source) : Training.NoiseKind.Linear,
         };
         try { cfg.Validate(); }
         catch (UserInputException e) { throw new UserInputException($"{source}: {e.Message}", e); }

@@ -13,6 +13,7 @@ internal sealed class BlockStep : IDisposable
 {
     readonly IBackend _b;
     readonly int _lb, _v, _mask, _bs;
+    readonly NoiseKind _noise;
     readonly OwnedBuffers _buffers;
     readonly FloatView _uniforms, _probsDev;
     readonly IntView _sampledDev;
@@ -23,7 +24,7 @@ internal sealed class BlockStep : IDisposable
 
     public BlockStep(IBackend backend, ModelConfig c, int bs)
     {
-        _b = backend; _lb = c.BlockSize; _v = c.VocabSize; _mask = c.MaskId; _bs = bs;
+        _b = backend; _lb = c.BlockSize; _v = c.VocabSize; _mask = c.MaskId; _bs = bs; _noise = c.Noise;
         _buffers = new OwnedBuffers(backend);
         _uniforms = _buffers.Float("uniforms", bs, _lb);
         _sampledDev = _buffers.Int("sampled tokens", bs, _lb);
@@ -61,13 +62,15 @@ internal sealed class BlockStep : IDisposable
 
     /// <summary>
     /// The positions (indices into the batch's block) this step reveals. First-hitting: one uniformly chosen masked
-    /// position per sequence. DDPM: each masked position with (α_s - α_t)/(1 - α_t), t = 1 - k/T → s = t - 1/T; the last step all.
+    /// position per sequence. DDPM: each masked position with (α_s - α_t)/(1 - α_t) under the model's noise schedule,
+    /// t = 1 - k/T → s = t - 1/T; the last step all.
     /// </summary>
     List<int> ChooseReveals(SamplingOptions o, Rng rng, int[] block, int step, int steps)
     {
         var chosen = new List<int>();
         double t = 1.0 - (double)step / steps, s = Math.Max(0.0, t - 1.0 / steps);
-        double p = step >= steps - 1 ? 1.0 : (t - s) / t;
+        double mt = NoiseSchedule.MaskProbability(_noise, t), ms = NoiseSchedule.MaskProbability(_noise, s);
+        double p = step >= steps - 1 ? 1.0 : (mt - ms) / mt;
         for (int q = 0; q < block.Length / _lb; q++)
         {
             var seq = block.AsSpan(q * _lb, _lb);

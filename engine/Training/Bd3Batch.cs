@@ -10,9 +10,9 @@ public sealed class Bd3Batch
 {
     public readonly int Batch, Length, BlockSize;
     public readonly int[] Clean, Noisy;
-    /// <summary>Mask rate t of each (sequence, block).</summary>
+    /// <summary>Time t of each (sequence, block): the mask probability under the linear schedule.</summary>
     public readonly float[] Rates;
-    /// <summary>1/t where the token is masked, 0 where it is carried over.</summary>
+    /// <summary>The schedule's weight (linear: 1/t) where the token is masked, 0 where it is carried over.</summary>
     public readonly float[] Weights;
 
     public int Blocks => Length / BlockSize;
@@ -27,12 +27,12 @@ public sealed class Bd3Batch
 
     /// <summary>
     /// Draws one t per (sequence, block), stratified over the whole batch (low-discrepancy, as bd3lms), and masks
-    /// each token with probability t. With a clipped range, a block whose realised mask fraction falls outside
+    /// each token with the schedule's probability 1 − α_t (linear: t). With a clipped range, a block whose realised mask fraction falls outside
     /// [β, ω] is re-masked (bounded retries) when <paramref name="resample"/> is set, as the reference does in
     /// training; a bound at ε (β ≤ 1e-3) or at ω = 1 is no bound, as there. Evaluation must not resample: forcing
     /// a mask into a block drawn at small t would bias the bound. With <paramref name="ignoreBos"/> (the reference's
-    /// ignore_bos) position 0 of every row is never masked. A masked token weighs 1/t, or 1 when β &gt; 0.5 (as the
-    /// reference's loss for clipped ranges above one half).
+    /// ignore_bos) position 0 of every row is never masked. A masked token weighs −α'_t/(1 − α_t) (linear: 1/t), or 1
+    /// when β &gt; 0.5 (as the reference's loss for clipped ranges above one half).
     /// </summary>
     public void Noise(ReadOnlySpan<int> clean, NoiseSchedule schedule, int maskId, Rng rng, bool resample = false, bool stratified = true, bool ignoreBos = true)
     {
@@ -47,34 +47,36 @@ public sealed class Bd3Batch
         // shuffle the strata so a sequence's blocks are not ordered by t
         for (int i = n - 1; i > 0; i--) { int j = rng.NextInt(i + 1); (Rates[i], Rates[j]) = (Rates[j], Rates[i]); }
         bool clipped = resample && (schedule.HasLowerBound || schedule.HasUpperBound);
-        for (int blk = 0; blk < n; blk++) NoiseBlock(blk, Rates[blk], maskId, rng, clipped ? schedule : null, schedule.UnitWeight);
+        for (int blk = 0; blk < n; blk++) NoiseBlock(blk, Rates[blk], schedule, maskId, rng, clipped, schedule.UnitWeight);
         if (ignoreBos)
             for (int s = 0; s < Batch; s++) { Noisy[s * Length] = Clean[s * Length]; Weights[s * Length] = 0f; }
     }
 
-    /// <summary>Noises with given per-block rates (tests, AR special case with t = 1).</summary>
+    /// <summary>Noises with given per-block rates under the linear schedule (tests, AR special case with t = 1).</summary>
     public void NoiseWithRates(ReadOnlySpan<int> clean, ReadOnlySpan<float> rates, int maskId, Rng rng)
     {
         clean.CopyTo(Clean);
         rates.CopyTo(Rates);
-        for (int blk = 0; blk < Rates.Length; blk++) NoiseBlock(blk, Rates[blk], maskId, rng, null, false);
+        for (int blk = 0; blk < Rates.Length; blk++) NoiseBlock(blk, Rates[blk], NoiseSchedule.Linear, maskId, rng, false, false);
     }
 
-    void NoiseBlock(int blk, float t, int maskId, Rng rng, NoiseSchedule? clip, bool unitWeight)
+    void NoiseBlock(int blk, float t, NoiseSchedule schedule, int maskId, Rng rng, bool clip, bool unitWeight)
     {
         int start = blk * BlockSize;
-        float weight = unitWeight ? 1f : NoiseSchedule.Weight(t);
+        float weight = unitWeight ? 1f : schedule.Weight(t);
+        double p = schedule.MaskProbability(t);
         for (int attempt = 0; ; attempt++)
         {
             int masked = 0;
             for (int i = start; i < start + BlockSize; i++)
             {
-                bool m = rng.NextDouble() < t;
+                bool m = rng.NextDouble() < p;
                 Noisy[i] = m ? maskId : Clean[i];
                 Weights[i] = m ? weight : 0f;
                 masked += m ? 1 : 0;
             }
-            if (clip is not { } c || attempt >= 64) return;
+            if (!clip || attempt >= 64) return;
+            var c = schedule;
             float frac = (float)masked / BlockSize;
             float lo = c.HasLowerBound ? c.Min : 0f, hi = c.HasUpperBound ? c.Max : 1f;
             // a fraction can only land in [β, ω] if some multiple of 1/L' does; otherwise accept the draw

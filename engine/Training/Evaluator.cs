@@ -37,7 +37,7 @@ public sealed class Evaluator(Denoiser model) : IDisposable
         CancellationToken cancel = default)
     {
         if (rows.Count == 0) throw new UserInputException("no validation rows to evaluate (corpus too small for one sequence of L tokens?)");
-        var sched = schedule ?? NoiseSchedule.Eval;
+        var sched = schedule ?? NoiseSchedule.EvalWith(model.Config.Noise);
         var rng = new Rng(seed);
         int length = model.Config.ModelLength, lb = model.Config.BlockSize, counted = Math.Max(1, length - 1);
         var perSeq = new List<double>();
@@ -118,7 +118,7 @@ public static class ScheduleSearch
         var cells = new List<ScheduleCell>();
         foreach (var (lo, hi) in grid ?? DefaultGrid(model.Config.BlockSize))
         {
-            var s = new NoiseSchedule(lo, hi);
+            var s = new NoiseSchedule(lo, hi, model.Config.Noise);
             s.Validate();
             var r = eval.Evaluate(rows, batchSize, s, seed, resample: true, cancel);
             var cell = new ScheduleCell(lo, hi, r.Nelbo, r.BlockVariance);

@@ -22,7 +22,9 @@ public sealed class Trainer : IDisposable
     public Denoiser Model { get; }
     public TrainOptions Options { get; }
     public int Step { get; private set; }
-    public NoiseSchedule Schedule { get; set; }
+    /// <summary>The training schedule; its kind is the model's (config noise_type): setting a clipped range keeps it.</summary>
+    public NoiseSchedule Schedule { get => _schedule; set => _schedule = value with { Kind = Model.Config.Noise }; }
+    NoiseSchedule _schedule;
     public Rng Rng { get; }
     public FloatView Ema { get; }
     public List<(int Step, double Loss)> LossLog { get; } = [];

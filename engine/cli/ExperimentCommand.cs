@@ -15,14 +15,17 @@ public static class ExperimentCommand
     {
         var data = new Option<string?>("--data") { Description = "corpus: text file, folder of .txt, or .jsonl" };
         var outDir = new Option<string?>("--out") { Description = "output directory (results.md, results.json, *.png, models/)" };
-        var preset = new Option<string>("--preset") { Description = "default (2 CPU cores, < 40 min on Brown) or small (one GPU)", DefaultValueFactory = _ => "default" };
+        var preset = new Option<string>("--preset") { Description = "default (3 seeds of the paper's recipe, 2 CPU cores, ~35 min on Brown), small (one GPU) or quick (seconds)", DefaultValueFactory = _ => "default" };
         var config = new Option<string?>("--config") { Description = "JSON configuration (snake_case keys of ExperimentConfig) applied over the preset" };
         var model = new Option<string?>("--model") { Description = "tiny, small or custom" };
         var hidden = new Option<int?>("--hidden-dim");
         var layers = new Option<int?>("--layers");
         var heads = new Option<int?>("--heads");
         var seqLen = new Option<int?>("--seq-len") { Description = "sequence length L" };
-        var steps = new Option<int?>("--steps") { Description = "optimiser steps per model" };
+        var steps = new Option<int?>("--steps") { Description = "optimiser steps per model (per fine-tune with --pretrain-steps)" };
+        var pretrain = new Option<int?>("--pretrain-steps") { Description = "steps of the shared MDLM pre-train the diffusion models are fine-tuned from (0 = all from scratch)" };
+        var seeds = new Option<string?>("--seeds") { Description = "seeds of repeated runs, comma separated (e.g. 1,2,3): perplexities as mean ± std" };
+        var noise = new Option<string?>("--noise-schedule") { Description = "linear, square, sqrt, log or cosine" };
         var budget = new Option<long?>("--token-budget") { Description = "training tokens per model (overrides --steps)" };
         var batch = new Option<int?>("--batch-size");
         var lr = new Option<float?>("--lr");
@@ -33,13 +36,13 @@ public static class ExperimentCommand
         var samples = new Option<int?>("--samples") { Description = "samples generated per model (0 = none)" };
         var maxTokens = new Option<int?>("--sample-max-tokens");
         var evalSeqs = new Option<int?>("--eval-sequences") { Description = "validation rows per model (0 = the whole split)" };
-        var seed = new Option<ulong?>("--seed");
+        var seed = new Option<ulong?>("--seed") { Description = "one seed (instead of the preset's --seeds)" };
         var backend = new Option<string?>("--backend") { Description = "auto, cpu, cuda or ilgpu" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "byte (bits per byte), gpt2:DIR, ..." };
         var cmd = new Command("experiment", "AR vs BD3-LM (several L') vs MDLM on one budget, schedule ablation, generation: tables and plots")
         {
             data, outDir, preset, config, model, hidden, layers, heads, seqLen, steps, budget, batch, lr, blockSizes, noAr, noMdlm,
-            ablation, samples, maxTokens, evalSeqs, seed, backend, tokenizer,
+            ablation, samples, maxTokens, evalSeqs, seed, backend, tokenizer, pretrain, seeds, noise,
         };
         cmd.SetAction(r => CliRunner.Run(cancel =>
         {
@@ -58,7 +61,11 @@ public static class ExperimentCommand
             if (r.GetValue(hidden) is { } h) c = c with { HiddenDim = h };
             if (r.GetValue(layers) is { } l) c = c with { Layers = l };
             if (r.GetValue(heads) is { } hd) c = c with { Heads = hd };
-            if (r.GetValue(blockSizes) is { } bs) c = c with { BlockSizes = ParseList(bs) };
+            if (r.GetValue(blockSizes) is { } bs) c = c with { BlockSizes = ParseList(bs, "--block-sizes") };
+            if (r.GetValue(pretrain) is { } pre) c = c with { PretrainSteps = pre };
+            if (r.GetValue(noise) is { } n) c = c with { NoiseSchedule = n };
+            if (r.GetValue(seed) is not null) c = c with { Seeds = [] };
+            if (r.GetValue(seeds) is { } ss) c = c with { Seeds = [.. ParseList(ss, "--seeds").Select(x => x >= 0 ? (ulong)x : throw new UserInputException($"--seeds '{ss}': seeds must be ≥ 0"))] };
             var lastLine = DateTime.MinValue;
             var observer = new ExperimentObserver
             {
@@ -79,10 +86,10 @@ public static class ExperimentCommand
         return cmd;
     }
 
-    static int[] ParseList(string s)
+    static int[] ParseList(string s, string option)
     {
         try { return [.. s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(x => int.Parse(x, CultureInfo.InvariantCulture))]; }
-        catch (Exception e) when (e is FormatException or OverflowException) { throw new UserInputException($"--block-sizes '{s}': expected comma-separated integers such as 4,8,16"); }
+        catch (Exception e) when (e is FormatException or OverflowException) { throw new UserInputException($"{option} '{s}': expected comma-separated integers such as {(option == "--seeds" ? "1,2,3" : "4,8,16")}"); }
     }
 }
 
@@ -92,13 +99,16 @@ public static class ExperimentPlots
     public static IReadOnlyList<string> Write(ExperimentResult result, string dir)
     {
         var written = new List<string>();
-        var models = result.Models.Where(m => !m.Name.StartsWith("ablation", StringComparison.Ordinal)).OrderBy(m => m.BlockSize).ToList();
+        // one point per reported model: the mean over seeds, with its std as an error bar
+        var models = result.Summary.OrderBy(m => m.BlockSize).ToList();
         if (models.Count > 0)
         {
             var plot = new ScottPlot.Plot();
             double[] xs = [.. models.Select(m => Math.Log2(m.BlockSize))], ys = [.. models.Select(m => m.Perplexity)];
             var line = plot.Add.Scatter(xs, ys);
-            line.LineWidth = 2; line.MarkerSize = 9; line.LegendText = "validation PPL (AR: exact NLL; others: NELBO bound)";
+            line.LineWidth = 2; line.MarkerSize = 9;
+            line.LegendText = $"validation PPL, mean over {result.Config.SeedList.Count} seed(s) (AR: exact NLL; others: NELBO bound)";
+            if (models.Any(m => m.Seeds > 1)) plot.Add.ErrorBar(xs, ys, [.. models.Select(m => m.PerplexityStd)]);
             foreach (var m in models)
             {
                 var t = plot.Add.Text($"{m.Perplexity:F2}", Math.Log2(m.BlockSize), m.Perplexity);

@@ -45,12 +45,13 @@ static class TrainCommand
         var bucketMb = new Option<double>("--allreduce-bucket-mb") { Description = "data parallel: all-reduce the gradients in buckets of this many MB, overlapped with the backward pass (0 = one all-reduce after it)", DefaultValueFactory = _ => GradientBuckets.DefaultMegabytes };
         var gradAccum = new Option<int>("--grad-accum") { Description = "micro-batches of --batch-size per optimiser step", DefaultValueFactory = _ => 1 };
         var initFrom = new Option<string?>("--init-from") { Description = "start from this checkpoint's weights (fresh optimiser), e.g. fine-tune at a smaller L'" };
+        var noise = new Option<string>("--noise-schedule") { Description = "linear, square, sqrt, log or cosine (the reference's schedules)", DefaultValueFactory = _ => "linear" };
         var packing = new Option<string>("--packing") { Description = "wrap (documents with EOS between them, across rows) or per-row ([BOS] … [EOS] rows)", DefaultValueFactory = _ => "wrap" };
         var cmd = new Command("train", "train a BD3-LM")
         {
             data, model, seqLen, blockSize, steps, outDir, backend, resume, overwrite, batch, lr, warmup, lrSchedule, wd, clip, ema,
             betaMin, betaMax, search, evalEvery, ckptEvery, tokenizer, seed, dropout, hidden, layers, heads, allowNonFinite, nproc, collective, collectiveTimeout,
-            packing, initFrom, gradAccum, bucketMb,
+            packing, initFrom, gradAccum, bucketMb, noise,
         };
         cmd.SetAction(r => CliRunner.Run(cancel =>
         {
@@ -65,7 +66,7 @@ static class TrainCommand
             {
                 DataPath = r.GetValue(data)!, OutputDirectory = r.GetValue(outDir)!, ModelSize = r.GetValue(model)!,
                 SeqLen = r.GetValue(seqLen), BlockSize = r.GetValue(blockSize), Tokenizer = r.GetValue(tokenizer)!,
-                ScheduleMin = r.GetValue(betaMin), ScheduleMax = r.GetValue(betaMax), Dropout = r.GetValue(dropout),
+                ScheduleMin = r.GetValue(betaMin), ScheduleMax = r.GetValue(betaMax), Noise = NoiseSchedule.Parse(r.GetValue(noise)!), Dropout = r.GetValue(dropout),
                 Backend = r.GetValue(backend)!, Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite), AllowNonFinite = r.GetValue(allowNonFinite), Collective = r.GetValue(collective)!, InitFrom = r.GetValue(initFrom),
                 HiddenDim = r.GetValue(hidden), Layers = r.GetValue(layers), Heads = r.GetValue(heads),
                 Packing = r.GetValue(packing) switch
