@@ -6,7 +6,8 @@ namespace FastBlockDiff.Tests;
 /// <summary>
 /// The scheduler's forward pass (<see cref="Denoiser.ForwardCachedEach"/>) on the CPU backend: a request's logits
 /// are the same bits whether its block runs alone or in one batch with other requests of other prompt lengths —
-/// the dense layers (GEMM, LayerNorm, GELU, residuals) over all rows at once, attention per request. Texts
+/// the dense layers (GEMM, LayerNorm, GELU, residuals) over all rows at once, attention per request — with the
+/// batch-invariant GEMM that the scheduler turns on. Texts
 /// compare only the sampled tokens; this compares every logit, so a last-bit difference cannot hide.
 /// </summary>
 public class BatchInvariantForwardTests
@@ -89,7 +90,7 @@ public class BatchInvariantForwardTests
     [InlineData(16)]    // 64 rows
     public void LogitsOfARequestInABatchAreItsLogitsAlone(int count)
     {
-        using var net = TinyModels.Random(Wide, seed: 3, backend: new CpuBackend());
+        using var net = TinyModels.Random(Wide, seed: 3, backend: new CpuBackend { BatchInvariantGemm = true });
         var alone = Run(net, count, rounds: 3, together: false);
         var batched = Run(net, count, rounds: 3, together: true);
         for (int s = 0; s < count; s++)

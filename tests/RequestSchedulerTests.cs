@@ -44,8 +44,10 @@ public class RequestSchedulerTests
     public async Task ConcurrentRequestsGetTheTextsOfSequentialRuns(int count, int width)
     {
         using var model = ByteModel(width, seed: 8);
-        var expected = Enumerable.Range(0, count).Select(i => model.Sample(Request(i).Prompt, Request(i).Options)).ToArray();
+        // first the scheduler: it switches the backend to its batch-invariant GEMM, the sequential runs too
         using var scheduler = new RequestScheduler(model, maxBatch: 16);
+        Assert.True(((Kernels.Cpu.CpuBackend)model.Backend).BatchInvariantGemm);
+        var expected = Enumerable.Range(0, count).Select(i => model.Sample(Request(i).Prompt, Request(i).Options)).ToArray();
         // half start together; the other half join while the first are in the middle of their generations
         var first = Enumerable.Range(0, count / 2).Select(i => Task.Run(() => Collect(scheduler, Request(i)))).ToList();
         while (scheduler.Nfe == 0) await Task.Delay(1);
@@ -67,8 +69,8 @@ public class RequestSchedulerTests
     {
         using var model = ConcurrencyTests.FreshByteModel(seed: 8);
         const int count = 6;
-        var expected = Enumerable.Range(0, count).Select(i => model.Sample(Request(i).Prompt, Request(i).Options)).ToArray();
         using var scheduler = new RequestScheduler(model);
+        var expected = Enumerable.Range(0, count).Select(i => model.Sample(Request(i).Prompt, Request(i).Options)).ToArray();
         // a direct call on the model holds its backend: the scheduler's requests queue up behind it meanwhile
         using var holding = new ManualResetEventSlim();
         using var release = new ManualResetEventSlim();

@@ -260,6 +260,68 @@ public static unsafe partial class CpuGemm
         Vector128.Store(c3_0 + z0, o + 24); Vector128.Store(c3_1 + z1, o + 28);
     }
 
+    /// <summary>out[r*4+c] = Σ_p a_r[p]·b_c[p] over k for 4 rows of A and 4 rows of B (both contiguous along k).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Dot4x4_512(float* a0, float* a1, float* a2, float* a3, float* b0, float* b1, float* b2, float* b3, int k, float* o)
+    {
+        var s00 = Vector512<float>.Zero; var s01 = Vector512<float>.Zero; var s02 = Vector512<float>.Zero; var s03 = Vector512<float>.Zero;
+        var s10 = Vector512<float>.Zero; var s11 = Vector512<float>.Zero; var s12 = Vector512<float>.Zero; var s13 = Vector512<float>.Zero;
+        var s20 = Vector512<float>.Zero; var s21 = Vector512<float>.Zero; var s22 = Vector512<float>.Zero; var s23 = Vector512<float>.Zero;
+        var s30 = Vector512<float>.Zero; var s31 = Vector512<float>.Zero; var s32 = Vector512<float>.Zero; var s33 = Vector512<float>.Zero;
+        int p = 0;
+        for (; p + 16 <= k; p += 16)
+        {
+            var vb0 = Vector512.Load(b0 + p); var vb1 = Vector512.Load(b1 + p); var vb2 = Vector512.Load(b2 + p); var vb3 = Vector512.Load(b3 + p);
+            var va0 = Vector512.Load(a0 + p); s00 = Avx512F.FusedMultiplyAdd(va0, vb0, s00); s01 = Avx512F.FusedMultiplyAdd(va0, vb1, s01); s02 = Avx512F.FusedMultiplyAdd(va0, vb2, s02); s03 = Avx512F.FusedMultiplyAdd(va0, vb3, s03);
+            var va1 = Vector512.Load(a1 + p); s10 = Avx512F.FusedMultiplyAdd(va1, vb0, s10); s11 = Avx512F.FusedMultiplyAdd(va1, vb1, s11); s12 = Avx512F.FusedMultiplyAdd(va1, vb2, s12); s13 = Avx512F.FusedMultiplyAdd(va1, vb3, s13);
+            var va2 = Vector512.Load(a2 + p); s20 = Avx512F.FusedMultiplyAdd(va2, vb0, s20); s21 = Avx512F.FusedMultiplyAdd(va2, vb1, s21); s22 = Avx512F.FusedMultiplyAdd(va2, vb2, s22); s23 = Avx512F.FusedMultiplyAdd(va2, vb3, s23);
+            var va3 = Vector512.Load(a3 + p); s30 = Avx512F.FusedMultiplyAdd(va3, vb0, s30); s31 = Avx512F.FusedMultiplyAdd(va3, vb1, s31); s32 = Avx512F.FusedMultiplyAdd(va3, vb2, s32); s33 = Avx512F.FusedMultiplyAdd(va3, vb3, s33);
+        }
+        o[0] = Vector512.Sum(s00); o[1] = Vector512.Sum(s01); o[2] = Vector512.Sum(s02); o[3] = Vector512.Sum(s03);
+        o[4] = Vector512.Sum(s10); o[5] = Vector512.Sum(s11); o[6] = Vector512.Sum(s12); o[7] = Vector512.Sum(s13);
+        o[8] = Vector512.Sum(s20); o[9] = Vector512.Sum(s21); o[10] = Vector512.Sum(s22); o[11] = Vector512.Sum(s23);
+        o[12] = Vector512.Sum(s30); o[13] = Vector512.Sum(s31); o[14] = Vector512.Sum(s32); o[15] = Vector512.Sum(s33);
+        for (; p < k; p++)
+        {
+            float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p];
+            float y0 = b0[p]; o[0] += x0 * y0; o[4] += x1 * y0; o[8] += x2 * y0; o[12] += x3 * y0;
+            float y1 = b1[p]; o[1] += x0 * y1; o[5] += x1 * y1; o[9] += x2 * y1; o[13] += x3 * y1;
+            float y2 = b2[p]; o[2] += x0 * y2; o[6] += x1 * y2; o[10] += x2 * y2; o[14] += x3 * y2;
+            float y3 = b3[p]; o[3] += x0 * y3; o[7] += x1 * y3; o[11] += x2 * y3; o[15] += x3 * y3;
+        }
+    }
+
+    /// <summary>out[r*4+c] = Σ_p a_r[p]·b_c[p] over k for 4 rows of A and 4 rows of B (both contiguous along k).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Dot4x4_256(float* a0, float* a1, float* a2, float* a3, float* b0, float* b1, float* b2, float* b3, int k, float* o)
+    {
+        var s00 = Vector256<float>.Zero; var s01 = Vector256<float>.Zero; var s02 = Vector256<float>.Zero; var s03 = Vector256<float>.Zero;
+        var s10 = Vector256<float>.Zero; var s11 = Vector256<float>.Zero; var s12 = Vector256<float>.Zero; var s13 = Vector256<float>.Zero;
+        var s20 = Vector256<float>.Zero; var s21 = Vector256<float>.Zero; var s22 = Vector256<float>.Zero; var s23 = Vector256<float>.Zero;
+        var s30 = Vector256<float>.Zero; var s31 = Vector256<float>.Zero; var s32 = Vector256<float>.Zero; var s33 = Vector256<float>.Zero;
+        int p = 0;
+        for (; p + 8 <= k; p += 8)
+        {
+            var vb0 = Vector256.Load(b0 + p); var vb1 = Vector256.Load(b1 + p); var vb2 = Vector256.Load(b2 + p); var vb3 = Vector256.Load(b3 + p);
+            var va0 = Vector256.Load(a0 + p); s00 = Vector256.MultiplyAddEstimate(va0, vb0, s00); s01 = Vector256.MultiplyAddEstimate(va0, vb1, s01); s02 = Vector256.MultiplyAddEstimate(va0, vb2, s02); s03 = Vector256.MultiplyAddEstimate(va0, vb3, s03);
+            var va1 = Vector256.Load(a1 + p); s10 = Vector256.MultiplyAddEstimate(va1, vb0, s10); s11 = Vector256.MultiplyAddEstimate(va1, vb1, s11); s12 = Vector256.MultiplyAddEstimate(va1, vb2, s12); s13 = Vector256.MultiplyAddEstimate(va1, vb3, s13);
+            var va2 = Vector256.Load(a2 + p); s20 = Vector256.MultiplyAddEstimate(va2, vb0, s20); s21 = Vector256.MultiplyAddEstimate(va2, vb1, s21); s22 = Vector256.MultiplyAddEstimate(va2, vb2, s22); s23 = Vector256.MultiplyAddEstimate(va2, vb3, s23);
+            var va3 = Vector256.Load(a3 + p); s30 = Vector256.MultiplyAddEstimate(va3, vb0, s30); s31 = Vector256.MultiplyAddEstimate(va3, vb1, s31); s32 = Vector256.MultiplyAddEstimate(va3, vb2, s32); s33 = Vector256.MultiplyAddEstimate(va3, vb3, s33);
+        }
+        o[0] = Vector256.Sum(s00); o[1] = Vector256.Sum(s01); o[2] = Vector256.Sum(s02); o[3] = Vector256.Sum(s03);
+        o[4] = Vector256.Sum(s10); o[5] = Vector256.Sum(s11); o[6] = Vector256.Sum(s12); o[7] = Vector256.Sum(s13);
+        o[8] = Vector256.Sum(s20); o[9] = Vector256.Sum(s21); o[10] = Vector256.Sum(s22); o[11] = Vector256.Sum(s23);
+        o[12] = Vector256.Sum(s30); o[13] = Vector256.Sum(s31); o[14] = Vector256.Sum(s32); o[15] = Vector256.Sum(s33);
+        for (; p < k; p++)
+        {
+            float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p];
+            float y0 = b0[p]; o[0] += x0 * y0; o[4] += x1 * y0; o[8] += x2 * y0; o[12] += x3 * y0;
+            float y1 = b1[p]; o[1] += x0 * y1; o[5] += x1 * y1; o[9] += x2 * y1; o[13] += x3 * y1;
+            float y2 = b2[p]; o[2] += x0 * y2; o[6] += x1 * y2; o[10] += x2 * y2; o[14] += x3 * y2;
+            float y3 = b3[p]; o[3] += x0 * y3; o[7] += x1 * y3; o[11] += x2 * y3; o[15] += x3 * y3;
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector128<float> MulAdd128(Vector128<float> a, Vector128<float> b, Vector128<float> c) => a * b + c;
 }

@@ -25,11 +25,14 @@ public enum GemmKernel { Auto, Avx512, Avx2, Portable }
 /// Small M takes a direct path without packing A: M ≤ 4 (decoding one token) for any transposes, and M ≤ 20
 /// (a decoded block of a few sequences) for A·Bᵀ, the layout of the linear layers.
 /// Transposes are absorbed by the packing routines.
-/// <para>Batch-invariant: every C[i, j] comes out of the same floating-point operations whatever M, the path, the
-/// tile or the thread that computes row i — the K panels depend on K alone (<see cref="KcStep"/>), within a panel
-/// the sum over k runs in order, one vector lane per column, from zero (fused multiply-adds, or multiply then add
-/// for the portable kernel), and each panel's sum meets bias and C in one epilogue. Row i of a product is thus the
-/// same bits in a batch of any size (a serving scheduler relies on it); only the kernel kind changes the rounding.</para>
+/// <para>Batch-invariant on request (<c>batchInvariant</c>): every C[i, j] then comes out of the same floating-point
+/// operations whatever M, the path, the tile or the thread that computes row i — the K panels depend on K alone
+/// (<see cref="KcStep"/>), within a panel the sum over k runs in order, one vector lane per column, from zero (fused
+/// multiply-adds, or multiply then add for the portable kernel), and each panel's sum meets bias and C in one
+/// epilogue. Row i of a product is thus the same bits in a batch of any size (a serving scheduler relies on it);
+/// only the kernel kind changes the rounding. The packed path is invariant either way; by default the small-M path
+/// takes dot products along k instead (about twice as fast there: it reads op(B)ᵀ as it lies, where the invariant
+/// order must transpose it), so a row of a small product may differ in its last bits from the same row in a large one.</para>
 /// </summary>
 public static unsafe partial class CpuGemm
 {
@@ -79,10 +82,11 @@ public static unsafe partial class CpuGemm
     /// </summary>
     /// <param name="maxThreads">0: all processors.</param>
     /// <param name="allowSmallPath">false forces the packed path even for tiny M (tests).</param>
+    /// <param name="batchInvariant">true: a row's result does not depend on M (see the class notes); slower for small M.</param>
     public static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc,
         ReadOnlySpan<float> bias = default, int batch = 1, long strideA = 0, long strideB = 0, long strideC = 0,
-        GemmKernel kernel = GemmKernel.Auto, int maxThreads = 0, bool allowSmallPath = true)
+        GemmKernel kernel = GemmKernel.Auto, int maxThreads = 0, bool allowSmallPath = true, bool batchInvariant = false)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(m);
         ArgumentOutOfRangeException.ThrowIfNegative(n);
@@ -112,7 +116,7 @@ public static unsafe partial class CpuGemm
             {
                 TransA = transA, TransB = transB, M = m, N = n, K = k, Alpha = alpha, A = pa, Lda = lda, B = pb, Ldb = ldb,
                 Beta = beta, C = pc, Ldc = ldc, Bias = bias.IsEmpty ? null : pbias, Info = Info(kernel),
-                Threads = threads, AllowSmall = allowSmallPath,
+                Threads = threads, AllowSmall = allowSmallPath, Invariant = batchInvariant,
             };
             double flops = 2.0 * m * n * Math.Max(k, 1);
             if (batch > 1 && threads > 1 && flops < 8e6)
@@ -149,7 +153,7 @@ public static unsafe partial class CpuGemm
     /// <summary>One (unbatched) product; pointers are already offset and pinned by the caller.</summary>
     struct Problem
     {
-        public bool TransA, TransB, AllowSmall;
+        public bool TransA, TransB, AllowSmall, Invariant;
         public int M, N, K, Threads;
         public float Alpha, Beta;
         public float* A, B, C, Bias;
@@ -160,7 +164,12 @@ public static unsafe partial class CpuGemm
     static void Run(in Problem g)
     {
         if (g.K == 0 || g.Alpha == 0) { ScaleOnly(g); return; }
-        if (g.AllowSmall && (g.M <= SmallM || (g.M <= SmallTransBM && g.TransB && !g.TransA))) { SmallPath(g); return; }
+        if (g.AllowSmall && (g.M <= SmallM || (g.M <= SmallTransBM && g.TransB && !g.TransA)))
+        {
+            if (g.Invariant) RowsPath(g);
+            else DotPath(g);
+            return;
+        }
         Blocked(g);
     }
 
@@ -172,78 +181,6 @@ public static unsafe partial class CpuGemm
             float* c = g.C + i * g.Ldc;
             for (int j = 0; j < g.N; j++)
                 c[j] = (g.Beta == 0 ? 0f : g.Beta * c[j]) + (g.Bias != null ? g.Bias[j] : 0f);
-        }
-    }
-
-    // ------------------------------------------------------------------ small M: no packing of A
-
-    /// <summary>
-    /// Few rows of op(A) against slivers of NR columns of op(B), each packed as in the blocked path (transposed when
-    /// B is) into a [kc][NR] buffer that stays in L1 while every row passes over it; A is read as it lies.
-    /// The arithmetic of each C[i, j] is the packed path's: the same K panels (<see cref="KcStep"/>), within a panel
-    /// one lane per column accumulating alpha·a[i, p]·b[p, j] over p in order from zero, the same epilogue
-    /// (<see cref="Store"/>). So a row gets the same bits on either path, whatever the number of rows.
-    /// </summary>
-    static void SmallPath(Problem g)
-    {
-        int m = g.M, k = g.K;
-        float[]? arr = null;
-        try
-        {
-            bool copied = g.TransA || g.Alpha != 1f;
-            fixed (float* copy = arr = copied ? ArrayPool<float>.Shared.Rent(m * k) : null)
-            {
-                // Rows of alpha·op(A) contiguous along k (alpha applied as the blocked path packs it): A itself, or a
-                // copy when A is transposed (m ≤ SmallM then) or scaled.
-                if (copied)
-                {
-                    for (int r = 0; r < m; r++)
-                        for (int p = 0; p < k; p++) copy[r * k + p] = g.Alpha * g.A[g.TransA ? p * g.Lda + r : r * g.Lda + p];
-                    g.A = copy; g.Lda = k; g.TransA = false;
-                }
-                int units = (g.N + g.Info.NR - 1) / g.Info.NR;
-                int workers = (long)g.N * k * m >= 1 << 20 ? Math.Min(g.Threads, units) : 1;
-                var gg = g;
-                if (workers <= 1) SmallRange(gg, 0, units);
-                else Parallel.For(0, workers, w => SmallRange(gg, (int)((long)units * w / workers), (int)((long)units * (w + 1) / workers)));
-            }
-        }
-        finally { if (arr != null) ArrayPool<float>.Shared.Return(arr); }
-    }
-
-    /// <summary>Column tiles [u0, u1) of the small-M product; op(A) rows are contiguous (A[r*lda + p]).</summary>
-    static void SmallRange(in Problem g, int u0, int u1)
-    {
-        int W = g.Info.NR, k = g.K, m = g.M, kcStep = KcStep(k, g.Info.KC);
-        bool fused = g.Info.Kind != GemmKernel.Portable;
-        float* raw = stackalloc float[kcStep * W + 16];
-        float* bt = Align64(raw);
-        float* tile = stackalloc float[4 * W + 16];
-        tile = Align64(tile);
-        float* z = stackalloc float[W];
-        for (int u = u0; u < u1; u++)
-        {
-            int j0 = u * W, jw = Math.Min(W, g.N - j0);
-            for (int pc = 0; pc < k; pc += kcStep)
-            {
-                int kc = Math.Min(kcStep, k - pc);
-                PackSliver(g, bt, j0, pc, kc, W);
-                bool first = pc == 0;
-                float beta = first ? g.Beta : 1f;
-                // the packed path adds the bias (or zero) to each panel's sum before C: so does this one
-                for (int c = 0; c < W; c++) z[c] = first && g.Bias != null && c < jw ? g.Bias[j0 + c] : 0f;
-                for (int i = 0; i < m; i += 4)
-                {
-                    // a missing row of the last group repeats the row before it and is dropped
-                    int rows = Math.Min(4, m - i);
-                    float* a0 = g.A + i * g.Lda + pc;
-                    float* a1 = g.A + (i + Math.Min(1, rows - 1)) * g.Lda + pc;
-                    float* a2 = g.A + (i + Math.Min(2, rows - 1)) * g.Lda + pc;
-                    float* a3 = g.A + (i + Math.Min(3, rows - 1)) * g.Lda + pc;
-                    g.Info.Rows(kc, a0, a1, a2, a3, bt, z, tile);
-                    for (int r = 0; r < rows; r++) Store(g.C + (i + r) * g.Ldc + j0, tile + r * W, jw, beta, fused);
-                }
-            }
         }
     }
 
