@@ -31,8 +31,9 @@ public enum GemmKernel { Auto, Avx512, Avx2, Portable }
 /// multiply-adds, or multiply then add for the portable kernel), and each panel's sum meets bias and C in one
 /// epilogue. Row i of a product is thus the same bits in a batch of any size (a serving scheduler relies on it);
 /// only the kernel kind changes the rounding. The packed path is invariant either way; by default products of at most
-/// 8 rows take dot products along k instead (up to twice as fast there: they read Bᵀ as it lies, where the invariant
-/// order must transpose it), so a row of a small product may differ in its last bits from the same row in a large one.</para>
+/// 8 rows with Bᵀ, and of one row, take another order instead (dot products along k, or no K panels), up to twice as
+/// fast there (they read Bᵀ as it lies, where the invariant order must transpose it), so a row of a small product
+/// may differ in its last bits from the same row in a large one.</para>
 /// </summary>
 public static unsafe partial class CpuGemm
 {
@@ -40,7 +41,7 @@ public static unsafe partial class CpuGemm
     public const int SmallM = 4;
     /// <summary>Rows up to which A·Bᵀ (A not transposed), the layout of the linear layers, takes the unpacked path.</summary>
     public const int SmallTransBM = 20;
-    /// <summary>Rows up to which the default (not batch-invariant) small path takes dot products along k.</summary>
+    /// <summary>Rows up to which the default (not batch-invariant) small path takes dot products along k for Bᵀ.</summary>
     const int DotPathMaxM = 8;
 
     readonly struct KernelInfo(GemmKernel kind, int mr, int nr, int kc, int mc, int nc,
@@ -168,8 +169,9 @@ public static unsafe partial class CpuGemm
         if (g.K == 0 || g.Alpha == 0) { ScaleOnly(g); return; }
         if (g.AllowSmall && (g.M <= SmallM || (g.M <= SmallTransBM && g.TransB && !g.TransA)))
         {
-            // the row kernels over a transposed sliver of Bᵀ win once enough rows share the transposition
-            if (g.Invariant || g.M > DotPathMaxM) RowsPath(g);
+            // measured (bench gemm-invariant-quick): the row kernels win once enough rows share the transposition of
+            // a sliver of Bᵀ, and for B as it lies from two rows on
+            if (g.Invariant || !(g.M == 1 || (g.TransB && g.M <= DotPathMaxM))) RowsPath(g);
             else DotPath(g);
             return;
         }
