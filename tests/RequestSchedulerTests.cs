@@ -26,9 +26,10 @@ public class RequestSchedulerTests
     }
 
     /// <summary>
-    /// A byte-level model of width <paramref name="width"/>: at 256 (4 heads, K panels of the tiny model's width, an MLP
-    /// of 1024) the rows of a batch go through other GEMM paths and tiles than a request alone — 4 rows (one block)
-    /// against up to 64 — so exact equality needs the batch-invariant GEMM, not just luck with small sums.
+    /// A byte-level model of width <paramref name="width"/>: at 256 (4 heads, the tiny model's width, an MLP of 1024)
+    /// the rows of a batch go through other GEMM paths and tiles than a request alone — 4 rows (one block) against up
+    /// to 64 — where only the batch-invariant GEMM gives them the same bits. (A last-bit difference changes a sampled
+    /// token only rarely; BatchInvariantForwardTests compares the logits themselves.)
     /// </summary>
     static BlockDiffusionModel ByteModel(int width, int seed) => width == 16
         ? ConcurrencyTests.FreshByteModel(seed)
