@@ -7,7 +7,7 @@ namespace FastBlockDiff.Bench;
 
 /// <summary>
 /// `dotnet run -c Release --project bench -- gemm-quick [--sizes 256,512,1024] [--kernel auto|avx512|avx2|portable]
-/// [--shapes MxNxK,...] [--transA] [--transB] [--threads N] [--small-off] [--no-json]`: fp32 GEMM, ours against
+/// [--shapes MxNxK,...] [--transA] [--transB] [--threads N] [--small-off] [--invariant] [--no-json]`: fp32 GEMM, ours against
 /// OpenBLAS (calls alternating), median of several timed runs after warm-up,
 /// printed as GFLOP/s and written to bench/results/&lt;date&gt;-cpu-gemm.json.
 /// </summary>
@@ -17,7 +17,7 @@ public static class GemmQuick
     {
         (int M, int N, int K)[] shapes = [(256, 256, 256), (512, 512, 512), (1024, 1024, 1024)];
         var kernel = GemmKernel.Auto;
-        bool json = true, transA = false, transB = false, allowSmall = true;
+        bool json = true, transA = false, transB = false, allowSmall = true, invariant = false;
         int threads = 0;
         for (int i = 0; i < args.Length; i++)
         {
@@ -30,6 +30,7 @@ public static class GemmQuick
                 case "--transA": transA = true; break;
                 case "--threads": threads = int.Parse(args[++i]); break;
                 case "--small-off": allowSmall = false; break;
+                case "--invariant": invariant = true; break;   // the batch-invariant GEMM (what serving uses)
                 case "--kernel": kernel = Enum.Parse<GemmKernel>(args[++i], ignoreCase: true); break;
                 case "--transB": transB = true; break;
                 case "--no-json": json = false; break;
@@ -40,7 +41,7 @@ public static class GemmQuick
         string device = BenchEnv.Device();
         string loadStart = BenchEnv.LoadAverage();
         Console.WriteLine($"device: {device}");
-        Console.WriteLine($"ours: CpuGemm kernel {kernel}, {Environment.ProcessorCount} threads; transA={transA} transB={transB}");
+        Console.WriteLine($"ours: CpuGemm kernel {kernel}, {Environment.ProcessorCount} threads; transA={transA} transB={transB}{(invariant ? ", batch-invariant" : "")}");
         Console.WriteLine(OpenBlas.Available ? $"OpenBLAS: {OpenBlas.LibraryName} ({OpenBlas.Config})" : $"OpenBLAS: unavailable: {OpenBlas.Error}");
         Console.WriteLine($"{"m x n x k",16} {"ours GF/s",10} {"OpenBLAS GF/s",14} {"ratio",6}");
 
@@ -53,7 +54,7 @@ public static class GemmQuick
             for (int i = 0; i < a.Length; i++) a[i] = rng.NextSingle() - 0.5f;
             for (int i = 0; i < b.Length; i++) b[i] = rng.NextSingle() - 0.5f;
             double flops = 2.0 * m * n * k;
-            Action oursCall = () => CpuGemm.Sgemm(transA, transB, m, n, k, 1f, a, lda, b, ldb, 0f, c, n, kernel: kernel, maxThreads: threads, allowSmallPath: allowSmall);
+            Action oursCall = () => CpuGemm.Sgemm(transA, transB, m, n, k, 1f, a, lda, b, ldb, 0f, c, n, kernel: kernel, maxThreads: threads, allowSmallPath: allowSmall, batchInvariant: invariant);
             Action? blasCall = OpenBlas.Available ? () => OpenBlas.Sgemm(transA, transB, m, n, k, 1f, a, lda, b, ldb, 0f, c, n) : null;
             var (oursTimes, blasTimes) = Time(oursCall, blasCall);
             double ours = Median(oursTimes);
@@ -84,6 +85,7 @@ public static class GemmQuick
                 ["date_utc"] = DateTime.UtcNow.ToString("O"),
                 ["runtime"] = System.Runtime.InteropServices.RuntimeInformation.FrameworkDescription,
                 ["kernel"] = kernel.ToString(),
+                ["batch_invariant"] = invariant,
                 ["threads"] = Environment.ProcessorCount,
                 ["openblas"] = OpenBlas.Available ? $"{OpenBlas.LibraryName}: {OpenBlas.Config}" : $"unavailable: {OpenBlas.Error}",
                 ["timing"] = "median (and best) wall time of >= 7 runs (and >= 0.3 s each), ours and OpenBLAS alternating, after >= 0.5 s of warm-up each; fp32, alpha=1, beta=0, row-major",

@@ -8,6 +8,7 @@ if (args.Length > 0)
     switch (args[0])
     {
         case "gemm-quick": return GemmQuick.Run(rest);
+        case "gemm-invariant-quick": return GemmInvariantQuick.Run(rest);
         case "attention-quick": return AttentionQuick.Run(rest);
         case "train-quick": return TrainQuick.Run(rest);
         case "sample-quick": return SampleQuick.Run(rest);

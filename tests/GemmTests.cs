@@ -60,7 +60,7 @@ public class GemmTests
     }
 
     static void Run(int m, int n, int k, bool ta, bool tb, float alpha, float beta, bool withBias, GemmKernel kernel,
-        bool allowSmall, int maxThreads, int seed)
+        bool allowSmall, int maxThreads, int seed, bool invariant = false)
     {
         var rng = new Random(seed);
         int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 2, ldc = n + 5;
@@ -73,8 +73,8 @@ public class GemmTests
         float[]? bias = withBias ? Random(rng, n) : null;
         var (want, scale) = Reference(ta, tb, m, n, k, alpha, a, 0, lda, b, 0, ldb, beta, c, 0, ldc, bias);
         CpuGemm.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias, kernel: kernel, maxThreads: maxThreads,
-            allowSmallPath: allowSmall);
-        string what = $"m={m} n={n} k={k} tA={ta} tB={tb} alpha={alpha} beta={beta} bias={withBias} {kernel} small={allowSmall} threads={maxThreads}";
+            allowSmallPath: allowSmall, batchInvariant: invariant);
+        string what = $"m={m} n={n} k={k} tA={ta} tB={tb} alpha={alpha} beta={beta} bias={withBias} {kernel} small={allowSmall} threads={maxThreads} invariant={invariant}";
         AssertClose(want, scale, c, 0, ldc, m, n, what);
         // Padding columns of C between rows stay untouched.
         for (int i = 0; i < m; i++)
@@ -95,6 +95,8 @@ public class GemmTests
                     Run(m, n, k, ta, tb, -0.75f, 0.5f, true, kernel, allowSmall: true, maxThreads: 0, seed++);
                     Run(m, n, k, ta, tb, 1.5f, 1f, false, kernel, allowSmall: false, maxThreads: 0, seed++);
                     Run(m, n, k, ta, tb, 2f, 0f, true, kernel, allowSmall: false, maxThreads: 1, seed++);
+                    Run(m, n, k, ta, tb, -0.75f, 0.5f, true, kernel, allowSmall: true, maxThreads: 0, seed++, invariant: true);
+                    Run(m, n, k, ta, tb, 1f, 1f, false, kernel, allowSmall: true, maxThreads: 1, seed++, invariant: true);
                 }
     }
 

@@ -25,14 +25,30 @@ public class RequestSchedulerTests
         return (text.ToString(), final!, updates);
     }
 
+    /// <summary>
+    /// A byte-level model of width <paramref name="width"/>: at 256 (4 heads, the tiny model's width, an MLP of 1024)
+    /// the rows of a batch go through other GEMM paths and tiles than a request alone — 4 rows (one block) against up
+    /// to 64 — where only the batch-invariant GEMM gives them the same bits. (A last-bit difference changes a sampled
+    /// token only rarely; BatchInvariantForwardTests compares the logits themselves.)
+    /// </summary>
+    static BlockDiffusionModel ByteModel(int width, int seed) => width == 16
+        ? ConcurrencyTests.FreshByteModel(seed)
+        : BlockDiffusionModel.FromDenoiser(
+            TinyModels.Random(ConcurrencyTests.ByteConfig() with { HiddenDim = width, Heads = 4, ModelLength = 64 }, seed),
+            new Engine.Text.ByteTokenizer());
+
     [Theory]
-    [InlineData(2)]
-    [InlineData(16)]
-    public async Task ConcurrentRequestsGetTheTextsOfSequentialRuns(int count)
+    [InlineData(2, 16)]
+    [InlineData(16, 16)]
+    [InlineData(2, 256)]
+    [InlineData(16, 256)]
+    public async Task ConcurrentRequestsGetTheTextsOfSequentialRuns(int count, int width)
     {
-        using var model = ConcurrencyTests.FreshByteModel(seed: 8);
-        var expected = Enumerable.Range(0, count).Select(i => model.Sample(Request(i).Prompt, Request(i).Options)).ToArray();
+        using var model = ByteModel(width, seed: 8);
+        // first the scheduler: it switches the backend to its batch-invariant GEMM, the sequential runs too
         using var scheduler = new RequestScheduler(model, maxBatch: 16);
+        Assert.True(((Kernels.Cpu.CpuBackend)model.Backend).BatchInvariantGemm);
+        var expected = Enumerable.Range(0, count).Select(i => model.Sample(Request(i).Prompt, Request(i).Options)).ToArray();
         // half start together; the other half join while the first are in the middle of their generations
         var first = Enumerable.Range(0, count / 2).Select(i => Task.Run(() => Collect(scheduler, Request(i)))).ToList();
         while (scheduler.Nfe == 0) await Task.Delay(1);
@@ -54,8 +70,8 @@ public class RequestSchedulerTests
     {
         using var model = ConcurrencyTests.FreshByteModel(seed: 8);
         const int count = 6;
-        var expected = Enumerable.Range(0, count).Select(i => model.Sample(Request(i).Prompt, Request(i).Options)).ToArray();
         using var scheduler = new RequestScheduler(model);
+        var expected = Enumerable.Range(0, count).Select(i => model.Sample(Request(i).Prompt, Request(i).Options)).ToArray();
         // a direct call on the model holds its backend: the scheduler's requests queue up behind it meanwhile
         using var holding = new ManualResetEventSlim();
         using var release = new ManualResetEventSlim();

@@ -6,6 +6,7 @@ using FastBlockDiff.Engine.Sampling;
 using FastBlockDiff.Engine.Text;
 using FastBlockDiff.Engine.Training;
 using FastBlockDiff.Kernels;
+using FastBlockDiff.Kernels.Cpu;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -22,7 +23,9 @@ public sealed class SchedulerFullException(int capacity)
 /// At every block boundary waiting requests are admitted and finished ones retired. Each request keeps its own
 /// prompt, length, seed (its own random stream), sampler and stop rules, and draws exactly what it draws alone,
 /// so its text equals a run of <see cref="BlockDiffusionModel.Sample"/> with the same seed — as long as the
-/// backend's GEMM gives every row the same result whatever the number of rows (see the README on batching).
+/// backend's GEMM gives every row the same result whatever the number of rows: the scheduler switches a CPU backend
+/// to its batch-invariant GEMM (<see cref="CpuBackend.BatchInvariantGemm"/>, for every user of that backend from then
+/// on); GPU backends are not batch-invariant yet (see the README on batching).
 /// </summary>
 public sealed class RequestScheduler : IBlockGenerator, IDisposable
 {
@@ -60,6 +63,7 @@ public sealed class RequestScheduler : IBlockGenerator, IDisposable
         if (maxBatch <= 0) throw new UserInputException($"the batch of the scheduler must hold at least one request, got {maxBatch}");
         if (maxQueue <= 0) throw new UserInputException($"the queue of the scheduler must hold at least one request, got {maxQueue}");
         _model = model; _net = model.Denoiser; _b = model.Backend; _c = model.Config;
+        if (_b is CpuBackend cpu) cpu.BatchInvariantGemm = true;
         MaxBatch = maxBatch; MaxQueue = maxQueue;
         _log = logger ?? NullLogger.Instance;
         _queue = Channel.CreateUnbounded<Request>(new UnboundedChannelOptions { SingleReader = true });

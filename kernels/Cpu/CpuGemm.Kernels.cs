@@ -187,6 +187,79 @@ public static unsafe partial class CpuGemm
         }
     }
 
+    // Row kernels of the small-M path: o[r*NR + c] = Σ_p a_r[p]·b[p*NR + c] + z[c] for 4 rows of alpha·op(A)
+    // (contiguous along k) against a [kc][NR] copy of op(B) — per lane the same chain as the micro-kernel of the
+    // same kind (fused multiply-adds over p from zero, or multiply then add for the portable one), plus z.
+
+    /// <summary>4 rows × 32 columns, as Kernel512.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Rows512(int kc, float* a0, float* a1, float* a2, float* a3, float* b, float* z, float* o)
+    {
+        var c0_0 = Vector512<float>.Zero; var c0_1 = Vector512<float>.Zero;
+        var c1_0 = Vector512<float>.Zero; var c1_1 = Vector512<float>.Zero;
+        var c2_0 = Vector512<float>.Zero; var c2_1 = Vector512<float>.Zero;
+        var c3_0 = Vector512<float>.Zero; var c3_1 = Vector512<float>.Zero;
+        for (int p = 0; p < kc; p++, b += 32)
+        {
+            var b0 = Vector512.Load(b + 0); var b1 = Vector512.Load(b + 16);
+            var x0 = Vector512.Create(a0[p]); c0_0 = Vector512.FusedMultiplyAdd(x0, b0, c0_0); c0_1 = Vector512.FusedMultiplyAdd(x0, b1, c0_1);
+            var x1 = Vector512.Create(a1[p]); c1_0 = Vector512.FusedMultiplyAdd(x1, b0, c1_0); c1_1 = Vector512.FusedMultiplyAdd(x1, b1, c1_1);
+            var x2 = Vector512.Create(a2[p]); c2_0 = Vector512.FusedMultiplyAdd(x2, b0, c2_0); c2_1 = Vector512.FusedMultiplyAdd(x2, b1, c2_1);
+            var x3 = Vector512.Create(a3[p]); c3_0 = Vector512.FusedMultiplyAdd(x3, b0, c3_0); c3_1 = Vector512.FusedMultiplyAdd(x3, b1, c3_1);
+        }
+        var z0 = Vector512.Load(z + 0); var z1 = Vector512.Load(z + 16);
+        Vector512.Store(c0_0 + z0, o + 0); Vector512.Store(c0_1 + z1, o + 16);
+        Vector512.Store(c1_0 + z0, o + 32); Vector512.Store(c1_1 + z1, o + 48);
+        Vector512.Store(c2_0 + z0, o + 64); Vector512.Store(c2_1 + z1, o + 80);
+        Vector512.Store(c3_0 + z0, o + 96); Vector512.Store(c3_1 + z1, o + 112);
+    }
+
+    /// <summary>4 rows × 16 columns, as Kernel256.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Rows256(int kc, float* a0, float* a1, float* a2, float* a3, float* b, float* z, float* o)
+    {
+        var c0_0 = Vector256<float>.Zero; var c0_1 = Vector256<float>.Zero;
+        var c1_0 = Vector256<float>.Zero; var c1_1 = Vector256<float>.Zero;
+        var c2_0 = Vector256<float>.Zero; var c2_1 = Vector256<float>.Zero;
+        var c3_0 = Vector256<float>.Zero; var c3_1 = Vector256<float>.Zero;
+        for (int p = 0; p < kc; p++, b += 16)
+        {
+            var b0 = Vector256.Load(b + 0); var b1 = Vector256.Load(b + 8);
+            var x0 = Vector256.Create(a0[p]); c0_0 = Vector256.FusedMultiplyAdd(x0, b0, c0_0); c0_1 = Vector256.FusedMultiplyAdd(x0, b1, c0_1);
+            var x1 = Vector256.Create(a1[p]); c1_0 = Vector256.FusedMultiplyAdd(x1, b0, c1_0); c1_1 = Vector256.FusedMultiplyAdd(x1, b1, c1_1);
+            var x2 = Vector256.Create(a2[p]); c2_0 = Vector256.FusedMultiplyAdd(x2, b0, c2_0); c2_1 = Vector256.FusedMultiplyAdd(x2, b1, c2_1);
+            var x3 = Vector256.Create(a3[p]); c3_0 = Vector256.FusedMultiplyAdd(x3, b0, c3_0); c3_1 = Vector256.FusedMultiplyAdd(x3, b1, c3_1);
+        }
+        var z0 = Vector256.Load(z + 0); var z1 = Vector256.Load(z + 8);
+        Vector256.Store(c0_0 + z0, o + 0); Vector256.Store(c0_1 + z1, o + 8);
+        Vector256.Store(c1_0 + z0, o + 16); Vector256.Store(c1_1 + z1, o + 24);
+        Vector256.Store(c2_0 + z0, o + 32); Vector256.Store(c2_1 + z1, o + 40);
+        Vector256.Store(c3_0 + z0, o + 48); Vector256.Store(c3_1 + z1, o + 56);
+    }
+
+    /// <summary>4 rows × 8 columns, as Kernel128 (multiply then add).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Rows128(int kc, float* a0, float* a1, float* a2, float* a3, float* b, float* z, float* o)
+    {
+        var c0_0 = Vector128<float>.Zero; var c0_1 = Vector128<float>.Zero;
+        var c1_0 = Vector128<float>.Zero; var c1_1 = Vector128<float>.Zero;
+        var c2_0 = Vector128<float>.Zero; var c2_1 = Vector128<float>.Zero;
+        var c3_0 = Vector128<float>.Zero; var c3_1 = Vector128<float>.Zero;
+        for (int p = 0; p < kc; p++, b += 8)
+        {
+            var b0 = Vector128.Load(b + 0); var b1 = Vector128.Load(b + 4);
+            var x0 = Vector128.Create(a0[p]); c0_0 = MulAdd128(x0, b0, c0_0); c0_1 = MulAdd128(x0, b1, c0_1);
+            var x1 = Vector128.Create(a1[p]); c1_0 = MulAdd128(x1, b0, c1_0); c1_1 = MulAdd128(x1, b1, c1_1);
+            var x2 = Vector128.Create(a2[p]); c2_0 = MulAdd128(x2, b0, c2_0); c2_1 = MulAdd128(x2, b1, c2_1);
+            var x3 = Vector128.Create(a3[p]); c3_0 = MulAdd128(x3, b0, c3_0); c3_1 = MulAdd128(x3, b1, c3_1);
+        }
+        var z0 = Vector128.Load(z + 0); var z1 = Vector128.Load(z + 4);
+        Vector128.Store(c0_0 + z0, o + 0); Vector128.Store(c0_1 + z1, o + 4);
+        Vector128.Store(c1_0 + z0, o + 8); Vector128.Store(c1_1 + z1, o + 12);
+        Vector128.Store(c2_0 + z0, o + 16); Vector128.Store(c2_1 + z1, o + 20);
+        Vector128.Store(c3_0 + z0, o + 24); Vector128.Store(c3_1 + z1, o + 28);
+    }
+
     /// <summary>out[r*4+c] = Σ_p a_r[p]·b_c[p] over k for 4 rows of A and 4 rows of B (both contiguous along k).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Dot4x4_512(float* a0, float* a1, float* a2, float* a3, float* b0, float* b1, float* b2, float* b3, int k, float* o)

@@ -22,31 +22,46 @@ public enum GemmKernel { Auto, Avx512, Avx2, Portable }
 /// portable Vector128: 4×8) and applies beta/bias on the first K panel only (later panels accumulate),
 /// so beta = 0 never reads C. Edge tiles go through a small scratch tile.</item>
 /// </list>
-/// Small M takes a direct path without packing: M ≤ 4 (decoding one token) for any transposes, and M ≤ 20
-/// (a decoded block of a few sequences) for A·Bᵀ, the layout of the linear layers, as 4×4 tiles of dot products.
+/// Small M takes a direct path without packing A: M ≤ 4 (decoding one token) for any transposes, and M ≤ 20
+/// (a decoded block of a few sequences) for A·Bᵀ, the layout of the linear layers.
 /// Transposes are absorbed by the packing routines.
+/// <para>Batch-invariant on request (<c>batchInvariant</c>): every C[i, j] then comes out of the same floating-point
+/// operations whatever M, the path, the tile or the thread that computes row i — the K panels depend on K alone
+/// (<see cref="KcStep"/>), within a panel the sum over k runs in order, one vector lane per column, from zero (fused
+/// multiply-adds, or multiply then add for the portable kernel), and each panel's sum meets bias and C in one
+/// epilogue. Row i of a product is thus the same bits in a batch of any size (a serving scheduler relies on it);
+/// only the kernel kind changes the rounding. The packed path is invariant either way; by default products of at most
+/// 8 rows with Bᵀ, and of one row, take another order instead (dot products along k, or no K panels), up to twice as
+/// fast there (they read Bᵀ as it lies, where the invariant order must transpose it), so a row of a small product
+/// may differ in its last bits from the same row in a large one.</para>
 /// </summary>
 public static unsafe partial class CpuGemm
 {
     /// <summary>Rows up to which the unpacked small-M path is used, for any transposes.</summary>
     public const int SmallM = 4;
-    /// <summary>Rows up to which A·Bᵀ (A not transposed) takes the unpacked path: 4×4 tiles of dot products along k.</summary>
-    public const int SmallDotM = 20;
+    /// <summary>Rows up to which A·Bᵀ (A not transposed), the layout of the linear layers, takes the unpacked path.</summary>
+    public const int SmallTransBM = 20;
+    /// <summary>Rows up to which the default (not batch-invariant) small path takes dot products along k for Bᵀ.</summary>
+    const int DotPathMaxM = 8;
 
     readonly struct KernelInfo(GemmKernel kind, int mr, int nr, int kc, int mc, int nc,
-        delegate*<int, float*, float*, float*, nint, float, float*, void> fn)
+        delegate*<int, float*, float*, float*, nint, float, float*, void> fn,
+        delegate*<int, float*, float*, float*, float*, float*, float*, float*, void> rows)
     {
         public readonly GemmKernel Kind = kind;
         public readonly int MR = mr, NR = nr, KC = kc, MC = mc, NC = nc;
+        /// <summary>The micro-kernel: an MR×NR tile from packed A and B.</summary>
         public readonly delegate*<int, float*, float*, float*, nint, float, float*, void> Fn = fn;
+        /// <summary>The small-M path's kernel: 4 rows of A as they lie × a packed B sliver of NR, same arithmetic.</summary>
+        public readonly delegate*<int, float*, float*, float*, float*, float*, float*, float*, void> Rows = rows;
     }
 
     static KernelInfo Info(GemmKernel kind) => kind switch
     {
         // KC·NR·4 bytes of B sliver sit in L1 (48 KiB on Zen 5); MC·KC·4 of packed A in L2; KC·NC·4 of packed B in L3.
-        GemmKernel.Avx512 => new(kind, 12, 32, 256, 288, 4096, &Kernel512),
-        GemmKernel.Avx2 => new(kind, 6, 16, 256, 144, 4096, &Kernel256),
-        _ => new(GemmKernel.Portable, 4, 8, 256, 128, 2048, &Kernel128),
+        GemmKernel.Avx512 => new(kind, 12, 32, 256, 288, 4096, &Kernel512, &Rows512),
+        GemmKernel.Avx2 => new(kind, 6, 16, 256, 144, 4096, &Kernel256, &Rows256),
+        _ => new(GemmKernel.Portable, 4, 8, 256, 128, 2048, &Kernel128, &Rows128),
     };
 
     /// <summary>The kernel Auto resolves to on this CPU.</summary>
@@ -70,10 +85,11 @@ public static unsafe partial class CpuGemm
     /// </summary>
     /// <param name="maxThreads">0: all processors.</param>
     /// <param name="allowSmallPath">false forces the packed path even for tiny M (tests).</param>
+    /// <param name="batchInvariant">true: a row's result does not depend on M (see the class notes); slower for small M.</param>
     public static void Sgemm(bool transA, bool transB, int m, int n, int k, float alpha,
         ReadOnlySpan<float> a, int lda, ReadOnlySpan<float> b, int ldb, float beta, Span<float> c, int ldc,
         ReadOnlySpan<float> bias = default, int batch = 1, long strideA = 0, long strideB = 0, long strideC = 0,
-        GemmKernel kernel = GemmKernel.Auto, int maxThreads = 0, bool allowSmallPath = true)
+        GemmKernel kernel = GemmKernel.Auto, int maxThreads = 0, bool allowSmallPath = true, bool batchInvariant = false)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(m);
         ArgumentOutOfRangeException.ThrowIfNegative(n);
@@ -103,7 +119,7 @@ public static unsafe partial class CpuGemm
             {
                 TransA = transA, TransB = transB, M = m, N = n, K = k, Alpha = alpha, A = pa, Lda = lda, B = pb, Ldb = ldb,
                 Beta = beta, C = pc, Ldc = ldc, Bias = bias.IsEmpty ? null : pbias, Info = Info(kernel),
-                Threads = threads, AllowSmall = allowSmallPath,
+                Threads = threads, AllowSmall = allowSmallPath, Invariant = batchInvariant,
             };
             double flops = 2.0 * m * n * Math.Max(k, 1);
             if (batch > 1 && threads > 1 && flops < 8e6)
@@ -140,7 +156,7 @@ public static unsafe partial class CpuGemm
     /// <summary>One (unbatched) product; pointers are already offset and pinned by the caller.</summary>
     struct Problem
     {
-        public bool TransA, TransB, AllowSmall;
+        public bool TransA, TransB, AllowSmall, Invariant;
         public int M, N, K, Threads;
         public float Alpha, Beta;
         public float* A, B, C, Bias;
@@ -151,7 +167,14 @@ public static unsafe partial class CpuGemm
     static void Run(in Problem g)
     {
         if (g.K == 0 || g.Alpha == 0) { ScaleOnly(g); return; }
-        if (g.AllowSmall && (g.M <= SmallM || (g.M <= SmallDotM && g.TransB && !g.TransA))) { SmallPath(g); return; }
+        if (g.AllowSmall && (g.M <= SmallM || (g.M <= SmallTransBM && g.TransB && !g.TransA)))
+        {
+            // measured (bench gemm-invariant-quick): the row kernels win once enough rows share the transposition of
+            // a sliver of Bᵀ, and for B as it lies from two rows on
+            if (g.Invariant || !(g.M == 1 || (g.TransB && g.M <= DotPathMaxM))) RowsPath(g);
+            else DotPath(g);
+            return;
+        }
         Blocked(g);
     }
 
@@ -166,118 +189,66 @@ public static unsafe partial class CpuGemm
         }
     }
 
-    /// <summary>Epilogue of a row segment computed elsewhere: c = alpha·v + beta·c + bias.</summary>
+    /// <summary>
+    /// c = s (beta = 0), s + c (beta = 1) or beta·c + s, s being a panel's sum plus the bias: the micro-kernels'
+    /// epilogue element by element (fused multiply-add where they fuse it), for tiles they do not write themselves.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Finish(float* c, float* v, int count, float alpha, float beta, float* bias)
+    static void Store(float* c, float* s, int count, float beta, bool fused)
     {
-        if (beta == 0)
-            for (int j = 0; j < count; j++) c[j] = alpha * v[j] + (bias != null ? bias[j] : 0f);
-        else
-            for (int j = 0; j < count; j++) c[j] = alpha * v[j] + beta * c[j] + (bias != null ? bias[j] : 0f);
+        if (beta == 0) for (int j = 0; j < count; j++) c[j] = s[j];
+        else if (beta == 1) for (int j = 0; j < count; j++) c[j] = s[j] + c[j];
+        else if (fused) for (int j = 0; j < count; j++) c[j] = MathF.FusedMultiplyAdd(beta, c[j], s[j]);
+        else for (int j = 0; j < count; j++) c[j] = beta * c[j] + s[j];
     }
 
-    // ------------------------------------------------------------------ small M: no packing
+    /// <summary>Size of the K panels: balanced, so that k = 260 gives two panels of 130, not 256 + 4. Depends on k alone.</summary>
+    static int KcStep(int k, int kc) => CeilDiv(k, CeilDiv(k, kc));
 
-    static void SmallPath(Problem g)
+    /// <summary>
+    /// Copies op(B)[pc .. pc+kc, j0 .. j0+width) into d as [kc][width], columns past N zeroed; transposes when B is.
+    /// </summary>
+    static void PackSliver(in Problem g, float* d, int j0, int pc, int kc, int width)
     {
-        int m = g.M, k = g.K;
-        float[]? arr = null;
-        try
+        int cols = Math.Min(width, g.N - j0);
+        if (!g.TransB)
         {
-            fixed (float* copy = arr = g.TransA ? ArrayPool<float>.Shared.Rent(m * k) : null)
-            {
-                // Rows of op(A) contiguous along k: A itself, or a copy when A is transposed (m ≤ SmallM then).
-                if (g.TransA)
+            float* src = g.B + pc * g.Ldb + j0;
+            if (cols == width)
+                for (int p = 0; p < kc; p++, src += g.Ldb)
+                    Buffer.MemoryCopy(src, d + p * width, width * sizeof(float), width * sizeof(float));
+            else
+                for (int p = 0; p < kc; p++, src += g.Ldb)
                 {
-                    for (int r = 0; r < m; r++)
-                        for (int p = 0; p < k; p++) copy[r * k + p] = g.A[p * g.Lda + r];
-                    g.A = copy; g.Lda = k; g.TransA = false;
+                    float* dp = d + p * width;
+                    int c = 0;
+                    for (; c < cols; c++) dp[c] = src[c];
+                    for (; c < width; c++) dp[c] = 0;
                 }
-                int chunk = g.TransB ? 16 : 64;
-                int units = (g.N + chunk - 1) / chunk;
-                int workers = (long)g.N * k * m >= 1 << 20 ? Math.Min(g.Threads, units) : 1;
-                var gg = g;
-                if (workers <= 1) SmallRange(gg, chunk, 0, units);
-                else Parallel.For(0, workers, w => SmallRange(gg, chunk, (int)((long)units * w / workers), (int)((long)units * (w + 1) / workers)));
+            return;
+        }
+        // op(B)[p, j] = B[j*ldb + p]: read each column of op(B) contiguously, write with stride width.
+        int c4 = 0;
+        for (; c4 + 4 <= cols; c4 += 4)
+        {
+            float* s0p = g.B + (j0 + c4) * g.Ldb + pc;
+            int p = 0;
+            for (; p + 4 <= kc; p += 4) Transpose4x4(s0p + p, g.Ldb, d + p * width + c4, width, 1f);
+            float* s1p = s0p + g.Ldb, s2p = s1p + g.Ldb, s3p = s2p + g.Ldb;
+            for (float* dp = d + p * width + c4; p < kc; p++, dp += width)
+            {
+                dp[0] = s0p[p]; dp[1] = s1p[p]; dp[2] = s2p[p]; dp[3] = s3p[p];
             }
         }
-        finally { if (arr != null) ArrayPool<float>.Shared.Return(arr); }
-    }
-
-    /// <summary>Column chunks [u0, u1) of the small-M product; op(A) rows are contiguous (A[r*lda + p]).</summary>
-    static void SmallRange(in Problem g, int chunk, int u0, int u1)
-    {
-        float* t = stackalloc float[64];
-        int k = g.K, m = g.M, vw = Vector<float>.Count;
-        bool wide = g.Info.Kind == GemmKernel.Avx512;
-        for (int u = u0; u < u1; u++)
+        for (; c4 < cols; c4++)
         {
-            int j0 = u * chunk, j1 = Math.Min(g.N, j0 + chunk);
-            if (g.TransB)
-            {
-                // C[i, j] = Σ_p A[i, p]·B[j, p]: 4×4 tiles of dot products, vectorised along k. Missing rows or
-                // columns of an edge tile repeat the last valid one and are dropped.
-                // A unit's 16 rows of B (16 KiB at k = 256) stay in L1 while 4 rows of A at a time pass over them.
-                for (int i = 0; i < m; i += 4)
-                {
-                    int nr = Math.Min(4, m - i);
-                    float* a0 = g.A + i * g.Lda;
-                    float* a1 = g.A + (i + Math.Min(1, nr - 1)) * g.Lda;
-                    float* a2 = g.A + (i + Math.Min(2, nr - 1)) * g.Lda;
-                    float* a3 = g.A + (i + Math.Min(3, nr - 1)) * g.Lda;
-                    for (int j = j0; j < j1; j += 4)
-                    {
-                        int nc = Math.Min(4, j1 - j);
-                        float* b0 = g.B + j * g.Ldb;
-                        float* b1 = g.B + (j + Math.Min(1, nc - 1)) * g.Ldb;
-                        float* b2 = g.B + (j + Math.Min(2, nc - 1)) * g.Ldb;
-                        float* b3 = g.B + (j + Math.Min(3, nc - 1)) * g.Ldb;
-                        if (wide) Dot4x4_512(a0, a1, a2, a3, b0, b1, b2, b3, k, t);
-                        else Dot4x4_256(a0, a1, a2, a3, b0, b1, b2, b3, k, t);
-                        for (int r = 0; r < nr; r++)
-                            Finish(g.C + (i + r) * g.Ldc + j, t + r * 4, nc, g.Alpha, g.Beta, g.Bias == null ? null : g.Bias + j);
-                    }
-                }
-                continue;
-            }
-            // C[i, :] = Σ_p A[i, p]·B[p, :]: stream rows of B, vectorised along n (m ≤ SmallM rows).
-            for (int r = 0; r < m; r++)
-            {
-                float* ar = g.A + r * g.Lda;
-                int j = j0;
-                for (; j + 4 * vw <= j1; j += 4 * vw)
-                {
-                    Vector<float> s0 = default, s1 = default, s2 = default, s3 = default;
-                    float* bp = g.B + j;
-                    for (int p = 0; p < k; p++, bp += g.Ldb)
-                    {
-                        var av = new Vector<float>(ar[p]);
-                        s0 += av * Unsafe.ReadUnaligned<Vector<float>>(bp);
-                        s1 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + vw);
-                        s2 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + 2 * vw);
-                        s3 += av * Unsafe.ReadUnaligned<Vector<float>>(bp + 3 * vw);
-                    }
-                    Unsafe.WriteUnaligned(t + (j - j0), s0);
-                    Unsafe.WriteUnaligned(t + (j - j0) + vw, s1);
-                    Unsafe.WriteUnaligned(t + (j - j0) + 2 * vw, s2);
-                    Unsafe.WriteUnaligned(t + (j - j0) + 3 * vw, s3);
-                }
-                for (; j + vw <= j1; j += vw)
-                {
-                    Vector<float> s0 = default;
-                    float* bp = g.B + j;
-                    for (int p = 0; p < k; p++, bp += g.Ldb) s0 += new Vector<float>(ar[p]) * Unsafe.ReadUnaligned<Vector<float>>(bp);
-                    Unsafe.WriteUnaligned(t + (j - j0), s0);
-                }
-                for (; j < j1; j++)
-                {
-                    float s = 0; float* bp = g.B + j;
-                    for (int p = 0; p < k; p++, bp += g.Ldb) s += ar[p] * *bp;
-                    t[j - j0] = s;
-                }
-                Finish(g.C + r * g.Ldc + j0, t, j1 - j0, g.Alpha, g.Beta, g.Bias == null ? null : g.Bias + j0);
-            }
+            float* sp = g.B + (j0 + c4) * g.Ldb + pc;
+            float* dp = d + c4;
+            for (int p = 0; p < kc; p++, dp += width) *dp = sp[p];
         }
+        if (cols < width)
+            for (int p = 0; p < kc; p++)
+                new Span<float>(d + p * width + cols, width - cols).Clear();
     }
 
     // ------------------------------------------------------------------ packed, blocked path
@@ -291,8 +262,7 @@ public static unsafe partial class CpuGemm
         int m = g.M, n = g.N, k = g.K, MR = ki.MR, NR = ki.NR;
         int threads = 2.0 * m * n * k < 2e6 ? 1 : g.Threads;
 
-        // Balanced panel sizes: k = 260 gives two panels of 130, not 256 + 4.
-        int kcStep = CeilDiv(k, CeilDiv(k, ki.KC));
+        int kcStep = KcStep(k, ki.KC);
         int ncStep = RoundUp(CeilDiv(n, CeilDiv(n, ki.NC)), NR);
         int mSlivers = CeilDiv(m, MR);
         // Blocks of at most MC rows; with several threads, aim at ~4 blocks per thread (of at least ~96 rows)
@@ -376,52 +346,8 @@ public static unsafe partial class CpuGemm
         /// <summary>Packs B slivers [s0, s1) of the current panel: sliver s holds [kc][NR] of op(B), zero-padded.</summary>
         public void PackB(int s0, int s1)
         {
-            int NR = G.Info.NR, kc = Kc;
-            for (int s = s0; s < s1; s++)
-            {
-                int j0 = Jc + s * NR, cols = Math.Min(NR, G.N - j0);
-                float* d = BPack + (long)s * kc * NR;
-                if (!G.TransB)
-                {
-                    float* src = G.B + Pc * G.Ldb + j0;
-                    if (cols == NR)
-                        for (int p = 0; p < kc; p++, src += G.Ldb)
-                            Buffer.MemoryCopy(src, d + p * NR, NR * sizeof(float), NR * sizeof(float));
-                    else
-                        for (int p = 0; p < kc; p++, src += G.Ldb)
-                        {
-                            float* dp = d + p * NR;
-                            int c = 0;
-                            for (; c < cols; c++) dp[c] = src[c];
-                            for (; c < NR; c++) dp[c] = 0;
-                        }
-                }
-                else
-                {
-                    // op(B)[p, j] = B[j*ldb + p]: read each column of op(B) contiguously, write with stride NR.
-                    int c = 0;
-                    for (; c + 4 <= cols; c += 4)
-                    {
-                        float* s0p = G.B + (j0 + c) * G.Ldb + Pc;
-                        int p = 0;
-                        for (; p + 4 <= kc; p += 4) Transpose4x4(s0p + p, G.Ldb, d + p * NR + c, NR, 1f);
-                        float* s1p = s0p + G.Ldb, s2p = s1p + G.Ldb, s3p = s2p + G.Ldb;
-                        for (float* dp = d + p * NR + c; p < kc; p++, dp += NR)
-                        {
-                            dp[0] = s0p[p]; dp[1] = s1p[p]; dp[2] = s2p[p]; dp[3] = s3p[p];
-                        }
-                    }
-                    for (; c < cols; c++)
-                    {
-                        float* sp = G.B + (j0 + c) * G.Ldb + Pc;
-                        float* dp = d + c;
-                        for (int p = 0; p < kc; p++, dp += NR) *dp = sp[p];
-                    }
-                    if (cols < NR)
-                        for (int p = 0; p < kc; p++)
-                            new Span<float>(d + p * NR + cols, NR - cols).Clear();
-                }
-            }
+            int NR = G.Info.NR;
+            for (int s = s0; s < s1; s++) PackSliver(G, BPack + (long)s * Kc * NR, Jc + s * NR, Pc, Kc, NR);
         }
 
         /// <summary>Packs rows [i0, i0+mc) × the current K panel of alpha·op(A) into MR-tall slivers [kc][MR].</summary>
@@ -487,6 +413,8 @@ public static unsafe partial class CpuGemm
             float beta = first ? G.Beta : 1f;
             float* tile = stackalloc float[MR * NR + 16];
             tile = Align64(tile);
+            float* edgeBias = stackalloc float[NR];
+            bool fused = ki.Kind != GemmKernel.Portable;
             float[] aArr = ArrayPool<float>.Shared.Rent(RoundUp(mc, MR) * kc + 16);
             try
             {
@@ -499,6 +427,8 @@ public static unsafe partial class CpuGemm
                         int j = Jc + s * NR, nr = Math.Min(NR, G.N - j);
                         float* bp = BPack + (long)s * kc * NR;
                         float* bias = first && G.Bias != null ? G.Bias + j : null;
+                        if (bias != null && nr < NR)
+                            for (int q = 0; q < NR; q++) edgeBias[q] = q < nr ? bias[q] : 0f;
                         for (int ir = 0; ir < mc; ir += MR)
                         {
                             int i = i0 + ir, mr = Math.Min(MR, mc - ir);
@@ -507,8 +437,9 @@ public static unsafe partial class CpuGemm
                             if (mr == MR && nr == NR) ki.Fn(kc, ap, bp, c, G.Ldc, beta, bias);
                             else
                             {
-                                ki.Fn(kc, ap, bp, tile, NR, 0f, null);
-                                for (int r = 0; r < mr; r++) Finish(c + r * G.Ldc, tile + r * NR, nr, 1f, beta, bias);
+                                // the kernel's sums plus bias into a scratch tile, then its epilogue on the valid part
+                                ki.Fn(kc, ap, bp, tile, NR, 0f, bias == null ? null : nr < NR ? edgeBias : bias);
+                                for (int r = 0; r < mr; r++) Store(c + r * G.Ldc, tile + r * NR, nr, beta, fused);
                             }
                         }
                     }
