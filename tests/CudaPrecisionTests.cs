@@ -79,14 +79,16 @@ public class CudaPrecisionTests
             float[][] Run(IBackend be)
             {
                 var pw = Up(be, w); var pg = Up(be, grad); var m = be.AllocFloat(n); var v = be.AllocFloat(n);
-                var sums = be.AllocFloat(4);
-                be.SumTo(pg, sums.Slice(1, 1), squares: true);
-                be.SumTo(pw, sums.Slice(2, 1), squares: false);
-                be.AdamWClipped(pw, pg, m, v, step, maxNorm, sums.Slice(1, 1));
-                return [Down(be, pw), Down(be, m), Down(be, sums)];
+                var sums = be.AllocFloat(6);   // two doubles at float offsets 2 and 4
+                be.SumTo(pg, sums.Slice(2, 2), squares: true);
+                be.SumTo(pw, sums.Slice(4, 2), squares: false);
+                be.AdamWClipped(pw, pg, m, v, step, maxNorm, sums.Slice(2, 2));
+                var s = Down(be, sums);
+                return [Down(be, pw), Down(be, m), [(float)DoubleSlots.Read(s, 1), (float)DoubleSlots.Read(s, 2)]];
             }
             var e = Run(Cpu); var a = Run(g);
             for (int i = 0; i < e.Length; i++) CudaBackendTests.Close($"maxNorm {maxNorm} poison {poison} [{i}]", e[i], a[i]);
+            if (!poison) Assert.True(a[2][0] > 0, "Σg² on the device");
             if (poison) Assert.Equal(w, a[0]);   // a non-finite norm leaves the weights as they were
         }
     }
@@ -96,9 +98,9 @@ public class CudaPrecisionTests
     {
         using var g = CudaEngineTests.Gpu();
         long before = g.AsyncUploads;
-        var host = new int[5000];
+        var host = new int[300_001];   // 1.2 MB, an odd size: 20 of them wrap the 16 MiB ring, unaligned ends
         var views = new List<IntView>();
-        for (int u = 0; u < 20; u++)   // more uploads than ring slots: every slot is reused
+        for (int u = 0; u < 20; u++)   // more bytes than the ring holds: its start is written again
         {
             for (int i = 0; i < host.Length; i++) host[i] = u * 100_000 + i;
             var v = g.AllocInt(host.Length);
@@ -111,7 +113,8 @@ public class CudaPrecisionTests
         for (int u = 0; u < views.Count; u++)
         {
             g.Download(views[u], back);
-            for (int i = 0; i < back.Length; i += 499) Assert.Equal(u * 100_000 + i, back[i]);
+            for (int i = 0; i < back.Length; i += 4999) Assert.Equal(u * 100_000 + i, back[i]);
+            Assert.Equal(u * 100_000 + back.Length - 1, back[^1]);
         }
     }
 
