@@ -66,6 +66,33 @@ public class CudaPrecisionTests
     }
 
     [Fact]
+    public void LayerNormWritesTheBf16OperandOfTheGemmAfterIt()
+    {
+        using var g = CudaEngineTests.Gpu();
+        g.Precision = Precision.Bf16;
+        var r = new Random(5);
+        int rows = 19, dim = 40, n = 24;
+        var x = Rand(r, rows * dim, 2f); var w = Rand(r, dim); var wb = Rand(r, dim); var lin = Rand(r, n * dim, 0.3f);
+        float[][] Run(IBackend be)
+        {
+            var y = be.AllocFloat(rows * dim); var mean = be.AllocFloat(rows); var rstd = be.AllocFloat(rows);
+            var c1 = be.AllocFloat(rows * n); var c2 = be.AllocFloat(rows * n); var c3 = be.AllocFloat(rows * n);
+            var pw = Up(be, lin);
+            be.LayerNormForward(Up(be, x), Up(be, w), Up(be, wb), y, mean, rstd, rows, dim, 1e-5f);
+            be.Gemm(false, true, rows, n, dim, 1f, y, dim, pw, dim, 0f, c1, n);   // right after the LayerNorm: its bf16 twin
+            be.Gemm(false, true, rows, n, dim, 1f, y, dim, pw, dim, 0f, c2, n);   // later: converted
+            be.ScaleShift(y, 2f, 0f);                                             // y changes: the next read sees it
+            be.Gemm(false, true, rows, n, dim, 1f, y, dim, pw, dim, 0f, c3, n);
+            return [Down(be, y), Down(be, c1), Down(be, c2), Down(be, c3)];
+        }
+        long before = g.Bf16TwinReads;
+        var e = Run(Cpu); var a = Run(g);
+        Assert.Equal(before + 1, g.Bf16TwinReads);
+        CudaBackendTests.Close("LayerNorm output (fp32)", e[0], a[0], 1e-4);
+        for (int i = 1; i < 4; i++) CudaBackendTests.Close($"bf16 GEMM {i} on the LayerNorm output", e[i], a[i], 2e-2);
+    }
+
+    [Fact]
     public void DeviceSumAndClippedAdamWEqualCpu()
     {
         using var g = CudaEngineTests.Gpu();

@@ -71,9 +71,17 @@ public sealed unsafe partial class CudaBackend
             Ptr(c), ldc, Ptr(bias), rows, cols, strideC, batch);
 
     // ---- normalisation and activations ----
-    public void LayerNormForward(FloatView x, FloatView weight, FloatView? bias, FloatView y, FloatView mean, FloatView rstd, int rows, int dim, float eps) =>
+    public void LayerNormForward(FloatView x, FloatView weight, FloatView? bias, FloatView y, FloatView mean, FloatView rstd, int rows, int dim, float eps)
+    {
+        if (rows <= 0) return;
+        Wrote(y);
+        // in bf16 mode the output is also written rounded to bf16, for the GEMM that reads it next (no conversion pass there)
+        var output = y.Slice(0, checked(rows * dim));
+        ulong y16 = Bf16Gemm ? LayerNormTwin(output) : 0;
         Launch(NORMS, "fbd_layernorm_fwd", ((uint)rows, 1, 1), (RowThreads(dim), 1, 1), 0,
-            Ptr(x), Ptr(weight), Ptr(bias), Ptr(y), Ptr(mean), Ptr(rstd), rows, dim, eps);
+            Ptr(x), Ptr(weight), Ptr(bias), Ptr(y), y16, Ptr(mean), Ptr(rstd), rows, dim, eps);
+        if (y16 != 0) twinStamp = ops;
+    }
 
     public void LayerNormBackward(FloatView dy, FloatView x, FloatView weight, FloatView mean, FloatView rstd,
         FloatView dx, FloatView dWeight, FloatView? dBias, int rows, int dim)

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
     if (!onlySampling) for (auto [rows, dim] : std::vector<std::pair<int,int>>{ {7, 33}, {40, 300} }) {
         auto x = rnd(rows * dim, 3), w = rnd(dim), bb = rnd(dim), dy = rnd(rows * dim);
         std::vector<float> y(rows * dim, NAN), mean(rows, NAN), rstd(rows, NAN), dx(rows * dim, 0.5f), dw(dim, 0.25f), db(dim, -0.5f);
+        std::vector<nm::u16> y16(rows * dim, 0xffff);
         std::vector<double> ey(rows * dim), edx(rows * dim), edw(dim, 0.25), edb(dim, -0.5);
         for (int r = 0; r < rows; r++) {
             double mu = 0; for (int c = 0; c < dim; c++) mu += x[r*dim+c]; mu /= dim;
@@ -40,11 +41,13 @@ int main(int argc, char** argv) {
             for (int c = 0; c < dim; c++) { double xh = (x[r*dim+c]-mu)*rs; edx[r*dim+c] = 0.5 + rs*(dy[r*dim+c]*w[c] - mg - xh*mgx); }
         }
         int threads = std::min(256, (dim + 31) / 32 * 32);
-        launch({ (unsigned)rows, 1, 1 }, { (unsigned)threads, 1, 1 }, [&] { nm::fbd_layernorm_fwd(x.data(), w.data(), bb.data(), y.data(), mean.data(), rstd.data(), rows, dim, 1e-5f); });
+        launch({ (unsigned)rows, 1, 1 }, { (unsigned)threads, 1, 1 }, [&] { nm::fbd_layernorm_fwd(x.data(), w.data(), bb.data(), y.data(), y16.data(), mean.data(), rstd.data(), rows, dim, 1e-5f); });
         launch({ (unsigned)rows, 1, 1 }, { (unsigned)threads, 1, 1 }, [&] { nm::fbd_layernorm_bwd_dx(dy.data(), x.data(), w.data(), mean.data(), rstd.data(), dx.data(), rows, dim); });
         int chunk = 16;
         launch({ (unsigned)((dim + 31) / 32), (unsigned)((rows + chunk - 1) / chunk), 1 }, { 32, 8, 1 }, [&] { nm::fbd_layernorm_bwd_dw(dy.data(), x.data(), mean.data(), rstd.data(), dw.data(), db.data(), rows, dim, chunk); });
-        check("layernorm y", y, ey); check("layernorm dx", dx, edx); check("layernorm dw", dw, edw); check("layernorm db", db, edb);
+        std::vector<float> got16(rows * dim); std::vector<double> e16(y.begin(), y.end());
+        for (int i = 0; i < rows * dim; i++) { uint32_t u = (uint32_t)y16[i] << 16; std::memcpy(&got16[i], &u, 4); }
+        check("layernorm y", y, ey); check("layernorm y as bf16", got16, e16, 4e-3); check("layernorm dx", dx, edx); check("layernorm dw", dw, edw); check("layernorm db", db, edb);
     }
     // residual gated with dropout
     if (!onlySampling) {
