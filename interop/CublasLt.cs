@@ -12,7 +12,8 @@ public static unsafe partial class CublasLtNative
     const string L = CudaLibraries.CublasLtName;
     public const int ComputeType32F = 68;      // CUBLAS_COMPUTE_32F
     public const int DescTransA = 3, DescTransB = 4, DescEpilogue = 7, DescBiasPointer = 8; // cublasLtMatmulDescAttributes_t
-    public const int EpilogueDefault = 1, EpilogueBias = 4;
+    public const int DescEpilogueAuxPointer = 11, DescEpilogueAuxLd = 12;
+    public const int EpilogueDefault = 1, EpilogueBias = 4, EpilogueGeluAuxBias = 164, EpilogueDGelu = 192;   // cublasLtEpilogue_t
     public const int LayoutOrder = 1, LayoutBatchCount = 5, LayoutStridedBatchOffset = 6;  // cublasLtMatrixLayoutAttribute_t
     public const int OrderCol = 0, OrderRow = 1;
     public const int PrefMaxWorkspaceBytes = 1;
@@ -50,11 +51,21 @@ public static unsafe partial class CublasLtNative
 public readonly record struct LtOperand(CudaDataType Type, long Rows, long Cols, long Ld, bool Transpose, long BatchStride);
 
 /// <summary>
+/// What cuBLASLt does to the product before it stores D: nothing; + bias per row; + bias, then GELU (tanh), storing the
+/// GELU's input in the aux matrix (the MLP's forward); × GELU'(aux) (the MLP's backward into the GELU's input).
+/// </summary>
+public enum LtEpilogue { None, Bias, BiasGeluAux, DGelu }
+
+/// <summary>
 /// The shape of one cuBLASLt call; the key of the plan cache. Alignment: the bytes every pointer of the call is aligned
 /// to (a power of two up to 256). cuBLASLt assumes 256 unless told, and views into the flat parameter buffer are not.
+/// AuxLd: the leading dimension of the aux matrix of the GELU epilogues (cuBLASLt wants a multiple of 8).
 /// </summary>
-public readonly record struct LtShape(LtOperand A, LtOperand B, LtOperand C, int Batch, bool Bias, int Alignment = 256)
+public readonly record struct LtShape(LtOperand A, LtOperand B, LtOperand C, int Batch, LtEpilogue Epilogue, int Alignment = 256, long AuxLd = 0)
 {
+    public bool Bias => Epilogue is LtEpilogue.Bias or LtEpilogue.BiasGeluAux;
+    public bool Aux => Epilogue is LtEpilogue.BiasGeluAux or LtEpilogue.DGelu;
+
     /// <summary>The largest power of two (at most 256) dividing every non-zero address.</summary>
     public static int AlignmentOf(params ReadOnlySpan<ulong> pointers)
     {
@@ -132,15 +143,28 @@ public sealed unsafe class CublasLt : IDisposable
         return l;
     }
 
-    Plan MakePlan(LtShape s)
+    Plan MakePlan(LtShape s, ulong bias, ulong aux)
     {
         var p = new Plan();
         Check(CublasLtNative.cublasLtMatmulDescCreate(out p.Desc, CublasLtNative.ComputeType32F, CudaDataType.R32F), "cublasLtMatmulDescCreate");
         int ta = s.A.Transpose ? 1 : 0, tb = s.B.Transpose ? 1 : 0;
         Check(CublasLtNative.cublasLtMatmulDescSetAttribute(p.Desc, CublasLtNative.DescTransA, &ta, 4), "cublasLtMatmulDescSetAttribute(TRANSA)");
         Check(CublasLtNative.cublasLtMatmulDescSetAttribute(p.Desc, CublasLtNative.DescTransB, &tb, 4), "cublasLtMatmulDescSetAttribute(TRANSB)");
-        int epi = s.Bias ? CublasLtNative.EpilogueBias : CublasLtNative.EpilogueDefault;
+        int epi = s.Epilogue switch
+        {
+            LtEpilogue.Bias => CublasLtNative.EpilogueBias,
+            LtEpilogue.BiasGeluAux => CublasLtNative.EpilogueGeluAuxBias,
+            LtEpilogue.DGelu => CublasLtNative.EpilogueDGelu,
+            _ => CublasLtNative.EpilogueDefault,
+        };
         Check(CublasLtNative.cublasLtMatmulDescSetAttribute(p.Desc, CublasLtNative.DescEpilogue, &epi, 4), "cublasLtMatmulDescSetAttribute(EPILOGUE)");
+        // the heuristic reads the epilogue pointers' values for their alignment: the first call's pointers stand for the shape's
+        SetEpiloguePointers(p, s, bias, aux);
+        if (s.Aux)
+        {
+            long auxLd = s.AuxLd;
+            Check(CublasLtNative.cublasLtMatmulDescSetAttribute(p.Desc, CublasLtNative.DescEpilogueAuxLd, &auxLd, 8), "cublasLtMatmulDescSetAttribute(EPILOGUE_AUX_LD)");
+        }
         p.A = Layout(s.A, s.Batch); p.B = Layout(s.B, s.Batch); p.C = Layout(s.C with { Transpose = false }, s.Batch);
         Check(CublasLtNative.cublasLtMatmulPreferenceCreate(out var pref), "cublasLtMatmulPreferenceCreate");
         try
@@ -159,14 +183,24 @@ public sealed unsafe class CublasLt : IDisposable
         return p;
     }
 
-    /// <summary>Column-major D = C = alpha·op(A)·op(B) + beta·C (+ bias) on a stream. Pointers are device addresses.</summary>
-    public void Matmul(LtShape shape, float alpha, ulong a, ulong b, float beta, ulong c, ulong bias, CudaStream stream)
+    static void SetEpiloguePointers(Plan p, LtShape s, ulong bias, ulong aux)
     {
-        var p = plans.GetOrAdd(shape, MakePlan);
+        if (s.Bias)
+            Check(CublasLtNative.cublasLtMatmulDescSetAttribute(p.Desc, CublasLtNative.DescBiasPointer, &bias, 8), "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
+        if (s.Aux)
+            Check(CublasLtNative.cublasLtMatmulDescSetAttribute(p.Desc, CublasLtNative.DescEpilogueAuxPointer, &aux, 8), "cublasLtMatmulDescSetAttribute(EPILOGUE_AUX_POINTER)");
+    }
+
+    /// <summary>
+    /// Column-major D = C = epilogue(alpha·op(A)·op(B) + beta·C) on a stream: bias per row of D, aux the GELU input
+    /// matrix (written by <see cref="LtEpilogue.BiasGeluAux"/>, read by <see cref="LtEpilogue.DGelu"/>). Device addresses.
+    /// </summary>
+    public void Matmul(LtShape shape, float alpha, ulong a, ulong b, float beta, ulong c, ulong bias, CudaStream stream, ulong aux = 0)
+    {
+        var p = plans.GetOrAdd(shape, s => MakePlan(s, bias, aux));
         lock (p)
         {
-            if (shape.Bias)
-                Check(CublasLtNative.cublasLtMatmulDescSetAttribute(p.Desc, CublasLtNative.DescBiasPointer, &bias, 8), "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
+            SetEpiloguePointers(p, shape, bias, aux);
             var algo = p.Algo;
             Check(CublasLtNative.cublasLtMatmul(handle, p.Desc, &alpha, a, p.A, b, p.B, &beta, c, p.C, c, p.C, algo.Algo,
                 workspace.Pointer, (nuint)WorkspaceBytes, stream.Handle), "cublasLtMatmul", $"{shape}");

@@ -60,6 +60,7 @@ public static unsafe partial class CuNative
     [LibraryImport(L, EntryPoint = "cuEventDestroy_v2")] public static partial int cuEventDestroy(nint ev);
     [LibraryImport(L)] public static partial int cuEventRecord(nint ev, nint stream);
     [LibraryImport(L)] public static partial int cuEventSynchronize(nint ev);
+    [LibraryImport(L)] public static partial int cuEventQuery(nint ev);
     [LibraryImport(L)] public static partial int cuEventElapsedTime(out float ms, nint start, nint end);
     [LibraryImport(L, EntryPoint = "cuMemAlloc_v2")] public static partial int cuMemAlloc(out ulong dptr, nuint bytes);
     [LibraryImport(L, EntryPoint = "cuMemFree_v2")] public static partial int cuMemFree(ulong dptr);
@@ -146,11 +147,19 @@ public static unsafe class Cu
 
     public static (long Free, long Total) MemoryInfo() { Check(CuNative.cuMemGetInfo(out var f, out var t), "cuMemGetInfo"); return ((long)f, (long)t); }
 
-    public static void SetCurrent(CudaContext ctx) => Check(CuNative.cuCtxSetCurrent(ctx.Handle), "cuCtxSetCurrent");
-    public static void Synchronize() => Check(CuNative.cuCtxSynchronize(), "cuCtxSynchronize");
+    /// <summary>
+    /// Calls in this process that make the host wait for the device: cuStreamSynchronize, cuEventSynchronize,
+    /// cuCtxSynchronize and the synchronous copies cuMemcpyHtoD / cuMemcpyDtoH (tests of the device-resident step read it).
+    /// </summary>
+    public static long HostSyncs => Interlocked.Read(ref hostSyncs);
+    static long hostSyncs;
+    internal static void CountSync() => Interlocked.Increment(ref hostSyncs);
 
-    public static void CopyHtoD(ulong dst, void* src, long bytes) => Check(CuNative.cuMemcpyHtoD(dst, src, (nuint)bytes), "cuMemcpyHtoD");
-    public static void CopyDtoH(void* dst, ulong src, long bytes) => Check(CuNative.cuMemcpyDtoH(dst, src, (nuint)bytes), "cuMemcpyDtoH");
+    public static void SetCurrent(CudaContext ctx) => Check(CuNative.cuCtxSetCurrent(ctx.Handle), "cuCtxSetCurrent");
+    public static void Synchronize() { CountSync(); Check(CuNative.cuCtxSynchronize(), "cuCtxSynchronize"); }
+
+    public static void CopyHtoD(ulong dst, void* src, long bytes) { CountSync(); Check(CuNative.cuMemcpyHtoD(dst, src, (nuint)bytes), "cuMemcpyHtoD"); }
+    public static void CopyDtoH(void* dst, ulong src, long bytes) { CountSync(); Check(CuNative.cuMemcpyDtoH(dst, src, (nuint)bytes), "cuMemcpyDtoH"); }
     public static void CopyDtoD(ulong dst, ulong src, long bytes) => Check(CuNative.cuMemcpyDtoD(dst, src, (nuint)bytes), "cuMemcpyDtoD");
     public static void CopyHtoDAsync(ulong dst, void* src, long bytes, CudaStream s) => Check(CuNative.cuMemcpyHtoDAsync(dst, src, (nuint)bytes, s.Handle), "cuMemcpyHtoDAsync");
     public static void CopyDtoHAsync(void* dst, ulong src, long bytes, CudaStream s) => Check(CuNative.cuMemcpyDtoHAsync(dst, src, (nuint)bytes, s.Handle), "cuMemcpyDtoHAsync");
@@ -226,7 +235,7 @@ public sealed class CudaStream : SafeHandle
         return new CudaStream(s, true);
     }
 
-    public void Synchronize() => Cu.Check(CuNative.cuStreamSynchronize(handle), "cuStreamSynchronize");
+    public void Synchronize() { Cu.CountSync(); Cu.Check(CuNative.cuStreamSynchronize(handle), "cuStreamSynchronize"); }
     public void Wait(CudaEvent e) => Cu.Check(CuNative.cuStreamWaitEvent(handle, e.Handle, 0), "cuStreamWaitEvent");
     protected override bool ReleaseHandle() => handle == 0 || CuNative.cuStreamDestroy(handle) == 0;
 }
@@ -245,7 +254,17 @@ public sealed class CudaEvent : SafeHandle
     }
 
     public void Record(CudaStream s) => Cu.Check(CuNative.cuEventRecord(handle, s.Handle), "cuEventRecord");
-    public void Synchronize() => Cu.Check(CuNative.cuEventSynchronize(handle), "cuEventSynchronize");
+    public void Synchronize() { Cu.CountSync(); Cu.Check(CuNative.cuEventSynchronize(handle), "cuEventSynchronize"); }
+
+    /// <summary>True when the work before the event's last record has completed (cuEventQuery; never waits).</summary>
+    public bool IsDone()
+    {
+        const int NotReady = 600;   // CUDA_ERROR_NOT_READY
+        int r = CuNative.cuEventQuery(handle);
+        if (r == NotReady) return false;
+        Cu.Check(r, "cuEventQuery");
+        return true;
+    }
 
     /// <summary>Milliseconds between two recorded events.</summary>
     public static float Elapsed(CudaEvent start, CudaEvent end)

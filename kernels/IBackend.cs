@@ -52,6 +52,29 @@ public interface IBackend : IDisposable
     void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, FloatView a, int lda, FloatView b, int ldb,
         float beta, FloatView c, int ldc, FloatView? bias = null, int batch = 1, long strideA = 0, long strideB = 0, long strideC = 0);
 
+    /// <summary>
+    /// The MLP's first layer: preActivation = op(A)·op(B) + bias (a contiguous [m, n], kept for the backward), then
+    /// output = GELU_tanh(preActivation). Operands as in <see cref="Gemm"/>. Device backends fold the bias and the GELU
+    /// into the GEMM's epilogue (one pass over the [m, n] result instead of three).
+    /// </summary>
+    void GemmBiasGelu(bool transA, bool transB, int m, int n, int k, FloatView a, int lda, FloatView b, int ldb, FloatView bias, FloatView preActivation, FloatView output)
+    {
+        int cells = checked(m * n);
+        Gemm(transA, transB, m, n, k, 1f, a, lda, b, ldb, 0f, preActivation, n, bias);
+        GeluForward(preActivation.Slice(0, cells), output.Slice(0, cells));
+    }
+
+    /// <summary>
+    /// The gradient into the GELU's input: dPre = (op(A)·op(B)) ⊙ GELU_tanh'(preActivation), contiguous [m, n].
+    /// Device backends fold the GELU derivative into the GEMM's epilogue.
+    /// </summary>
+    void GemmGeluBackward(bool transA, bool transB, int m, int n, int k, FloatView a, int lda, FloatView b, int ldb, FloatView preActivation, FloatView dPre)
+    {
+        int cells = checked(m * n);
+        Gemm(transA, transB, m, n, k, 1f, a, lda, b, ldb, 0f, dPre, n);
+        GeluBackward(preActivation.Slice(0, cells), dPre.Slice(0, cells), dPre.Slice(0, cells));
+    }
+
     // ---- normalisation and activations ----
     /// <summary>y = (x-mean)·rstd·weight (+bias) per row of dim; saves mean and rstd per row.</summary>
     void LayerNormForward(FloatView x, FloatView weight, FloatView? bias, FloatView y, FloatView mean, FloatView rstd, int rows, int dim, float eps);
@@ -103,28 +126,52 @@ public interface IBackend : IDisposable
     /// <summary>ema = decay·ema + (1-decay)·param.</summary>
     void Ema(FloatView ema, FloatView param, float decay);
 
-    // ---- the device-resident step (default bodies synchronise; device backends override them) ----
-    /// <summary>dst[0] = Σ x, or Σ x² when <paramref name="squares"/>, left on the device (summed in double, stored as float).</summary>
+    // ---- the device-resident step (default bodies read back at once; device backends override them) ----
+    /// <summary>
+    /// Σ x, or Σ x² when <paramref name="squares"/>, summed in double and left on the device in dst[0..2) as the
+    /// double's 8 bytes (<see cref="DoubleSlots"/>; dst starts at an even offset). No host round trip on device backends.
+    /// </summary>
     void SumTo(FloatView x, FloatView dst, bool squares)
     {
         double s = squares ? SumSquares(x) : Sum(x);
-        Upload(dst.Slice(0, 1), [(float)s]);
+        Upload(dst.Slice(0, 2), DoubleSlots.Of(s));
     }
 
     /// <summary>
-    /// AdamW whose gradient is first scaled by min(1, maxNorm/‖g‖) (no clipping when maxNorm ≤ 0), ‖g‖² read from
-    /// gradSumSquares[0] where it lies (on the device for device backends: no host round trip). A non-finite norm
-    /// leaves the parameters and moments unchanged; the caller sees it when it reads gradSumSquares.
+    /// AdamW whose gradient is first scaled by min(1, maxNorm/‖g‖) (no clipping when maxNorm ≤ 0), ‖g‖² read from the
+    /// double in gradSumSquares[0..2) (written by <see cref="SumTo"/>; on the device for device backends: no host
+    /// round trip). A non-finite norm leaves the parameters and moments unchanged; the caller sees it when it reads
+    /// gradSumSquares.
     /// </summary>
     void AdamWClipped(FloatView param, FloatView grad, FloatView m, FloatView v, AdamWStep step, float maxNorm, FloatView gradSumSquares)
     {
-        var ss = new float[1];
-        Download(gradSumSquares.Slice(0, 1), ss);
-        double norm = Math.Sqrt(ss[0]);
-        if (!double.IsFinite(norm)) return;
-        float clip = maxNorm > 0 && norm > maxNorm ? (float)(maxNorm / norm) : 1f;
-        AdamW(param, grad, m, v, step with { GradScale = step.GradScale * clip });
+        if (ClipFactor(DoubleSlots.Download(this, gradSumSquares), maxNorm) is float clip)
+            AdamW(param, grad, m, v, step with { GradScale = step.GradScale * clip });
     }
+
+    /// <summary>
+    /// <see cref="AdamWClipped"/> then the EMA of the updated weights (as <see cref="AdamWEma"/>): the optimiser step of
+    /// a training step with the clip factor taken on the device. A non-finite norm leaves the EMA unchanged too.
+    /// </summary>
+    void AdamWEmaClipped(FloatView param, FloatView grad, FloatView m, FloatView v, FloatView ema, AdamWStep step, float emaDecay, float maxNorm, FloatView gradSumSquares)
+    {
+        if (ClipFactor(DoubleSlots.Download(this, gradSumSquares), maxNorm) is float clip)
+            AdamWEma(param, grad, m, v, ema, step with { GradScale = step.GradScale * clip }, emaDecay);
+    }
+
+    /// <summary>min(1, maxNorm/‖g‖) from Σg² (1 when maxNorm ≤ 0), or null when the norm is not finite.</summary>
+    static float? ClipFactor(double sumSquares, float maxNorm)
+    {
+        double norm = Math.Sqrt(sumSquares);
+        if (!double.IsFinite(norm)) return null;
+        return maxNorm > 0 && norm > maxNorm ? (float)(maxNorm / norm) : 1f;
+    }
+
+    /// <summary>
+    /// True when the backend's buffers live in device memory, so that reading one back makes the host wait for the
+    /// device; the trainer then reads its loss and gradient norm only every few steps. False on the CPU.
+    /// </summary>
+    bool ReadBackWaits => false;
 
     /// <summary>
     /// A hint that GEMMs read <paramref name="weights"/> on every step: a backend computing in bf16 keeps a persistent

@@ -58,5 +58,12 @@ sealed class CountingBackend(IBackend? inner = null) : IBackend
     public void SumTo(FloatView x, FloatView dst, bool squares) => Inner.SumTo(x, dst, squares);
     public void AdamWClipped(FloatView param, FloatView grad, FloatView m, FloatView v, AdamWStep step, float maxNorm, FloatView gradSumSquares) =>
         Inner.AdamWClipped(param, grad, m, v, step, maxNorm, gradSumSquares);
+    public void AdamWEmaClipped(FloatView param, FloatView grad, FloatView m, FloatView v, FloatView ema, AdamWStep step, float emaDecay, float maxNorm, FloatView gradSumSquares) =>
+        Inner.AdamWEmaClipped(param, grad, m, v, ema, step, emaDecay, maxNorm, gradSumSquares);
+    public bool ReadBackWaits => Inner.ReadBackWaits;
+    public void GemmBiasGelu(bool transA, bool transB, int m, int n, int k, FloatView a, int lda, FloatView b, int ldb, FloatView bias, FloatView preActivation, FloatView output) =>
+        Inner.GemmBiasGelu(transA, transB, m, n, k, a, lda, b, ldb, bias, preActivation, output);
+    public void GemmGeluBackward(bool transA, bool transB, int m, int n, int k, FloatView a, int lda, FloatView b, int ldb, FloatView preActivation, FloatView dPre) =>
+        Inner.GemmGeluBackward(transA, transB, m, n, k, a, lda, b, ldb, preActivation, dPre);
     public void KeepBf16Copy(FloatView weights) => Inner.KeepBf16Copy(weights);
 }

@@ -66,6 +66,33 @@ public class CudaPrecisionTests
     }
 
     [Fact]
+    public void LayerNormWritesTheBf16OperandOfTheGemmAfterIt()
+    {
+        using var g = CudaEngineTests.Gpu();
+        g.Precision = Precision.Bf16;
+        var r = new Random(5);
+        int rows = 19, dim = 40, n = 24;
+        var x = Rand(r, rows * dim, 2f); var w = Rand(r, dim); var wb = Rand(r, dim); var lin = Rand(r, n * dim, 0.3f);
+        float[][] Run(IBackend be)
+        {
+            var y = be.AllocFloat(rows * dim); var mean = be.AllocFloat(rows); var rstd = be.AllocFloat(rows);
+            var c1 = be.AllocFloat(rows * n); var c2 = be.AllocFloat(rows * n); var c3 = be.AllocFloat(rows * n);
+            var pw = Up(be, lin);
+            be.LayerNormForward(Up(be, x), Up(be, w), Up(be, wb), y, mean, rstd, rows, dim, 1e-5f);
+            be.Gemm(false, true, rows, n, dim, 1f, y, dim, pw, dim, 0f, c1, n);   // right after the LayerNorm: its bf16 twin
+            be.Gemm(false, true, rows, n, dim, 1f, y, dim, pw, dim, 0f, c2, n);   // later: converted
+            be.ScaleShift(y, 2f, 0f);                                             // y changes: the next read sees it
+            be.Gemm(false, true, rows, n, dim, 1f, y, dim, pw, dim, 0f, c3, n);
+            return [Down(be, y), Down(be, c1), Down(be, c2), Down(be, c3)];
+        }
+        long before = g.Bf16TwinReads;
+        var e = Run(Cpu); var a = Run(g);
+        Assert.Equal(before + 1, g.Bf16TwinReads);
+        CudaBackendTests.Close("LayerNorm output (fp32)", e[0], a[0], 1e-4);
+        for (int i = 1; i < 4; i++) CudaBackendTests.Close($"bf16 GEMM {i} on the LayerNorm output", e[i], a[i], 2e-2);
+    }
+
+    [Fact]
     public void DeviceSumAndClippedAdamWEqualCpu()
     {
         using var g = CudaEngineTests.Gpu();
@@ -79,14 +106,16 @@ public class CudaPrecisionTests
             float[][] Run(IBackend be)
             {
                 var pw = Up(be, w); var pg = Up(be, grad); var m = be.AllocFloat(n); var v = be.AllocFloat(n);
-                var sums = be.AllocFloat(4);
-                be.SumTo(pg, sums.Slice(1, 1), squares: true);
-                be.SumTo(pw, sums.Slice(2, 1), squares: false);
-                be.AdamWClipped(pw, pg, m, v, step, maxNorm, sums.Slice(1, 1));
-                return [Down(be, pw), Down(be, m), Down(be, sums)];
+                var sums = be.AllocFloat(6);   // two doubles at float offsets 2 and 4
+                be.SumTo(pg, sums.Slice(2, 2), squares: true);
+                be.SumTo(pw, sums.Slice(4, 2), squares: false);
+                be.AdamWClipped(pw, pg, m, v, step, maxNorm, sums.Slice(2, 2));
+                var s = Down(be, sums);
+                return [Down(be, pw), Down(be, m), [(float)DoubleSlots.Read(s, 1), (float)DoubleSlots.Read(s, 2)]];
             }
             var e = Run(Cpu); var a = Run(g);
             for (int i = 0; i < e.Length; i++) CudaBackendTests.Close($"maxNorm {maxNorm} poison {poison} [{i}]", e[i], a[i]);
+            if (!poison) Assert.True(a[2][0] > 0, "Σg² on the device");
             if (poison) Assert.Equal(w, a[0]);   // a non-finite norm leaves the weights as they were
         }
     }
@@ -96,9 +125,9 @@ public class CudaPrecisionTests
     {
         using var g = CudaEngineTests.Gpu();
         long before = g.AsyncUploads;
-        var host = new int[5000];
+        var host = new int[300_001];   // 1.2 MB, an odd size: 20 of them wrap the 16 MiB ring, unaligned ends
         var views = new List<IntView>();
-        for (int u = 0; u < 20; u++)   // more uploads than ring slots: every slot is reused
+        for (int u = 0; u < 20; u++)   // more bytes than the ring holds: its start is written again
         {
             for (int i = 0; i < host.Length; i++) host[i] = u * 100_000 + i;
             var v = g.AllocInt(host.Length);
@@ -111,7 +140,8 @@ public class CudaPrecisionTests
         for (int u = 0; u < views.Count; u++)
         {
             g.Download(views[u], back);
-            for (int i = 0; i < back.Length; i += 499) Assert.Equal(u * 100_000 + i, back[i]);
+            for (int i = 0; i < back.Length; i += 4999) Assert.Equal(u * 100_000 + i, back[i]);
+            Assert.Equal(u * 100_000 + back.Length - 1, back[^1]);
         }
     }
 

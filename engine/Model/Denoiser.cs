@@ -236,8 +236,7 @@ public sealed class Denoiser : IDisposable
     {
         string p = $"blocks.{l}.";
         _b.LayerNormForward(a.XMid, EffW(2 * l + 1), Mod(l, ShiftMlp), a.H2, a.Mean2, a.Rstd2, n, _d, 1e-5f);
-        Linear(a.H2, p + "mlp.0.weight", p + "mlp.0.bias", a.U, n, _d, Config.MlpDim);
-        _b.GeluForward(a.U, a.G);
+        _b.GemmBiasGelu(false, true, n, Config.MlpDim, _d, a.H2, _d, W(p + "mlp.0.weight"), _d, W(p + "mlp.0.bias"), a.U, a.G);
         Linear(a.G, p + "mlp.2.weight", p + "mlp.2.bias", a.YMlp, n, Config.MlpDim, _d);
     }
 
@@ -303,8 +302,8 @@ public sealed class Denoiser : IDisposable
             string p = $"blocks.{l}.";
             // MLP branch: x_out = x_mid + gate_mlp·drop(mlp(modulate(norm2(x_mid))))
             _b.ResidualGatedBackward(dx, a.YMlp, Mod(l, GateMlp), dy, DMod(l, GateMlp), n, d, dropout, DropSeed(seed, l, 1));
-            LinearBackward(a.G, dy, p + "mlp.2.weight", p + "mlp.2.bias", du, n, md, d);
-            _b.GeluBackward(a.U, du, du);
+            LinearBackward(a.G, dy, p + "mlp.2.weight", p + "mlp.2.bias", null, n, md, d);
+            _b.GemmGeluBackward(false, false, n, md, d, dy, d, W(p + "mlp.2.weight"), md, a.U, du);   // du = (dy·W2) ⊙ GELU'(u)
             LinearBackward(a.H2, du, p + "mlp.0.weight", p + "mlp.0.bias", dh, n, d, md);
             _b.LayerNormBackward(dh, a.XMid, EffW(2 * l + 1), a.Mean2, a.Rstd2, dx, DEffW(2 * l + 1), DMod(l, ShiftMlp), n, d);
             // attention branch: x_mid = x_in + gate_msa·drop(attn_out(attn(rot(qkv(modulate(norm1(x_in)))))))

@@ -64,10 +64,18 @@ public sealed class Bd3Objective : IDisposable
 
     /// <summary>Forward (and backward when <paramref name="backward"/>): returns the mean NELBO per token.
     /// Gradients are accumulated into the model's Grads scaled by <paramref name="gradScale"/>. With
-    /// <paramref name="lossSum"/> the summed loss is written there on the device and NaN is returned (no host wait).
-    /// <paramref name="gradientsDoneFrom"/> goes to <see cref="Denoiser.Backward"/> (the data-parallel bucket hook).</summary>
+    /// <paramref name="lossSum"/> the summed loss is written there on the device (a double, <see cref="DoubleSlots"/>)
+    /// and NaN is returned (no host wait). <paramref name="gradientsDoneFrom"/> goes to <see cref="Denoiser.Backward"/>
+    /// (the data-parallel bucket hook).</summary>
     public double Run(Bd3Batch batch, bool backward, float dropout = 0f, ulong seed = 0, float gradScale = 1f, FloatView? lossSum = null,
         Action<int>? gradientsDoneFrom = null)
+    {
+        Upload(batch);
+        return Compute(batch, backward, dropout, seed, gradScale, lossSum, gradientsDoneFrom);
+    }
+
+    /// <summary>Sends the batch's ids, positions, targets and weights to the device buffers of its shape (asynchronous uploads).</summary>
+    public void Upload(Bd3Batch batch)
     {
         var slot = Prepare(batch.Batch, batch.Length);
         var ws = slot.Workspace;
@@ -75,6 +83,17 @@ public sealed class Bd3Objective : IDisposable
         _b.Upload(ws.Positions, batch.FullPositions());
         _b.Upload(slot.Targets, batch.Clean);
         _b.Upload(slot.Weights, batch.Weights);
+    }
+
+    /// <summary>
+    /// <see cref="Run"/> without the uploads, on what the last <see cref="Upload"/> of this shape sent: only device work
+    /// on fixed buffers, so with <paramref name="lossSum"/> it can be captured as a CUDA graph and replayed.
+    /// </summary>
+    public double Compute(Bd3Batch batch, bool backward, float dropout = 0f, ulong seed = 0, float gradScale = 1f, FloatView? lossSum = null,
+        Action<int>? gradientsDoneFrom = null)
+    {
+        var slot = Prepare(batch.Batch, batch.Length);
+        var ws = slot.Workspace;
         var shape = batch.Shape(_model.Config);
         _model.Forward(ws, shape, dropout, seed);
         var logits = _model.Head(ws, 0, batch.Length);

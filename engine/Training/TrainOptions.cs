@@ -32,6 +32,9 @@ public sealed record TrainOptions
     /// <summary>Data-parallel gradient all-reduce in buckets of this many MB, each started as soon as the backward pass
     /// has finished its gradients (overlapping the rest of the pass); 0 = one all-reduce of the whole buffer after it.</summary>
     public double AllReduceBucketMb { get; init; } = Distributed.GradientBuckets.DefaultMegabytes;
+    /// <summary>Steps between reads of loss and gradient norm from the device (0 = auto: every step on the CPU, 16 on a
+    /// GPU, whose step then never waits for the device); a divergence is detected within this many steps.</summary>
+    public int ReadBackEvery { get; init; } = 0;
 
     public void Validate()
     {
@@ -52,6 +55,7 @@ public sealed record TrainOptions
         Require(EvalBatches > 0, $"evaluation batches must be positive, got {EvalBatches}");
         Require(FinalEvalSequences >= 0, $"final evaluation sequences must be ≥ 0 (0 = all), got {FinalEvalSequences}");
         Require(CheckpointEvery >= 0, $"--checkpoint-every must be ≥ 0 steps (0 = only at the end), got {CheckpointEvery}");
+        Require(ReadBackEvery >= 0, $"read-back interval must be ≥ 0 steps (0 = auto), got {ReadBackEvery}");
         Require(ScheduleSearchEvery >= 0, $"--schedule-search-every must be ≥ 0 steps (0 = never), got {ScheduleSearchEvery}");
         Distributed.GradientBuckets.Validate(AllReduceBucketMb);
     }

@@ -66,58 +66,22 @@ public sealed unsafe partial class CudaBackend
         return (int)Math.Max(8, (rows + chunks - 1) / chunks);
     }
 
-    // ---- dense algebra: cuBLASLt ----
-    public void Gemm(bool transA, bool transB, int m, int n, int k, float alpha, FloatView a, int lda, FloatView b, int ldb,
-        float beta, FloatView c, int ldc, FloatView? bias = null, int batch = 1, long strideA = 0, long strideB = 0, long strideC = 0)
-    {
-        if (m <= 0 || n <= 0 || batch <= 0) return;
-        Enter();
-        if (k <= 0)
-        {
-            // C = beta·C (+ bias): nothing to multiply
-            for (int p = 0; p < batch; p++)
-                for (int r = 0; r < m; r++)
-                {
-                    var row = c.Slice((int)(p * strideC) + r * ldc, n);
-                    if (beta == 0) Fill(row, 0); else ScaleShift(row, beta, 0);
-                }
-            if (bias is { } bv0) AddBias(c, ldc, bv0, m, n, strideC, batch);
-            return;
-        }
-        ulong pa = Ptr(a), pb = Ptr(b);
-        var type = CudaDataType.R32F;
-        if (Bf16Gemm)
-        {
-            // bf16 operands: the persistent copy for weights, a per-call conversion for activations (whole views, so
-            // strides and batches keep their meaning)
-            pa = Bf16Operand(a, "gemm.a16"); pb = Bf16Operand(b, "gemm.b16"); type = CudaDataType.R16BF;
-        }
-        Wrote(c);
-        // Row-major C[m,n] = op(A)·op(B) is column-major C^T[n,m] = op(B)^T·op(A)^T: swap the operands.
-        bool epilogueBias = bias is not null && batch == 1;
-        var shape = new LtShape(
-            new LtOperand(type, n, k, ldb, transB, strideB),
-            new LtOperand(type, k, m, lda, transA, strideA),
-            new LtOperand(CudaDataType.R32F, n, m, ldc, false, strideC),
-            batch, epilogueBias, LtShape.AlignmentOf(pa, pb, Ptr(c), epilogueBias ? Ptr(bias) : 0));
-        try { lt.Matmul(shape, alpha, pb, pa, beta, Ptr(c), epilogueBias ? Ptr(bias) : 0, stream); }
-        catch (CudaException) when (epilogueBias)
-        {
-            // no cuBLASLt algorithm with the bias epilogue for this shape: plain GEMM, then our own bias kernel
-            epilogueBias = false;
-            lt.Matmul(shape with { Bias = false }, alpha, pb, pa, beta, Ptr(c), 0, stream);
-        }
-        if (bias is { } bv && !epilogueBias) AddBias(c, ldc, bv, m, n, strideC, batch);
-    }
-
     void AddBias(FloatView c, int ldc, FloatView bias, int rows, int cols, long strideC, int batch) =>
         Launch(EW, "fbd_add_bias_rows", (Math.Min(Div(cols, Threads), 16u), (uint)Math.Min(rows, 65535), (uint)Math.Min(batch, 65535)), (Threads, 1, 1), 0,
             Ptr(c), ldc, Ptr(bias), rows, cols, strideC, batch);
 
     // ---- normalisation and activations ----
-    public void LayerNormForward(FloatView x, FloatView weight, FloatView? bias, FloatView y, FloatView mean, FloatView rstd, int rows, int dim, float eps) =>
+    public void LayerNormForward(FloatView x, FloatView weight, FloatView? bias, FloatView y, FloatView mean, FloatView rstd, int rows, int dim, float eps)
+    {
+        if (rows <= 0) return;
+        Wrote(y);
+        // in bf16 mode the output is also written rounded to bf16, for the GEMM that reads it next (no conversion pass there)
+        var output = y.Slice(0, checked(rows * dim));
+        ulong y16 = Bf16Gemm ? LayerNormTwin(output) : 0;
         Launch(NORMS, "fbd_layernorm_fwd", ((uint)rows, 1, 1), (RowThreads(dim), 1, 1), 0,
-            Ptr(x), Ptr(weight), Ptr(bias), Ptr(y), Ptr(mean), Ptr(rstd), rows, dim, eps);
+            Ptr(x), Ptr(weight), Ptr(bias), Ptr(y), y16, Ptr(mean), Ptr(rstd), rows, dim, eps);
+        if (y16 != 0) twinStamp = ops;
+    }
 
     public void LayerNormBackward(FloatView dy, FloatView x, FloatView weight, FloatView mean, FloatView rstd,
         FloatView dx, FloatView dWeight, FloatView? dBias, int rows, int dim)
@@ -170,30 +134,49 @@ public sealed unsafe partial class CudaBackend
         Launch(LOSS, "fbd_subs_ce", ((uint)rows, 1, 1), (Math.Min(RowThreads(vocab) * 2, 512u), 1, 1), 0,
             Ptr(logits), Ptr(targets), Ptr(weights), Ptr(loss), rows, vocab, maskId, gradScale, writeGrad ? 1 : 0);
 
-    public void AdamW(FloatView param, FloatView grad, FloatView m, FloatView v, AdamWStep s) => AdamWDevice(param, grad, m, v, s, 0f, null);
+    public void AdamW(FloatView param, FloatView grad, FloatView m, FloatView v, AdamWStep s) => AdamWDevice(param, grad, m, v, null, s, 0f, 0f, null);
+
+    public void AdamWEma(FloatView param, FloatView grad, FloatView m, FloatView v, FloatView ema, AdamWStep s, float emaDecay) =>
+        AdamWDevice(param, grad, m, v, ema, s, emaDecay, 0f, null);
 
     public void AdamWClipped(FloatView param, FloatView grad, FloatView m, FloatView v, AdamWStep s, float maxNorm, FloatView gradSumSquares) =>
-        AdamWDevice(param, grad, m, v, s, maxNorm, gradSumSquares);
+        AdamWDevice(param, grad, m, v, null, s, 0f, maxNorm, gradSumSquares);
 
-    void AdamWDevice(FloatView param, FloatView grad, FloatView m, FloatView v, AdamWStep s, float maxNorm, FloatView? gradSumSquares)
+    public void AdamWEmaClipped(FloatView param, FloatView grad, FloatView m, FloatView v, FloatView ema, AdamWStep s, float emaDecay, float maxNorm, FloatView gradSumSquares) =>
+        AdamWDevice(param, grad, m, v, ema, s, emaDecay, maxNorm, gradSumSquares);
+
+    void AdamWDevice(FloatView param, FloatView grad, FloatView m, FloatView v, FloatView? ema, AdamWStep s, float emaDecay, float maxNorm, FloatView? gradSumSquares)
     {
         // the same float formulas as the CPU reference
         float bc1 = 1f - MathF.Pow(s.Beta1, s.Step), bc2 = 1f - MathF.Pow(s.Beta2, s.Step);
         float decay = 1f - s.LearningRate * s.WeightDecay, stepSize = s.LearningRate / bc1, sqrtBc2 = MathF.Sqrt(bc2);
         // the bf16 weight copy is written in the same pass when param is the mirrored buffer, else marked stale
         ulong p16 = Bf16CopyFor(param, writing: true);
+        if (ema is { } e) Wrote(e);
         Flat(EW, "fbd_adamw_dev", param.Length, Ptr(param), p16, Ptr(grad), Ptr(m), Ptr(v), s.Beta1, s.Beta2, s.Epsilon, decay, stepSize, sqrtBc2,
-            s.GradScale, Ptr(gradSumSquares), maxNorm, param.Length);
+            s.GradScale, gradSumSquares is { } ss ? DoublePtr(ss) : 0UL, maxNorm, Ptr(ema), emaDecay, param.Length);
+    }
+
+    /// <summary>The address of the double in slots [0, 2) of v (8-byte aligned: v starts at an even offset of its buffer).</summary>
+    static ulong DoublePtr(FloatView v)
+    {
+        if (v.Length < 2 || v.Offset % 2 != 0)
+            throw new ArgumentException($"a double needs two float slots at an even offset, got a view of {v.Length} at offset {v.Offset}");
+        return Ptr(v);
     }
 
     public void SumTo(FloatView x, FloatView dst, bool squares)
     {
+        ulong d = DoublePtr(dst);
         Wrote(dst);
-        if (x.Length == 0) { Fill(dst.Slice(0, 1), 0f); return; }
+        if (x.Length == 0) { Enter(); Cu.MemsetD32Async(d, 0, 2, stream); return; }
         uint blocks = Math.Min(Blocks(x.Length), 1024u);
         Launch(EW, "fbd_reduce_sum", (blocks, 1, 1), (Threads, 1, 1), 0, Ptr(x), x.Length, squares ? 1 : 0, partials.Pointer);
-        Launch(EW, "fbd_sum_partials", (1, 1, 1), (Threads, 1, 1), 0, partials.Pointer, (int)blocks, Ptr(dst), 0);
+        Launch(EW, "fbd_sum_partials", (1, 1, 1), (Threads, 1, 1), 0, partials.Pointer, (int)blocks, d);
     }
+
+    /// <summary>Buffers live in device memory: a read-back waits for the device.</summary>
+    public bool ReadBackWaits => true;
 
     public void Ema(FloatView ema, FloatView param, float decay) { Wrote(ema); Flat(EW, "fbd_ema", ema.Length, Ptr(ema), Ptr(param), decay, ema.Length); }
 

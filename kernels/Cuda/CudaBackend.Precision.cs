@@ -4,7 +4,8 @@ namespace FastBlockDiff.Kernels.Cuda;
 /// bf16 mode: GEMMs read bf16 operands through cuBLASLt (fp32 accumulation and output) and attention uses the bf16
 /// tensor-core kernels. The weight buffer named by <see cref="KeepBf16Copy"/> has a persistent bf16 copy: AdamW writes
 /// it in the same pass as the fp32 master weights, any other write to the weights marks it stale and the next GEMM
-/// refreshes it once; other operands (activations) are converted per GEMM.
+/// refreshes it once; other operands (activations) are converted per GEMM, except a LayerNorm's output read by the GEMM
+/// right after it: the LayerNorm kernel writes its bf16 twin in the same pass.
 /// </summary>
 public sealed partial class CudaBackend
 {
@@ -37,7 +38,29 @@ public sealed partial class CudaBackend
     /// <summary>Every op that writes a FloatView outside AdamW reports it here: a write into the weights makes the copy stale.</summary>
     void Wrote(FloatView dst)
     {
+        ops++;
         if (mirrored is { } w && Overlaps(w, dst)) mirrorStale = true;
+    }
+
+    // The bf16 twin of the last LayerNorm output, written by the LayerNorm kernel in the same pass. It stands for that
+    // view only while no other op ran since (ops counts launches and reported writes), i.e. for the GEMM right after the
+    // LayerNorm, the one that reads its output; later readers convert as usual.
+    CudaStorage? twin16;
+    FloatView twinOf;
+    long ops, twinStamp = -1;
+
+    /// <summary>Activation operands a bf16 GEMM took from the LayerNorm's twin instead of converting (for tests).</summary>
+    public long Bf16TwinReads { get; private set; }
+
+    ulong LayerNormTwin(FloatView output)
+    {
+        if (twin16 == null || (long)twin16.Length * twin16.ElementSize < output.Length * 2L)
+        {
+            if (twin16 != null) { stream.Synchronize(); twin16.Dispose(); }
+            twin16 = AllocRaw((output.Length + 1) / 2, 4);
+        }
+        twinOf = output;
+        return twin16.Pointer;
     }
 
     /// <summary>
@@ -63,6 +86,7 @@ public sealed partial class CudaBackend
     /// <summary>A bf16 operand for a GEMM: the persistent weight copy when v is a weight, else v converted into scratch.</summary>
     ulong Bf16Operand(FloatView v, string scratchName)
     {
+        if (twin16 != null && twinStamp == ops && v == twinOf) { Bf16TwinReads++; return twin16.Pointer; }
         ulong p = Bf16CopyFor(v, writing: false);
         if (p != 0) return p;
         ulong s = Scratch(scratchName, v.Length * 2L);

@@ -88,6 +88,7 @@ public sealed unsafe partial class CudaBackend : IBackend
             scratch.Clear();
             partials.Dispose(); flag.Dispose();
             mirror16?.Dispose(); mirror16 = null;
+            twin16?.Dispose(); twin16 = null;
             DisposeStaging();
             lt.Dispose();
             foreach (var m in modules.Values) m.Dispose();
@@ -193,6 +194,7 @@ public sealed unsafe partial class CudaBackend : IBackend
     void Launch(string file, string kernel, (uint, uint, uint) grid, (uint, uint, uint) block, int smem, params ReadOnlySpan<KArg> args)
     {
         if (grid.Item1 == 0 || grid.Item2 == 0 || grid.Item3 == 0) return;
+        ops++;
         var f = Function(file, kernel);
         Enter();
         if (smem > 48 * 1024 && smemRaised.Add(f))

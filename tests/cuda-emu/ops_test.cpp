@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
     if (!onlySampling) for (auto [rows, dim] : std::vector<std::pair<int,int>>{ {7, 33}, {40, 300} }) {
         auto x = rnd(rows * dim, 3), w = rnd(dim), bb = rnd(dim), dy = rnd(rows * dim);
         std::vector<float> y(rows * dim, NAN), mean(rows, NAN), rstd(rows, NAN), dx(rows * dim, 0.5f), dw(dim, 0.25f), db(dim, -0.5f);
+        std::vector<nm::u16> y16(rows * dim, 0xffff);
         std::vector<double> ey(rows * dim), edx(rows * dim), edw(dim, 0.25), edb(dim, -0.5);
         for (int r = 0; r < rows; r++) {
             double mu = 0; for (int c = 0; c < dim; c++) mu += x[r*dim+c]; mu /= dim;
@@ -40,11 +41,13 @@ int main(int argc, char** argv) {
             for (int c = 0; c < dim; c++) { double xh = (x[r*dim+c]-mu)*rs; edx[r*dim+c] = 0.5 + rs*(dy[r*dim+c]*w[c] - mg - xh*mgx); }
         }
         int threads = std::min(256, (dim + 31) / 32 * 32);
-        launch({ (unsigned)rows, 1, 1 }, { (unsigned)threads, 1, 1 }, [&] { nm::fbd_layernorm_fwd(x.data(), w.data(), bb.data(), y.data(), mean.data(), rstd.data(), rows, dim, 1e-5f); });
+        launch({ (unsigned)rows, 1, 1 }, { (unsigned)threads, 1, 1 }, [&] { nm::fbd_layernorm_fwd(x.data(), w.data(), bb.data(), y.data(), y16.data(), mean.data(), rstd.data(), rows, dim, 1e-5f); });
         launch({ (unsigned)rows, 1, 1 }, { (unsigned)threads, 1, 1 }, [&] { nm::fbd_layernorm_bwd_dx(dy.data(), x.data(), w.data(), mean.data(), rstd.data(), dx.data(), rows, dim); });
         int chunk = 16;
         launch({ (unsigned)((dim + 31) / 32), (unsigned)((rows + chunk - 1) / chunk), 1 }, { 32, 8, 1 }, [&] { nm::fbd_layernorm_bwd_dw(dy.data(), x.data(), mean.data(), rstd.data(), dw.data(), db.data(), rows, dim, chunk); });
-        check("layernorm y", y, ey); check("layernorm dx", dx, edx); check("layernorm dw", dw, edw); check("layernorm db", db, edb);
+        std::vector<float> got16(rows * dim); std::vector<double> e16(y.begin(), y.end());
+        for (int i = 0; i < rows * dim; i++) { uint32_t u = (uint32_t)y16[i] << 16; std::memcpy(&got16[i], &u, 4); }
+        check("layernorm y", y, ey); check("layernorm y as bf16", got16, e16, 4e-3); check("layernorm dx", dx, edx); check("layernorm dw", dw, edw); check("layernorm db", db, edb);
     }
     // residual gated with dropout
     if (!onlySampling) {
@@ -174,26 +177,31 @@ int main(int argc, char** argv) {
         {
             auto p2 = rnd(m), g2 = rnd(m, 3), m2 = rnd(m, 0.1f), v2 = rnd(m, 0.01f); for (auto& v : v2) v = std::fabs(v);
             auto p0 = p2, m0 = m2, v0 = v2;
-            std::vector<double> partials(64, NAN); std::vector<float> sum(2, NAN); std::vector<ew::u16> p16(m, 0xffff);
+            std::vector<double> partials(64, NAN); std::vector<double> sum(2, NAN); std::vector<ew::u16> p16(m, 0xffff);
             double ss = 0; for (float g : g2) ss += (double)g * g;
-            float ssf = (float)ss;
-            float maxNorm = 1.5f; double clip = std::min(1.0, maxNorm / std::sqrt((double)ssf));
+            std::vector<float> ema(m, 0.25f); float emaDecay = 0.9f;
+            float maxNorm = 1.5f; double clip = std::min(1.0, maxNorm / std::sqrt(ss));
             launch({ 8, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_reduce_sum(g2.data(), m, 1, partials.data()); });
-            launch({ 1, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_sum_partials(partials.data(), 8, sum.data(), 1); });
-            check("device sum of squares", { sum[1] }, { ss }, 1e-6);
-            launch({ 8, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_adamw_dev(p2.data(), p16.data(), g2.data(), m2.data(), v2.data(), b1, b2, eps, 1 - lr * wd, lr / (float)bc1, (float)std::sqrt(bc2), gs, sum.data() + 1, maxNorm, m); });
+            launch({ 1, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_sum_partials(partials.data(), 8, sum.data() + 1); });
+            check("device sum of squares", { (float)sum[1] }, { ss }, 1e-6);
+            if (sum[1] != ss && std::fabs(sum[1] - ss) > 1e-12 * ss) { printf("FAIL device sum of squares kept in double: %.17g vs %.17g\n", sum[1], ss); fails++; }
+            launch({ 8, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_adamw_dev(p2.data(), p16.data(), g2.data(), m2.data(), v2.data(), b1, b2, eps, 1 - lr * wd, lr / (float)bc1, (float)std::sqrt(bc2), gs, sum.data() + 1, maxNorm, ema.data(), emaDecay, m); });
             std::vector<double> ep2(m), em2(m), ev2(m), e16(m); std::vector<float> got16(m);
             for (int i = 0; i < m; i++) { double g = g2[i] * gs * clip; em2[i] = b1 * m0[i] + (1 - b1) * g; ev2[i] = b2 * v0[i] + (1 - b2) * g * g;
                 ep2[i] = p0[i] * (1 - lr * wd) - lr / bc1 * em2[i] / (std::sqrt(ev2[i]) / std::sqrt(bc2) + eps);
                 uint32_t u = (uint32_t)p16[i] << 16; float f; std::memcpy(&f, &u, 4); got16[i] = f; e16[i] = p2[i]; }
+            std::vector<double> eEma(m); for (int i = 0; i < m; i++) eEma[i] = 0.9 * 0.25 + 0.1 * ep2[i];
+            check("adamw clipped ema", ema, eEma);
             check("adamw clipped param", p2, ep2); check("adamw clipped m", m2, em2); check("adamw clipped v", v2, ev2);
             check("adamw bf16 weight copy", got16, e16, 4e-3);   // round to nearest: |Δ| ≤ 2^-9 relative
             g2[17] = NAN; auto keep = p2;
             launch({ 8, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_reduce_sum(g2.data(), m, 1, partials.data()); });
-            launch({ 1, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_sum_partials(partials.data(), 8, sum.data(), 0); });
-            launch({ 8, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_adamw_dev(p2.data(), nullptr, g2.data(), m2.data(), v2.data(), b1, b2, eps, 1 - lr * wd, lr / (float)bc1, (float)std::sqrt(bc2), gs, sum.data(), maxNorm, m); });
+            launch({ 1, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_sum_partials(partials.data(), 8, sum.data()); });
+            launch({ 8, 1, 1 }, { 256, 1, 1 }, [&] { ew::fbd_adamw_dev(p2.data(), nullptr, g2.data(), m2.data(), v2.data(), b1, b2, eps, 1 - lr * wd, lr / (float)bc1, (float)std::sqrt(bc2), gs, sum.data(), maxNorm, ema.data(), emaDecay, m); });
+            std::vector<double> emaKeep(eEma);   // the EMA is left alone too
             std::vector<double> ekeep(keep.begin(), keep.end());
             check("adamw non-finite norm: no update", p2, ekeep, 1e-12);
+            check("adamw non-finite norm: EMA unchanged", ema, emaKeep);
         }
     }
     printf("%s\n", fails ? "FAILURES" : "ALL OK");

@@ -58,7 +58,8 @@ dry() {
   # a clean environment: nothing on the PATH (so no dotnet), no DOTNET_ROOT, no libicu needed (InvariantGlobalization)
   env -i HOME="${HOME:-/tmp}" PATH="$bare" FASTBLOCKDIFF_REQUIRE_CUDA=0 FASTBLOCKDIFF_CUDA_LIB_DIRS=/nonexistent \
     "$PUB/FastBlockDiff.Tests" -noColor -class 'FastBlockDiff.Tests.CudaBackendTests' -class 'FastBlockDiff.Tests.CudaThreadTests' \
-      -class 'FastBlockDiff.Tests.CudaPrecisionTests' -class 'FastBlockDiff.Tests.CliTests' 2>&1 | tee "$log"
+      -class 'FastBlockDiff.Tests.CudaPrecisionTests' -class 'FastBlockDiff.Tests.CudaGraphTests' -class 'FastBlockDiff.Tests.CudaGemmEpilogueTests' \
+      -class 'FastBlockDiff.Tests.DeviceResidentStepTests' -class 'FastBlockDiff.Tests.CliTests' 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
   env -i PATH="$bare" "$PUB/fastblockdiff" info > "$log.info" 2>&1; local rcInfo=$?
   local fail=0
@@ -87,7 +88,7 @@ run() {
     phase "CUDA tests"
     # shellcheck disable=SC2086
     FASTBLOCKDIFF_REQUIRE_CUDA=1 FASTBLOCKDIFF_REQUIRE_NVRTC=1 step "$PUB/FastBlockDiff.Tests" -noColor -result-ctrf "$dir/tests.json" \
-      ${CHECK_TEST_FILTER:--class 'FastBlockDiff.Tests.Cuda*' -class 'FastBlockDiff.Tests.NvrtcCompileTests'}
+      ${CHECK_TEST_FILTER:--class 'FastBlockDiff.Tests.Cuda*' -class 'FastBlockDiff.Tests.NvrtcCompileTests' -class 'FastBlockDiff.Tests.DeviceResidentStepTests'}
   fi
   if [[ $steps == *" ours "* ]]; then
     phase "ours: attention, training step, sampling (cuda, bf16)"

@@ -84,21 +84,24 @@ extern "C" __global__ void fbd_adamw(float* param, const float* grad, float* m, 
 }
 
 // AdamW for the device-resident step and the bf16 mode, one pass over the flat parameter buffer:
-// - clipping without the host: with sumSquares (the gradient's Σg², written on the device by fbd_sum_partials) and
-//   maxNorm > 0 the gradient is scaled by min(1, maxNorm/‖g‖) here; a non-finite norm leaves every parameter and
-//   moment untouched (the host sees the norm at its next read-back and stops);
+// - clipping without the host: with sumSquares (the gradient's Σg² as a double, written on the device by
+//   fbd_sum_partials) and maxNorm > 0 the gradient is scaled by min(1, maxNorm/‖g‖) here; a non-finite norm leaves
+//   every parameter, moment and EMA value untouched (the host sees the norm at its next read-back and stops);
+// - ema (may be null): ema = emaDecay·ema + (1-emaDecay)·param of the updated weights, in the same pass;
 // - param16 (may be null): the persistent bf16 copy of the updated weights that bf16 GEMMs read, written here so that
 //   no GEMM converts weights again.
 extern "C" __global__ void fbd_adamw_dev(float* param, u16* param16, const float* grad, float* m, float* v, float beta1, float beta2,
-    float eps, float decay, float stepSize, float sqrtBc2, float gradScale, const float* sumSquares, float maxNorm, int n)
+    float eps, float decay, float stepSize, float sqrtBc2, float gradScale, const double* sumSquares, float maxNorm,
+    float* ema, float emaDecay, int n)
 {
     float scale = gradScale;
     if (sumSquares)
     {
-        double norm = sqrt((double)sumSquares[0]);
+        double norm = sqrt(sumSquares[0]);
         if (!(norm <= 1e300)) return;   // NaN or inf
         if (maxNorm > 0.f && norm > (double)maxNorm) scale *= (float)((double)maxNorm / norm);
     }
+    float emaRest = 1.f - emaDecay;
     GRID_STRIDE(i, n)
     {
         float g = grad[i] * scale;
@@ -108,18 +111,19 @@ extern "C" __global__ void fbd_adamw_dev(float* param, u16* param16, const float
         float p = param[i] * decay - stepSize * mi / (sqrtf(vi) / sqrtBc2 + eps);
         param[i] = p;
         if (param16) param16[i] = f32_to_bf16(p);
+        if (ema) ema[i] = emaDecay * ema[i] + emaRest * p;
     }
 }
 
-// out[slot] = Σ partials[0..count) in one block (the second pass of fbd_reduce_sum, kept on the device; summed in
-// double, stored as float so that the host reads it with the other float buffers).
-extern "C" __global__ void fbd_sum_partials(const double* partials, int count, float* out, int slot)
+// out[0] = Σ partials[0..count) in one block (the second pass of fbd_reduce_sum, kept on the device): summed and
+// stored in double (the trainer reads its loss and Σg² back every few steps, with every bit the CPU has).
+extern "C" __global__ void fbd_sum_partials(const double* partials, int count, double* out)
 {
     __shared__ double scratch[32];
     double acc = 0.0;
     for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
     acc = block_sum_d(acc, scratch);
-    if (threadIdx.x == 0) out[slot] = (float)acc;
+    if (threadIdx.x == 0) out[0] = acc;
 }
 
 extern "C" __global__ void fbd_ema(float* ema, const float* param, float decay, int n)

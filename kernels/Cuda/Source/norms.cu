@@ -2,7 +2,9 @@
 #include "common.cuh"
 
 // y = (x-mean)*rstd*w (+b); two-pass in fp32 like the CPU reference. block per row.
-extern "C" __global__ void fbd_layernorm_fwd(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd,
+// y16 (may be null): the same output rounded to bf16, written in the same pass for the bf16 GEMM that reads y next
+// (statistics and y stay fp32).
+extern "C" __global__ void fbd_layernorm_fwd(const float* x, const float* w, const float* b, float* y, u16* y16, float* mean, float* rstd,
     int rows, int dim, float eps)
 {
     __shared__ float scratch[32];
@@ -21,7 +23,9 @@ extern "C" __global__ void fbd_layernorm_fwd(const float* x, const float* w, con
     for (int c = threadIdx.x; c < dim; c += blockDim.x)
     {
         float v = (xr[c] - mu) * rs * w[c];
-        yr[c] = b ? v + b[c] : v;
+        v = b ? v + b[c] : v;
+        yr[c] = v;
+        if (y16) y16[(long long)r * dim + c] = f32_to_bf16(v);
     }
 }
 

@@ -6,6 +6,6 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 DIR="${1:-$(mktemp -d)}"; mkdir -p "$DIR"
 cp "$HERE/../emu.h" "$DIR/"
 python3 "$HERE/gen.py" "$DIR/kernels_all.cpp"
-g++ -std=c++20 -O1 -w -pthread -shared -fPIC -I"$DIR" -o "$DIR/libcuda.so.1" "$HERE/fakecuda.cpp" "$DIR/kernels_all.cpp" >&2
+g++ -std=c++20 -O1 -w -pthread -shared -fPIC -I"$DIR" -I"$HERE" -Wl,-soname,libcuda.so.1 -o "$DIR/libcuda.so.1" "$HERE/fakecuda.cpp" "$DIR/kernels_all.cpp" >&2
 g++ -std=c++20 -O1 -w -shared -fPIC -o "$DIR/libcublasLt.so.12" "$HERE/fakecublaslt.cpp" >&2
 echo "$DIR"

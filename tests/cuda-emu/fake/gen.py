@@ -1,10 +1,11 @@
 # Generates kernels_all.cpp: every kernels/Cuda/Source/*.cu prepped for the emulator (one namespace each) plus a
-# dispatch table name -> launcher that unpacks cuLaunchKernel's void** arguments by the kernel's parameter types.
+# dispatch table name -> launcher that unpacks cuLaunchKernel's void** arguments by the kernel's parameter types, with
+# the size of each argument (a captured launch keeps a copy of its argument values, as a CUDA graph's kernel node does).
 import sys, re, os, glob, subprocess
 here = os.path.dirname(os.path.abspath(__file__))
 cuda = os.path.join(here, "..", "..", "..", "kernels", "Cuda", "Source")
 out = sys.argv[1]
-parts = ['#include "emu.h"', '#include <string>', '#include <map>']
+parts = ['#include "emu.h"', '#include <string>', '#include <map>', '#include "fake_kernels.h"']
 table = []
 for path in sorted(glob.glob(os.path.join(cuda, "*.cu"))):
     name = os.path.basename(path)
@@ -16,11 +17,12 @@ for path in sorted(glob.glob(os.path.join(cuda, "*.cu"))):
     text = open(path).read()
     for m in re.finditer(r'extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)\(([^)]*)\)', text):
         kname, params = m.group(1), m.group(2)
-        args = []
+        args, sizes = [], []
         for i, p in enumerate([x.strip() for x in params.replace("\n", " ").split(",")]):
             ty = re.sub(r"\s*\b\w+$", "", p).strip()
             ty = re.sub(r"\b(u16|u32|u64)\b", ns + r"::\1", ty)
             args.append(f"*({ty}*)a[{i}]")
-        table.append(f'    {{"{kname}", [](void** a) {{ {ns}::{kname}({", ".join(args)}); }}}},')
-parts.append("std::map<std::string, void(*)(void**)>& emu_kernels() {\n  static std::map<std::string, void(*)(void**)> t = {\n" + "\n".join(table) + "\n  };\n  return t;\n}")
+            sizes.append(f"sizeof({ty})")
+        table.append(f'    {{"{kname}", {{ [](void** a) {{ {ns}::{kname}({", ".join(args)}); }}, {{ {", ".join(sizes)} }} }}}},')
+parts.append("std::map<std::string, EmuKernel>& emu_kernels() {\n  static std::map<std::string, EmuKernel> t = {\n" + "\n".join(table) + "\n  };\n  return t;\n}")
 open(out, "w").write("\n".join(parts))
