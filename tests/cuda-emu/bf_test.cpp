@@ -49,7 +49,7 @@ int main() {
     // every mask kind; BD3 with L' in {1, 2, 4, 8, 16, L}; awkward L (33, 40); tile-aligned halves (heaviest-first order)
     std::vector<C> cases = {
         {0, 96, 1, 64, true, 2, 2}, {0, 96, 2, 64, true}, {0, 96, 4, 64, true}, {0, 96, 8, 64, true}, {0, 96, 16, 64, true},
-        {0, 96, 48, 64, true}, {0, 66, 3, 64, true}, {0, 66, 33, 64, true}, {0, 80, 5, 32, true}, {0, 256, 16, 64, true},
+        {0, 96, 48, 64, true}, {0, 66, 3, 64, true}, {0, 66, 33, 64, true}, {0, 80, 5, 32, true}, {0, 128, 4, 64, true}, {0, 256, 16, 64, true},
         {1, 45, 5, 64, true, 1, 2}, {2, 77, 1, 64, true}, {3, 35, 1, 64, true},
         {0, 96, 1, 128, false}, {0, 96, 16, 128, false, 1, 2}, {0, 96, 48, 128, false}, {0, 128, 4, 128, false}, {0, 66, 11, 128, false},
         {1, 50, 10, 128, false}, {2, 70, 1, 128, false}, {3, 40, 1, 128, false} };

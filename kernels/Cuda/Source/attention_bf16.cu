@@ -12,7 +12,8 @@
 // block and the earlier clean blocks, two intervals), so a partial tile costs two compares per element. Tiles are
 // classified from the mask formula at two levels: the block's tile (empty: never loaded; full: no masking) and, inside
 // partial tiles, each warp's 16 rows x 8-key pieces (an empty piece costs no mma), so the BD3 noisy diagonal is paid
-// per 16x8 piece. Query tiles run heaviest first (the grid's y index is the rank of the tile by work).
+// per 16x8 piece. Query tiles (key tiles in the dK/dV backward) run heaviest first: the grid's y index is the rank of
+// the tile by work.
 #include "common.cuh"
 
 #define BF_BC 64          // keys per tile
@@ -142,6 +143,17 @@ __device__ __forceinline__ int heavy_first_tile(int y, int nTiles, int rows, int
     if (kind != MASK_BD3 || l % rows != 0) return nTiles - 1 - y;
     int perHalf = l / rows, pos = perHalf - 1 - (y >> 1);
     return (y & 1) ? perHalf + pos : pos;
+}
+
+// The key tile that the y-th block of a column runs in the dK/dV backward: heaviest first. Causal kinds: the first keys
+// are seen by the most queries. BD3 with tile-aligned halves: the clean tiles from the first (each is seen by the later
+// noisy and clean blocks), then the noisy ones (each seen by its own block only).
+__device__ __forceinline__ int heavy_first_key_tile(int y, int kind, int T)
+{
+    int l = T >> 1;
+    if (kind != MASK_BD3 || l % 64 != 0) return y;
+    int perHalf = l / 64;
+    return y < perHalf ? perHalf + y : y - perHalf;
 }
 
 // The first tile start k >= from (a multiple of BF_BC) below kHi that queries [q0, q1) do not skip entirely; kHi if none.
@@ -370,7 +382,7 @@ __device__ __forceinline__ void attn_bwd_bf16(const u16* qkv, const u16* dOut, c
     u16* ring = sS + 64 * SPITCH;
     const float L2E = 1.4426950408889634f, sl2 = scale * L2E;
     int bh = blockIdx.x, b = bh / H, h = bh - b * H;
-    int k0 = blockIdx.y * 64, k1 = min(T, k0 + 64);
+    int k0 = heavy_first_key_tile(blockIdx.y, kind, T) * 64, k1 = min(T, k0 + 64);
     long long rs = 3LL * H * HD, ors = (long long)H * HD;
     const u16* qBase = qkv + (long long)b * T * rs + h * HD;
     const u16* gBase = dOut + (long long)b * T * ors + h * HD;
