@@ -1,4 +1,5 @@
-// Minimal CPU emulation of the CUDA features the fp32 kernels use: one std::thread per CUDA thread.
+// Minimal CPU emulation of the CUDA features the kernels use: one std::thread per CUDA thread, warp shuffles, and for
+// the tensor-core attention mma.sync (m16n8k16 bf16), ldmatrix (x1/x2/x4, .trans) and cp.async (commit/wait groups).
 #pragma once
 #include <cmath>
 #include <cstring>
@@ -10,6 +11,9 @@
 #include <functional>
 #include <atomic>
 #include <algorithm>
+#include <deque>
+#include <cstdio>
+#include <cstdlib>
 struct dim3e { unsigned x = 1, y = 1, z = 1; };
 inline thread_local dim3e threadIdx, blockIdx;
 inline dim3e blockDim, gridDim;
@@ -94,3 +98,63 @@ inline void emu_mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32
         d[e] += s;
     }
 }
+
+// ---- the PTX helpers of attention_bf16.cu (prep.py drops that file's own section) ----
+inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) { emu_mma(d, a[0], a[1], a[2], a[3], b0, b1); }
+
+inline uint32_t emu_rne_bf16(float f) {
+    uint32_t u; std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+inline uint32_t cvt_bf16x2(float lo, float hi) { return emu_rne_bf16(hi) << 16 | emu_rne_bf16(lo); }
+
+inline bool emu_in_smem(const void* p, size_t n) {
+    auto a = (const unsigned char*)p; return a >= g_dynsmem && a + n <= g_dynsmem + sizeof(g_dynsmem);
+}
+[[noreturn]] inline void emu_fail(const char* what) { std::fprintf(stderr, "emu: %s (thread %d, block %u,%u)\n", what, tid_lin(), blockIdx.x, blockIdx.y); std::abort(); }
+
+// cp.async: a copy is queued by its thread at issue and its destination poisoned with 0xff bytes (a bf16 and fp32 NaN),
+// so that a read before the wait shows up in the results; commit closes the thread's open group; wait<N> performs the
+// copies of all but the N most recently committed groups, oldest first. srcBytes < 16 zero-fills the rest.
+struct EmuCopy { void* dst; const void* src; int bytes; };
+inline thread_local std::vector<EmuCopy> t_open;
+inline thread_local std::deque<std::vector<EmuCopy>> t_groups;
+inline void cp_async16(void* dst, const void* src, int srcBytes) {
+    if (!emu_in_smem(dst, 16) || (uintptr_t)dst % 16 || (uintptr_t)src % 16) emu_fail("cp.async: destination outside shared memory or an address not 16-byte aligned");
+    if (srcBytes < 0 || srcBytes > 16) emu_fail("cp.async: src-size outside 0..16");
+    std::memset(dst, 0xff, 16);
+    t_open.push_back({ dst, src, srcBytes });
+}
+inline void cp_async_commit() { t_groups.push_back(std::move(t_open)); t_open.clear(); }
+template <int N> void cp_async_wait() {
+    while ((int)t_groups.size() > N) {
+        for (auto& c : t_groups.front()) { std::memcpy(c.dst, c.src, c.bytes); std::memset((char*)c.dst + c.bytes, 0, 16 - c.bytes); }
+        t_groups.pop_front();
+    }
+}
+
+// ldmatrix.sync.aligned.m8n8.{x1,x2,x4}[.trans].shared.b16 (PTX ISA): lane 8m+r gives the address of row r of matrix m
+// (x1: lanes 0-7, x2: lanes 0-15 are read); register m of lane 4r+c receives row r, columns 2c and 2c+1 of matrix m,
+// or with .trans column r, rows 2c and 2c+1. Rows are 16 bytes, 16-byte aligned, in shared memory.
+inline const uint16_t* g_ldsm[1024];
+inline void emu_ldmatrix(int count, bool trans, uint32_t* r, const uint16_t* p) {
+    int t = tid_lin(), w = t / 32, lane = t % 32, base = w * 32;
+    if (lane < 8 * count && (!emu_in_smem(p, 16) || (uintptr_t)p % 16)) emu_fail("ldmatrix: row address outside shared memory or not 16-byte aligned");
+    g_ldsm[t] = p;
+    g_warp_bar[w]->arrive_and_wait();
+    int row = lane >> 2, c = (lane & 3) * 2;
+    for (int m = 0; m < count; m++) {
+        uint16_t lo, hi;
+        if (!trans) { const uint16_t* a = g_ldsm[base + 8 * m + row]; lo = a[c]; hi = a[c + 1]; }
+        else { lo = g_ldsm[base + 8 * m + c][row]; hi = g_ldsm[base + 8 * m + c + 1][row]; }
+        r[m] = (uint32_t)hi << 16 | lo;
+    }
+    g_warp_bar[w]->arrive_and_wait();
+}
+inline void ldsm_x1(uint32_t (&r)[1], const uint16_t* p) { emu_ldmatrix(1, false, r, p); }
+inline void ldsm_x2(uint32_t (&r)[2], const uint16_t* p) { emu_ldmatrix(2, false, r, p); }
+inline void ldsm_x4(uint32_t (&r)[4], const uint16_t* p) { emu_ldmatrix(4, false, r, p); }
+inline void ldsm_x1_trans(uint32_t (&r)[1], const uint16_t* p) { emu_ldmatrix(1, true, r, p); }
+inline void ldsm_x2_trans(uint32_t (&r)[2], const uint16_t* p) { emu_ldmatrix(2, true, r, p); }
+inline void ldsm_x4_trans(uint32_t (&r)[4], const uint16_t* p) { emu_ldmatrix(4, true, r, p); }

@@ -3,7 +3,18 @@
 #include <cmath>
 #include <vector>
 #include <algorithm>
-static bool allowedH(int kind, int T, int bs, int i, int j) { return mask_allowed(kind, T, bs, i, j); }
+// The masks from their definitions (DESIGN.md 1.1), not from the kernels' helpers: kind 0 BD3 over x_noisy (+) x_clean
+// (L = T/2 each, blocks of bs), 1 block-causal, 2 causal, 3 full.
+static bool allowedH(int kind, int T, int bs, int i, int j) {
+    if (kind == 3) return true;
+    if (kind == 2) return j <= i;
+    if (kind == 1) return j / bs <= i / bs;
+    int L = T / 2; bool qNoisy = i < L, kNoisy = j < L; int qb = (i % L) / bs, kb = (j % L) / bs;
+    if (qNoisy && kNoisy) return qb == kb;
+    if (qNoisy) return kb < qb;
+    if (kNoisy) return false;
+    return kb <= qb;
+}
 static double relerr(const std::vector<float>& a, const std::vector<double>& e) {
     double mr = 0, md = 0; for (size_t i = 0; i < a.size(); i++) { mr = std::max(mr, std::fabs(e[i])); double d = std::fabs(a[i] - e[i]); if (std::isnan(a[i])) d = 1e30; md = std::max(md, d); }
     return md / std::max(mr, 1e-9);

@@ -14,7 +14,8 @@
 #   tests/gpu/check.sh dry       here: runs the published folder in `env -i` with an empty PATH (no dotnet); the CUDA tests
 #                                must skip with their reason, the CLI must start, nothing may need dotnet.
 # Budget knobs (the run must fit 10 minutes on an H200): CHECK_L (default 1024,4096), CHECK_LP (16), CHECK_STEPS
-# ("tests ours flex train sample parity compare"), CHECK_TEST_FILTER (xunit -class filters).
+# ("tests ours flex train sample parity compare"; "attn compare" runs the attention sweep of issue 10 alone),
+# CHECK_TEST_FILTER (xunit -class filters).
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -95,6 +96,13 @@ run() {
     step "$BENCH" attention-quick --backend cuda --dtype bf16 --L "$L" --Lp "$LP" --B 8 --H 12 --d 64 --no-dense --cache 1024,4096 --out "$dir/ours-attention.json"
     step "$BENCH" train-quick --backend cuda --dtype bf16 --model small --L 1024 --Lp "$LP" --batch 8 --out "$dir/ours-train.json"
     step "$BENCH" sample-quick --backend cuda --dtype bf16 --model small --L 1024 --Lp 16 --batch 1,32 --tokens 1024 --no-uncached --out "$dir/ours-sample.json"
+  fi
+  if [[ $steps == *" attn "* ]]; then   # issue 10 (opt-in: CHECK_STEPS="attn compare"): bf16 BD3 attention vs FlexAttention
+    phase "attention side by side: L 1024-8192, L' 4 and 16, d 64, bf16, fwd and fwd+bwd"
+    step "$BENCH" attention-quick --backend cuda --dtype bf16 --L 1024,2048,4096,8192 --Lp 4,16 --B 8 --H 12 --d 64 --no-dense --cache 1024 --out "$dir/ours-attention-sweep.json"
+    if $PY -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+      step $PY "$ROOT/bench/flex/flex_bench.py" --L 1024,2048,4096,8192 --Lp 4,16 --B 8 --H 12 --d 64 --no-sdpa-dense --out "$dir/flex-attention-sweep.json"
+    else echo "!! PyTorch with CUDA not found ($PY): FlexAttention side skipped"; status=1; fi
   fi
   if $PY -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
     [[ $steps == *" flex "* ]] && { phase "PyTorch FlexAttention"; step $PY "$ROOT/bench/flex/flex_bench.py" --L "$L" --Lp "$LP" --B 8 --H 12 --d 64 --out "$dir/flex.json"; }
