@@ -19,19 +19,6 @@ public sealed class HostSyncCollection;
 [Collection("HostSyncs")]
 public class DeviceResidentStepTests
 {
-    sealed class FixedRows(int length, int vocab) : IBatchSource
-    {
-        long pos;
-        public int SequenceLength => length;
-        public void Next(Span<int> dst, int batch)
-        {
-            for (int i = 0; i < dst.Length; i++) dst[i] = (int)((pos * 7 + i * 5 + i / 3) % vocab);
-            pos++;
-        }
-        public long[] SaveState() => [pos];
-        public void RestoreState(long[] state) => pos = state[0];
-    }
-
     static readonly Engine.Model.ModelConfig Tiny = TinyModels.Config(length: 8, blockSize: 2, vocab: 13, dim: 16, heads: 2, layers: 2) with { Dropout = 0.1f };
 
     static TrainOptions Options(int steps, int readBackEvery, int accum = 1) =>
@@ -48,7 +35,7 @@ public class DeviceResidentStepTests
         foreach (int every in new[] { 1, 4 })
         {
             var m = TinyModels.Random(Tiny, seed: 11);
-            using var tr = new Trainer(m, Options(7, every, accum), new FixedRows(8, 12));
+            using var tr = new Trainer(m, Options(7, every, accum), new EngineParity.FixedRows(8, 12));
             var norms = new List<double>();
             tr.Run(p => norms.Add(p.GradNorm));
             Assert.Equal(7, tr.LossLog.Count);
@@ -69,7 +56,7 @@ public class DeviceResidentStepTests
         var objective = new Bd3Objective(model);
         var rows = new int[opts.BatchSize * 8];
         var batch = new Bd3Batch(opts.BatchSize, 8, 2);
-        var data = new FixedRows(8, 12);
+        var data = new EngineParity.FixedRows(8, 12);
         var rng = new Rng(opts.Seed);
         var schedule = new NoiseSchedule(model.Config.ScheduleMin, model.Config.ScheduleMax);
         be.Fill(model.Grads, 0f);
@@ -87,7 +74,7 @@ public class DeviceResidentStepTests
         be.AdamWEma(model.Weights, model.Grads, mm, vv, ee, new AdamWStep(opts.LearningRateAt(0), opts.Beta1, opts.Beta2, opts.Epsilon, opts.WeightDecay, 1, clip), opts.EmaDecayAt(1));
 
         var m1 = TinyModels.Random(Tiny, seed: 11);
-        using var t1 = new Trainer(m1, opts with { ReadBackEvery = 3 }, new FixedRows(8, 12));
+        using var t1 = new Trainer(m1, opts with { ReadBackEvery = 3 }, new EngineParity.FixedRows(8, 12));
         t1.DeviceStep();
         var r = Assert.Single(t1.ReadBack());
         Assert.Equal(loss, r.Loss);
@@ -100,7 +87,7 @@ public class DeviceResidentStepTests
     {
         var m = TinyModels.Random(Tiny, seed: 11);
         var opts = Options(40, 5) with { LearningRate = 1e30f, WarmupSteps = 0, GradClip = 0 };
-        using var tr = new Trainer(m, opts, new FixedRows(8, 12));
+        using var tr = new Trainer(m, opts, new EngineParity.FixedRows(8, 12));
         var e = Assert.Throws<TrainingDivergedException>(() => tr.Run());
         Assert.Matches(@"diverged at step \d+", e.Message);
         Assert.InRange(e.Step, tr.Step - 4, tr.Step);
@@ -130,8 +117,8 @@ public class DeviceResidentStepTests
         Assert.True(((IBackend)g).ReadBackWaits);
         var cpuModel = TinyModels.Random(Tiny, seed: 11, backend: new CpuBackend());
         var gpuModel = TinyModels.Random(Tiny, seed: 11, backend: g);
-        using var cpu = new Trainer(cpuModel, Options(4, 1), new FixedRows(8, 12));
-        using var gpu = new Trainer(gpuModel, Options(4, 0), new FixedRows(8, 12));
+        using var cpu = new Trainer(cpuModel, Options(4, 1), new EngineParity.FixedRows(8, 12));
+        using var gpu = new Trainer(gpuModel, Options(4, 0), new EngineParity.FixedRows(8, 12));
         Assert.Equal(16, gpu.ReadBackEvery);   // auto on a device backend
 
         gpu.DeviceStep();   // the first step allocates the workspace and scratch, loads the kernels

@@ -8,7 +8,8 @@ namespace FastBlockDiff.Tests;
 /// <summary>The engine run unchanged on another backend gives what it gives on the CPU reference backend.</summary>
 static class EngineParity
 {
-    sealed class FixedRows(int length, int vocab) : IBatchSource
+    /// <summary>Deterministic rows: the same tokens for every backend and every run.</summary>
+    internal sealed class FixedRows(int length, int vocab) : IBatchSource
     {
         long pos;
         public int SequenceLength => length;
