@@ -42,7 +42,6 @@ public sealed class Trainer : IDisposable
     readonly ICollective _world;
     readonly Bd3Batch? _shard;
     readonly GradientAllReduce? _buckets;
-    readonly Stopwatch _reduceClock = new();
     // the steps taken since the last read-back, and their records on the device: per step the loss sum of each
     // micro-batch, then the gradient's Σg², each a double in two float slots (DoubleSlots)
     readonly List<(int Step, float Lr, double? HostLoss)> _pending = [];
@@ -188,10 +187,10 @@ public sealed class Trainer : IDisposable
     /// <summary>Sums the ranks' gradients (each already scaled to the global mean) and averages their losses.</summary>
     double SumAcrossRanks(double localLoss)
     {
-        _reduceClock.Restart();
+        long started = Stopwatch.GetTimestamp();
         if (_buckets is { } buckets) buckets.Complete();
         else _world.AllReduce(_b, Model.Grads, ReduceOp.Sum);
-        LastAllReduceWait = _reduceClock.Elapsed;
+        LastAllReduceWait = Stopwatch.GetElapsedTime(started);
         Span<double> loss = [localLoss];
         _world.AllReduce(loss, ReduceOp.Average);
         return loss[0];
