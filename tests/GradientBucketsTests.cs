@@ -223,8 +223,9 @@ public sealed class GradientBucketsTests
         public IBucketedAllReduce OpenBuckets(IBackend backend) => throw new InvalidOperationException("the bucketed path opened");
     }
 
-    /// <summary>A world whose all-reduce doubles the buffer (two ranks holding the same values) on the calling thread, or fails at one bucket.</summary>
-    sealed class DoublingWorld(int failAt = -1) : ICollective
+    /// <summary>A world whose all-reduce doubles the buffer (two ranks holding the same values) on the calling thread, or fails at one
+    /// bucket: once <paramref name="failWhen"/> is set, where one is given, so that the test decides when the failure happens.</summary>
+    sealed class DoublingWorld(int failAt = -1, ManualResetEventSlim? failWhen = null) : ICollective
     {
         public readonly List<(int Offset, int Thread)> Calls = [];
         public int Rank => 0;
@@ -233,10 +234,16 @@ public sealed class GradientBucketsTests
         public TimeSpan Timeout => TimeSpan.FromSeconds(1);
         public void AllReduce(IBackend backend, FloatView buffer, ReduceOp op)
         {
+            bool fail;
             lock (Calls)
             {
                 Calls.Add((buffer.Offset, Environment.CurrentManagedThreadId));
-                if (Calls.Count - 1 == failAt) throw new CollectiveFailedException("rank 1 did not arrive at collective #2", culprit: 1);
+                fail = Calls.Count - 1 == failAt;
+            }
+            if (fail)
+            {
+                failWhen?.Wait();
+                throw new CollectiveFailedException("rank 1 did not arrive at collective #2", culprit: 1);
             }
             backend.ScaleShift(buffer, 2f, 0f);
         }
@@ -285,11 +292,15 @@ public sealed class GradientBucketsTests
     {
         using var cpu = new CpuBackend();
         var grads = cpu.AllocFloat(30);
-        var world = new DoublingWorld(failAt: 1);
+        // the second bucket fails only after all three are queued: the failure is then in flight, never already known
+        // to Start (which rethrows an earlier failure), whatever the thread's timing
+        using var inFlight = new ManualResetEventSlim();
+        var world = new DoublingWorld(failAt: 1, failWhen: inFlight);
         using var threaded = new ThreadedBucketedAllReduce(world, cpu);
         threaded.Start(grads.Slice(20, 10));
         threaded.Start(grads.Slice(10, 10));
         threaded.Start(grads.Slice(0, 10));
+        inFlight.Set();
         var e = Assert.Throws<CollectiveFailedException>(threaded.Complete);
         Assert.Equal(1, e.Culprit);
         Assert.Contains("rank 1", e.Message);
