@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace FastBlockDiff.Kernels.Cpu;
@@ -48,12 +49,11 @@ public static partial class CpuAttention
             }
         }, 16);
 
-        // One task per (batch, head) when there are enough of them to fill the machine; otherwise the key tiles of each
-        // (batch, head) are dealt round-robin to `parts` tasks, each with its own dQ partial, summed afterwards.
-        int nkt = (T + KeyTile - 1) / KeyTile;
-        int parts = fused ?? BH >= 2 * Environment.ProcessorCount
-            ? 1
-            : Math.Min(nkt, Math.Max(2, (2 * Environment.ProcessorCount + BH - 1) / BH));
+        // One task per (batch, head) when there are enough of them to keep every processor busy to the end (four per
+        // processor); otherwise the key tiles of each (batch, head) are dealt round-robin to `parts` tasks, each with
+        // its own dQ partial, summed afterwards.
+        int nkt = (T + KeyTile - 1) / KeyTile, want = 4 * Environment.ProcessorCount;
+        int parts = fused ?? BH >= want ? 1 : Math.Min(nkt, Math.Max(2, (want + BH - 1) / BH));
         int hp = (hd + Strip - 1) / Strip * Strip;
         long partsLength = (long)BH * parts * T * hp;
         if (partsLength > Array.MaxLength) throw new ArgumentException($"attention backward: {partsLength} floats of dQ partials exceed an array");
@@ -93,6 +93,7 @@ public static partial class CpuAttention
     }
 
     /// <summary>Fills the packed per-(batch, head) layouts of <see cref="BackwardScratch"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void PackBackward(AttentionShape s, BackwardScratch sc, int b, int h, float scale, float[] delta,
         float[] qkv, int qkvOff, float[] lse, int lseOff, float[] dO, int dOOff)
     {
@@ -136,6 +137,7 @@ public static partial class CpuAttention
     /// dK and dV of key tile kt of (b, h) over every query tile that sees it, written to dQkv; the unscaled
     /// dQ = Σ_j dS_ij k_j of those queries accumulated into dq (rows of hp floats from dqOff).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void BackwardKeyTile(AttentionShape s, BackwardScratch sc, int b, int h, int kt, float[] qkv, int qkvOff,
         float[] dq, int dqOff, float[] dQkv, int dOff)
     {
@@ -176,6 +178,7 @@ public static partial class CpuAttention
     }
 
     /// <summary>ST ← Pᵀ = exp(Sᵀ - lse) and DPT ← dSᵀ = Pᵀ ⊙ (dPᵀ - Delta) for nk keys × the 32 queries from q0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void ProbabilitiesAndScoreGradients(BackwardScratch sc, int q0, int nk)
     {
         float[] st = sc.ST, dp = sc.DPT;

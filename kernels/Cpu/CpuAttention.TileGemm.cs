@@ -17,6 +17,7 @@ public static partial class CpuAttention
     /// time in sixteen Vector512 accumulators (four rows in sixteen Vector256 where 512-bit vectors are not
     /// accelerated): per p, two row loads of B and eight broadcasts of A feed sixteen FMAs.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void TileGemm(int m, int n, int k, ref float a, nint am, nint ak, ref float b, nint bs, ref float c, nint cs, bool accumulate)
     {
         for (int n0 = 0; n0 < n; n0 += Strip)
@@ -84,6 +85,7 @@ public static partial class CpuAttention
         Store512(ref Unsafe.Add(ref c, 7 * cs), c70, c71, accumulate);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Row512(int k, ref float a, nint ak, ref float b, nint bs, ref float c, bool accumulate)
     {
         Vector512<float> c0 = default, c1 = default;
@@ -145,6 +147,7 @@ public static partial class CpuAttention
         Store256(ref Unsafe.Add(ref c, 3 * cs), c30, c31, c32, c33, accumulate);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Row256(int k, ref float a, nint ak, ref float b, nint bs, ref float c, bool accumulate)
     {
         Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;

@@ -473,8 +473,9 @@ public static partial class CpuAttention
 
     /// <summary>Backward over views of the CPU backend. See <see cref="IBackend.AttentionBackward"/>.</summary>
     /// <param name="fused">true: one task per (batch, head) accumulating its dQ in place; false: the key tiles of each
-    /// (batch, head) split over at least two tasks with their own dQ partials, summed afterwards; null: fused when
-    /// there are at least twice as many (batch, head) pairs as processors.</param>
+    /// (batch, head) split over several tasks (at least two where there are two key tiles) with their own dQ
+    /// partials, summed afterwards; null: fused when there are at least four times as many (batch, head) pairs as
+    /// processors.</param>
     public static void Backward(AttentionShape shape, FloatView qkv, FloatView output, FloatView lse, FloatView dOutput, FloatView dQkv, bool? fused = null)
     {
         shape.Validate();
