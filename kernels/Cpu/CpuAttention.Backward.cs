@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Collections.Concurrent;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -16,12 +18,13 @@ public static partial class CpuAttention
     /// </summary>
     sealed class BackwardScratch
     {
-        public readonly int Hp;
+        public readonly int HeadDim, Rows, Hp;
         public readonly float[] QT, DOT, Qp, DOp, Kp, DQ, ST, DPT, DK, DV, Lse, Delta;
         public readonly int[] R = new int[Strip * 4];
         public BackwardScratch(int hd, int seqLen)
         {
             int tiles = (seqLen + QueryTile - 1) / QueryTile, rows = tiles * QueryTile;
+            HeadDim = hd; Rows = rows;
             Hp = (hd + Strip - 1) / Strip * Strip;
             QT = new float[tiles * hd * Strip]; DOT = new float[tiles * hd * Strip];
             Qp = new float[rows * Hp]; DOp = new float[rows * Hp]; Kp = new float[rows * Hp]; DQ = new float[rows * Hp];
@@ -31,6 +34,25 @@ public static partial class CpuAttention
         }
     }
 
+    /// <summary>
+    /// Backward scratch is megabytes at long sequences; allocated per call it would feed the large-object heap and its
+    /// blocking collections, so tasks rent it here and give it back (one per worker at most stays).
+    /// </summary>
+    static readonly ConcurrentBag<BackwardScratch> SpareBackwardScratch = [];
+
+    static BackwardScratch RentBackwardScratch(int hd, int seqLen)
+    {
+        int rows = (seqLen + QueryTile - 1) / QueryTile * QueryTile;
+        while (SpareBackwardScratch.TryTake(out var sc))
+            if (sc.HeadDim == hd && sc.Rows >= rows && sc.Rows <= 2 * rows) return sc;   // others are dropped
+        return new BackwardScratch(hd, seqLen);
+    }
+
+    static void ReturnBackwardScratch(BackwardScratch sc)
+    {
+        if (SpareBackwardScratch.Count < Environment.ProcessorCount) SpareBackwardScratch.Add(sc);
+    }
+
     static void Backward(AttentionShape s, float[] qkv, int qkvOff, float[] o, int oOff, float[] lse, int lseOff,
         float[] dO, int dOOff, float[] dQkv, int dOff, bool? fused)
     {
@@ -38,7 +60,7 @@ public static partial class CpuAttention
         float scale = 1f / MathF.Sqrt(hd);
 
         // Delta_i = rowsum(dO_i ⊙ O_i), laid out like lse.
-        var delta = new float[BH * T];
+        var delta = ArrayPool<float>.Shared.Rent(BH * T);
         CpuBackend.ParallelRanges(B * T, (r0, r1) =>
         {
             for (int bt = r0; bt < r1; bt++)
@@ -57,8 +79,8 @@ public static partial class CpuAttention
         int hp = (hd + Strip - 1) / Strip * Strip;
         long partsLength = (long)BH * parts * T * hp;
         if (partsLength > Array.MaxLength) throw new ArgumentException($"attention backward: {partsLength} floats of dQ partials exceed an array");
-        float[]? dQParts = parts > 1 ? new float[partsLength] : null;
-        Parallel.For(0, BH * parts, () => new BackwardScratch(hd, T), (task, _, sc) =>
+        float[]? dQParts = parts > 1 ? ArrayPool<float>.Shared.Rent((int)partsLength) : null;
+        Parallel.For(0, BH * parts, () => RentBackwardScratch(hd, T), (task, _, sc) =>
         {
             int part = task % parts, bh = task / parts, h = bh % H, b = bh / H;
             PackBackward(s, sc, b, h, scale, delta, qkv, qkvOff, lse, lseOff, dO, dOOff);
@@ -74,8 +96,12 @@ public static partial class CpuAttention
                     TensorPrimitives.Multiply(sc.DQ.AsSpan(i * hp, hd), scale, dQkv.AsSpan(qRow + i * stride, hd));
             }
             return sc;
-        }, _ => { });
-        if (dQParts == null) return;
+        }, ReturnBackwardScratch);
+        if (dQParts == null)
+        {
+            ArrayPool<float>.Shared.Return(delta);
+            return;
+        }
 
         // dQ = scale · Σ over the parts, written into the q third of dQkv.
         CpuBackend.ParallelRanges(BH * T, (r0, r1) =>
@@ -90,6 +116,8 @@ public static partial class CpuAttention
                 TensorPrimitives.Multiply(dst, scale, dst);
             }
         }, 16);
+        ArrayPool<float>.Shared.Return(delta);
+        ArrayPool<float>.Shared.Return(dQParts);
     }
 
     /// <summary>Fills the packed per-(batch, head) layouts of <see cref="BackwardScratch"/>.</summary>
