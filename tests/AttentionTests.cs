@@ -361,6 +361,46 @@ public class AttentionTests
         }
     }
 
+    // ------------------------------------------------------------------ tile boundaries
+
+    /// <summary>
+    /// Shapes whose tiles straddle the 32-query / 64-key tiling and the 8-row × 32-column register tiles: sequence
+    /// lengths that are not multiples of a tile (and shorter than one), L' = 1 and L' = L, head dims below the SIMD
+    /// width, not a multiple of 8, and 128 (four register strips). (kind, L, L', head dim, batch, heads)
+    /// </summary>
+    public static TheoryData<MaskKind, int, int, int, int, int> TileBoundaryCases() => new()
+    {
+        { MaskKind.Bd3, 33, 1, 16, 1, 1 },     // 2L = 66: one key more than a key tile, two queries past a query tile
+        { MaskKind.Bd3, 33, 33, 8, 1, 2 },     // L' = L: the noisy half is one bidirectional block
+        { MaskKind.Bd3, 33, 3, 4, 2, 1 },      // head dim 4: half a vector
+        { MaskKind.Bd3, 48, 16, 128, 1, 1 },   // head dim 128
+        { MaskKind.Bd3, 100, 4, 64, 1, 1 },    // 2L = 200: a partial last query tile and key tile
+        { MaskKind.Bd3, 7, 1, 2, 1, 3 },       // everything shorter than one tile
+        { MaskKind.BlockCausal, 65, 13, 128, 1, 1 },
+        { MaskKind.BlockCausal, 130, 65, 20, 1, 1 },
+        { MaskKind.Causal, 97, 1, 1, 1, 2 },   // head dim 1
+        { MaskKind.Causal, 129, 1, 40, 2, 1 },
+        { MaskKind.Full, 31, 1, 128, 1, 1 },
+        { MaskKind.Full, 65, 1, 3, 1, 1 },
+    };
+
+    [Theory]
+    [MemberData(nameof(TileBoundaryCases))]
+    public void TileBoundariesMatchFloat64Reference(MaskKind kind, int l, int bs, int hd, int batch, int heads)
+    {
+        var s = Shape(kind, l, bs, hd, batch, heads);
+        var (qkv, o, lse) = RunForward(s, seed: 11 * l + bs + hd, amp: 2f);
+        var (ro, rlse) = AttentionReference.Forward(s, ToDouble(qkv));
+        Assert.True(RelErr(o, ro) < 1e-4, $"output rel err {RelErr(o, ro)}");
+        for (int i = 0; i < rlse.Length; i++)
+            Assert.True(Math.Abs(lse[i] - rlse[i]) <= 1e-4 * Math.Max(1, Math.Abs(rlse[i])), $"lse[{i}] = {lse[i]}, want {rlse[i]}");
+        int bt = s.Batch * s.SeqLen;
+        var dO = Random(bt * s.ModelDim, 5 * l + hd);
+        var want = AttentionReference.Backward(s, ToDouble(qkv), ToDouble(dO));
+        foreach (bool? fused in new bool?[] { null, true, false })
+            CompareParts(RunBackward(s, qkv, dO, fused), want, bt, s.ModelDim, $"fused={fused}");
+    }
+
     // ------------------------------------------------------------------ decode
 
     [Theory]

@@ -6,16 +6,19 @@ using System.Runtime.Intrinsics;
 namespace FastBlockDiff.Kernels.Cpu;
 
 /// <summary>
-/// Tiled online-softmax attention (FlashAttention-2 style) for the CPU backend, fp32 with SIMD dot products.
-/// Work is split over (batch, head, tile); every key tile is classified with <see cref="Bd3Mask.ClassifyTile"/>:
-/// Empty tiles are skipped, Full tiles run without masking, and in Partial tiles each query row only touches
-/// its allowed key range(s) from <see cref="KeyRanges"/> (at most two contiguous ranges for every mask kind),
-/// so the sparse noisy diagonal of the BD3 mask costs O(L') per row instead of a whole tile.
+/// Tiled online-softmax attention (FlashAttention-2 style) for the CPU backend, fp32. Work is split over
+/// (batch, head, tile); every query tile × key tile is classified with <see cref="Bd3Mask.ClassifyTile"/>: Empty
+/// tiles are skipped, Full tiles run without masking, and Partial tiles (the masked diagonals) are cut to the key
+/// span their rows can see, with the other pairs of that span set to -inf from each row's ranges
+/// (<see cref="KeyRanges"/>, at most two contiguous ranges for every mask kind). The tile products of the training
+/// forward and backward are register-tiled GEMM micro-kernels (CpuAttention.TileGemm.cs) over a transposed layout
+/// with the 32 queries of a tile along the vector lanes (CpuAttention.Forward.cs, CpuAttention.Backward.cs); the
+/// block decode below keeps row-major 4-row kernels.
 /// </summary>
-public static class CpuAttention
+public static partial class CpuAttention
 {
-    /// <summary>Query rows per task.</summary>
-    public const int QueryTile = 32;
+    /// <summary>Query rows per task (the register tile width of <see cref="TileGemm"/>, 32).</summary>
+    public const int QueryTile = Strip;
     /// <summary>Keys per gathered K/V tile.</summary>
     public const int KeyTile = 64;
 
@@ -83,41 +86,6 @@ public static class CpuAttention
         Forward(shape, CpuBackend.Storage(qkv), qkv.Offset, CpuBackend.Storage(output), output.Offset, CpuBackend.Storage(lse), lse.Offset);
     }
 
-    static void Forward(AttentionShape s, float[] qkv, int qkvOff, float[] output, int outOff, float[] lse, int lseOff)
-    {
-        int T = s.SeqLen, H = s.Heads, hd = s.HeadDim, stride = s.QkvRowStride, D = s.ModelDim;
-        int nqt = (T + QueryTile - 1) / QueryTile;
-        float scale = 1f / MathF.Sqrt(hd);
-        Parallel.For(0, s.Batch * H * nqt, () => new Scratch(hd), (task, _, sc) =>
-        {
-            int qt = task % nqt, bh = task / nqt, h = bh % H, b = bh / H;
-            int q0 = qt * QueryTile, q1 = Math.Min(T, q0 + QueryTile), nq = q1 - q0;
-            int qBase = qkvOff + b * T * stride + h * hd, kBase = qBase + D, vBase = qBase + 2 * D;
-            LoadQueries(sc, qkv, qBase, stride, q0, nq, hd, scale);
-            for (int r = 0; r < nq; r++)
-                KeyRanges(s.Mask, T, s.BlockSize, q0 + r, out sc.R[4 * r], out sc.R[4 * r + 1], out sc.R[4 * r + 2], out sc.R[4 * r + 3]);
-            for (int k0 = 0; k0 < T; k0 += KeyTile)
-            {
-                int k1 = Math.Min(T, k0 + KeyTile);
-                var kind = Bd3Mask.ClassifyTile(s.Mask, T, s.BlockSize, q0, q1, k0, k1);
-                if (kind == TileKind.Empty) continue;
-                int g0 = k0, g1 = k1;
-                if (kind == TileKind.Partial && !KeySpan(sc.R, nq, k0, k1, out g0, out g1)) continue;
-                Gather(qkv, kBase, stride, g0, g1, hd, sc.K);
-                Gather(qkv, vBase, stride, g0, g1, hd, sc.V);
-                if (kind == TileKind.Full) { UpdateAllRows(sc, nq, hd, g1 - g0); continue; }
-                for (int r = 0; r < nq; r++)
-                {
-                    Local(sc.R, r, g0, g1, out int a0, out int n1, out int b0, out int n2);
-                    if (n1 + n2 > 0) OnlineUpdate(sc, r, hd, a0, n1, b0, n2);
-                }
-            }
-            int oBase = outOff + b * T * D + h * hd, lBase = lseOff + (b * H + h) * T;
-            Finish(sc, nq, hd, output, oBase + q0 * D, D, lse, lBase + q0);
-            return sc;
-        }, _ => { });
-    }
-
     static void LoadQueries(Scratch sc, float[] qkv, int qBase, int stride, int q0, int nq, int hd, float scale)
     {
         for (int r = 0; r < nq; r++)
@@ -125,29 +93,6 @@ public static class CpuAttention
         sc.O.AsSpan(0, nq * hd).Clear();
         sc.M.AsSpan(0, nq).Fill(float.NegativeInfinity);
         sc.L.AsSpan(0, nq).Clear();
-    }
-
-    /// <summary>Smallest key span [g0, g1) inside [k0, k1) holding every row's allowed keys; false if none.</summary>
-    static bool KeySpan(int[] R, int nq, int k0, int k1, out int g0, out int g1)
-    {
-        g0 = k1; g1 = k0;
-        for (int r = 0; r < nq; r++)
-        {
-            for (int p = 0; p < 4; p += 2)
-            {
-                int lo = Math.Max(R[4 * r + p], k0), hi = Math.Min(R[4 * r + p + 1], k1);
-                if (hi > lo) { g0 = Math.Min(g0, lo); g1 = Math.Max(g1, hi); }
-            }
-        }
-        return g1 > g0;
-    }
-
-    /// <summary>Row r's allowed ranges intersected with the gathered span [g0, g1), as offsets into the span.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Local(int[] R, int r, int g0, int g1, out int a0, out int n1, out int b0, out int n2)
-    {
-        a0 = Math.Max(R[4 * r], g0); n1 = Math.Max(0, Math.Min(R[4 * r + 1], g1) - a0); a0 -= g0;
-        b0 = Math.Max(R[4 * r + 2], g0); n2 = Math.Max(0, Math.Min(R[4 * r + 3], g1) - b0); b0 -= g0;
     }
 
     static void Gather(float[] src, int baseOff, int stride, int j0, int j1, int hd, float[] dst)
@@ -524,26 +469,13 @@ public static class CpuAttention
         }
     }
 
-    /// <summary>y[c] += alpha·x[c] for c &lt; hd.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Axpy(ref float y, float alpha, ref float x, int hd)
-    {
-        if (Vector256.IsHardwareAccelerated && hd % 8 == 0)
-        {
-            var av = Vector256.Create(alpha);
-            for (int c = 0; c < hd; c += 8)
-                Vector256.MultiplyAddEstimate(av, Vector256.LoadUnsafe(ref x, (nuint)c), Vector256.LoadUnsafe(ref y, (nuint)c)).StoreUnsafe(ref y, (nuint)c);
-            return;
-        }
-        var ys = MemoryMarshal.CreateSpan(ref y, hd);
-        TensorPrimitives.MultiplyAdd(MemoryMarshal.CreateReadOnlySpan(ref x, hd), alpha, ys, ys);
-    }
-
     // ------------------------------------------------------------------ backward
 
     /// <summary>Backward over views of the CPU backend. See <see cref="IBackend.AttentionBackward"/>.</summary>
-    /// <param name="fused">true: one pass per (batch, head); false: key-tile pass then query-tile pass;
-    /// null: fused when there are at least twice as many (batch, head) pairs as processors.</param>
+    /// <param name="fused">true: one task per (batch, head) accumulating its dQ in place; false: the key tiles of each
+    /// (batch, head) split over several tasks (at least two where there are two key tiles) with their own dQ
+    /// partials, summed afterwards; null: fused when there are at least four times as many (batch, head) pairs as
+    /// processors.</param>
     public static void Backward(AttentionShape shape, FloatView qkv, FloatView output, FloatView lse, FloatView dOutput, FloatView dQkv, bool? fused = null)
     {
         shape.Validate();
@@ -555,213 +487,6 @@ public static class CpuAttention
         RequireView(dQkv, bt * shape.QkvRowStride, nameof(dQkv));
         Backward(shape, CpuBackend.Storage(qkv), qkv.Offset, CpuBackend.Storage(output), output.Offset, CpuBackend.Storage(lse), lse.Offset,
             CpuBackend.Storage(dOutput), dOutput.Offset, CpuBackend.Storage(dQkv), dQkv.Offset, fused);
-    }
-
-    static void Backward(AttentionShape s, float[] qkv, int qkvOff, float[] o, int oOff, float[] lse, int lseOff,
-        float[] dO, int dOOff, float[] dQkv, int dOff, bool? fused)
-    {
-        int B = s.Batch, T = s.SeqLen, H = s.Heads, hd = s.HeadDim, stride = s.QkvRowStride, D = s.ModelDim;
-        float scale = 1f / MathF.Sqrt(hd);
-
-        // Delta_i = rowsum(dO_i ⊙ O_i), laid out like lse.
-        var delta = new float[B * H * T];
-        CpuBackend.ParallelRanges(B * T, (r0, r1) =>
-        {
-            for (int bt = r0; bt < r1; bt++)
-            {
-                int b = bt / T, t = bt % T;
-                for (int h = 0; h < H; h++)
-                    delta[(b * H + h) * T + t] = TensorPrimitives.Dot(dO.AsSpan(dOOff + bt * D + h * hd, hd), o.AsSpan(oOff + bt * D + h * hd, hd));
-            }
-        }, 16);
-
-        int nkt = (T + KeyTile - 1) / KeyTile, nqt = (T + QueryTile - 1) / QueryTile;
-        if (fused ?? B * H >= 2 * Environment.ProcessorCount)
-        {
-            // Enough (batch, head) pairs to fill the machine: one task per pair does everything in one pass
-            // (P recomputed once; dQ accumulated in a per-task buffer).
-            Parallel.For(0, B * H, () => (new BackScratch(hd), new float[T * hd]), (bh, _, st) =>
-            {
-                var (sc, dQacc) = st;
-                int h = bh % H, b = bh / H;
-                Array.Clear(dQacc);
-                for (int kt = 0; kt < nkt; kt++)
-                    BackwardKeyTile(s, sc, b, h, kt, scale, delta, dQacc, qkv, qkvOff, lse, lseOff, dO, dOOff, dQkv, dOff);
-                int qBase = dOff + b * T * stride + h * hd;
-                for (int i = 0; i < T; i++)
-                    TensorPrimitives.Multiply(dQacc.AsSpan(i * hd, hd), scale, dQkv.AsSpan(qBase + i * stride, hd));
-                return st;
-            }, _ => { });
-            return;
-        }
-
-        // Otherwise two passes with finer tasks. Pass 1, key-tile outer: dK and dV (no races: a task owns its keys).
-        Parallel.For(0, B * H * nkt, () => new BackScratch(hd), (task, _, sc) =>
-        {
-            int kt = task % nkt, bh = task / nkt, h = bh % H, b = bh / H;
-            BackwardKeyTile(s, sc, b, h, kt, scale, delta, null, qkv, qkvOff, lse, lseOff, dO, dOOff, dQkv, dOff);
-            return sc;
-        }, _ => { });
-
-        // Pass 2, query-tile outer: dQ = scale · Σ_j dS_ij k_j.
-        Parallel.For(0, B * H * nqt, () => new BackScratch(hd), (task, _, sc) =>
-        {
-            int qt = task % nqt, bh = task / nqt, h = bh % H, b = bh / H;
-            int q0 = qt * QueryTile, q1 = Math.Min(T, q0 + QueryTile), nq = q1 - q0;
-            int qBase = qkvOff + b * T * stride + h * hd, kBase = qBase + D, vBase = qBase + 2 * D;
-            int dOBase = dOOff + b * T * D + h * hd, lBase = lseOff + (b * H + h) * T, deltaBase = (b * H + h) * T;
-            for (int r = 0; r < nq; r++)
-            {
-                TensorPrimitives.Multiply(qkv.AsSpan(qBase + (q0 + r) * stride, hd), scale, sc.Q.AsSpan(r * hd, hd));
-                KeyRanges(s.Mask, T, s.BlockSize, q0 + r, out sc.R[4 * r], out sc.R[4 * r + 1], out sc.R[4 * r + 2], out sc.R[4 * r + 3]);
-            }
-            sc.DQ.AsSpan(0, nq * hd).Clear();
-            for (int k0 = 0; k0 < T; k0 += KeyTile)
-            {
-                int k1 = Math.Min(T, k0 + KeyTile);
-                var kind = Bd3Mask.ClassifyTile(s.Mask, T, s.BlockSize, q0, q1, k0, k1);
-                if (kind == TileKind.Empty) continue;
-                int g0 = k0, g1 = k1;
-                if (kind == TileKind.Partial && !KeySpan(sc.R, nq, k0, k1, out g0, out g1)) continue;
-                Gather(qkv, kBase, stride, g0, g1, hd, sc.K);
-                Gather(qkv, vBase, stride, g0, g1, hd, sc.V);
-                for (int r = 0; r < nq; r++)
-                {
-                    int i = q0 + r;
-                    float li = lse[lBase + i];
-                    if (float.IsNegativeInfinity(li) || float.IsNaN(li)) continue;
-                    int a0 = 0, n1 = g1 - g0, b0 = 0, n2 = 0;
-                    if (kind == TileKind.Partial) Local(sc.R, r, g0, g1, out a0, out n1, out b0, out n2);
-                    if (n1 + n2 == 0) continue;
-                    RowProbabilities(sc, ref sc.Q[r * hd], ref dO[dOBase + i * D], li, delta[deltaBase + i], hd, a0, n1, b0, n2);
-                    ref float dq = ref sc.DQ[r * hd];
-                    AccumulateRows(ref dq, ref sc.K[0], a0, n1, hd, ref sc.P[0]);
-                    AccumulateRows(ref dq, ref sc.K[0], b0, n2, hd, ref sc.P[n1]);
-                }
-            }
-            for (int r = 0; r < nq; r++)
-                TensorPrimitives.Multiply(sc.DQ.AsSpan(r * hd, hd), scale, dQkv.AsSpan(dOff + (b * T + q0 + r) * stride + h * hd, hd));
-            return sc;
-        }, _ => { });
-    }
-
-    /// <summary>
-    /// dK and dV of key tile kt of (b, h), accumulated over every query that sees it, written to dQkv. With dQacc
-    /// (T×hd of this (b, h)) also accumulates the unscaled dQ = Σ_j dS_ij k_j: the fused single-pass backward.
-    /// </summary>
-    static void BackwardKeyTile(AttentionShape s, BackScratch sc, int b, int h, int kt, float scale, float[] delta, float[]? dQacc,
-        float[] qkv, int qkvOff, float[] lse, int lseOff, float[] dO, int dOOff, float[] dQkv, int dOff)
-    {
-        int T = s.SeqLen, H = s.Heads, hd = s.HeadDim, stride = s.QkvRowStride, D = s.ModelDim;
-        int k0 = kt * KeyTile, k1 = Math.Min(T, k0 + KeyTile), nk = k1 - k0;
-        int qBase = qkvOff + b * T * stride + h * hd, kBase = qBase + D, vBase = qBase + 2 * D;
-        int dOBase = dOOff + b * T * D + h * hd, lBase = lseOff + (b * H + h) * T, deltaBase = (b * H + h) * T;
-        Gather(qkv, kBase, stride, k0, k1, hd, sc.K);
-        Gather(qkv, vBase, stride, k0, k1, hd, sc.V);
-        sc.DK.AsSpan(0, nk * hd).Clear();
-        sc.DV.AsSpan(0, nk * hd).Clear();
-        for (int q0 = 0; q0 < T; q0 += QueryTile)
-        {
-            int q1 = Math.Min(T, q0 + QueryTile);
-            var kind = Bd3Mask.ClassifyTile(s.Mask, T, s.BlockSize, q0, q1, k0, k1);
-            if (kind == TileKind.Empty) continue;
-            int nq = q1 - q0;
-            // P and dS of this query tile × key tile, stored key-major (Pt[j, r]) so that dV_j and dK_j
-            // accumulate in registers over the query rows; lo/hi bound the rows that touched key j.
-            for (int r = 0; r < nq; r++)
-            {
-                TensorPrimitives.Multiply(qkv.AsSpan(qBase + (q0 + r) * stride, hd), scale, sc.Q.AsSpan(r * hd, hd));
-                dO.AsSpan(dOBase + (q0 + r) * D, hd).CopyTo(sc.DOt.AsSpan(r * hd, hd));
-            }
-            if (kind == TileKind.Partial)
-            {
-                sc.Pt.AsSpan(0, nk * QueryTile).Clear();
-                sc.DSt.AsSpan(0, nk * QueryTile).Clear();
-            }
-            sc.Lo.AsSpan(0, nk).Fill(nq);
-            sc.Hi.AsSpan(0, nk).Clear();
-            for (int r = 0; r < nq; r++)
-            {
-                int i = q0 + r;
-                float li = lse[lBase + i];
-                if (float.IsNegativeInfinity(li) || float.IsNaN(li))
-                {
-                    // a row that saw no key has no gradient; a Full tile did not clear its stale entries
-                    for (int j = 0; j < nk; j++) sc.Pt[j * QueryTile + r] = sc.DSt[j * QueryTile + r] = 0;
-                    continue;
-                }
-                int a0 = 0, n1 = nk, b0 = 0, n2 = 0;
-                if (kind == TileKind.Partial)
-                {
-                    KeyRanges(s.Mask, T, s.BlockSize, i, out sc.R[0], out sc.R[1], out sc.R[2], out sc.R[3]);
-                    Local(sc.R, 0, k0, k1, out a0, out n1, out b0, out n2);
-                }
-                if (n1 + n2 == 0) continue;
-                RowProbabilities(sc, ref sc.Q[r * hd], ref sc.DOt[r * hd], li, delta[deltaBase + i], hd, a0, n1, b0, n2);
-                if (dQacc != null)
-                {
-                    AccumulateRows(ref dQacc[i * hd], ref sc.K[0], a0, n1, hd, ref sc.P[0]);
-                    AccumulateRows(ref dQacc[i * hd], ref sc.K[0], b0, n2, hd, ref sc.P[n1]);
-                }
-                for (int t = 0; t < n1 + n2; t++)
-                {
-                    int j = t < n1 ? a0 + t : b0 + t - n1;
-                    sc.Pt[j * QueryTile + r] = sc.S[t];
-                    sc.DSt[j * QueryTile + r] = sc.P[t];
-                    if (r < sc.Lo[j]) sc.Lo[j] = r;
-                    sc.Hi[j] = r + 1;
-                }
-            }
-            // dV_j += Σ_r P[r, j]·dO_r;  dK_j += Σ_r dS[r, j]·(scale·q_r)  (rows in [lo, hi) not touching j hold 0)
-            for (int j = 0; j < nk; j++)
-            {
-                int lo = sc.Lo[j], cnt = sc.Hi[j] - lo;
-                if (cnt <= 0) continue;
-                AccumulateRows(ref sc.DV[j * hd], ref sc.DOt[0], lo, cnt, hd, ref sc.Pt[j * QueryTile + lo]);
-                AccumulateRows(ref sc.DK[j * hd], ref sc.Q[0], lo, cnt, hd, ref sc.DSt[j * QueryTile + lo]);
-            }
-        }
-        for (int j = 0; j < nk; j++)
-        {
-            int row = dOff + (b * T + k0 + j) * stride + h * hd;
-            Array.Copy(sc.DK, j * hd, dQkv, row + D, hd);
-            Array.Copy(sc.DV, j * hd, dQkv, row + 2 * D, hd);
-        }
-    }
-
-    sealed class BackScratch
-    {
-        public readonly float[] Q, DQ, K, V, DK, DV, S, P, DOt, Pt, DSt;
-        public readonly int[] R, Lo, Hi;
-        public BackScratch(int hd)
-        {
-            DOt = new float[QueryTile * hd]; Pt = new float[KeyTile * QueryTile]; DSt = new float[KeyTile * QueryTile];
-            Lo = new int[KeyTile]; Hi = new int[KeyTile];
-            Q = new float[QueryTile * hd]; DQ = new float[QueryTile * hd];
-            K = new float[KeyTile * hd]; V = new float[KeyTile * hd];
-            DK = new float[KeyTile * hd]; DV = new float[KeyTile * hd];
-            S = new float[KeyTile + 1]; P = new float[KeyTile + 1]; // S, P +1: a slice may start at n1 = KeyTile with n2 = 0
-            R = new int[QueryTile * 4];
-        }
-    }
-
-    /// <summary>
-    /// For one query row (q pre-scaled) over gathered keys [a0, a0+n1) ∪ [b0, b0+n2): S[t] = P_t = exp(q·k - lse),
-    /// P[t] = dS_t = P_t·(dO·v_t - Delta).
-    /// </summary>
-    static void RowProbabilities(BackScratch sc, ref float qs, ref float dOi, float lse, float delta, int hd, int a0, int n1, int b0, int n2)
-    {
-        int n = n1 + n2;
-        Dots(ref qs, ref sc.K[0], a0, n1, hd, ref sc.S[0]);
-        Dots(ref qs, ref sc.K[0], b0, n2, hd, ref sc.S[n1]);
-        var p = sc.S.AsSpan(0, n);
-        TensorPrimitives.Subtract(p, lse, p);
-        TensorPrimitives.Exp(p, p);
-        Dots(ref dOi, ref sc.V[0], a0, n1, hd, ref sc.P[0]);
-        Dots(ref dOi, ref sc.V[0], b0, n2, hd, ref sc.P[n1]);
-        var ds = sc.P.AsSpan(0, n);
-        TensorPrimitives.Subtract(ds, delta, ds);
-        TensorPrimitives.Multiply(ds, p, ds);
     }
 
     // ------------------------------------------------------------------ decode
