@@ -91,6 +91,8 @@ public sealed class BenchResult
     [JsonPropertyName("nfe")] public int? Nfe { get; set; }
     [JsonPropertyName("runs")] public int? Runs { get; set; }
     [JsonPropertyName("note")] public string? Note { get; set; }
+    /// <summary>sample suite: where generation time went, {"model_ms", "sampler_ms", "sampler_share"} (sampler_share = sampler / (model + sampler)).</summary>
+    [JsonPropertyName("split")] public Dictionary<string, double>? Split { get; set; }
 
     /// <summary>The canonical shape key used to pair results: sorted "k=v" pairs.</summary>
     public string ShapeKey() => string.Join(" ", Shape.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value?.ToJsonString().Trim('"')}"));

@@ -137,9 +137,11 @@ public static class TrainQuick
 
 /// <summary>
 /// `bench sample-quick [--backend cpu] [--model custom|tiny|small] [--width 64 --layers 2 --heads 2] [--vocab V]
-/// [--L 1024] [--Lp 16] [--batch 1] [--tokens L] [--steps Lp] [--repeat 3] [--no-uncached] [--out FILE]`:
-/// block sampling of a random-weight model (DDPM, T steps per block, no EOS or entropy stop), with the KV cache and
-/// without it (every step re-runs the whole window), as generated tokens/s and NFEs.
+/// [--L 1024] [--Lp 16] [--batch 1] [--tokens L] [--steps Lp] [--sampler ddpm|first-hitting|confidence] [--repeat 3]
+/// [--no-uncached] [--split] [--out FILE]`: block sampling of a random-weight model (DDPM by default, T steps per
+/// block, no EOS or entropy stop), with the KV cache and without it (every step re-runs the whole window), as generated
+/// tokens/s and NFEs. The KV-cached runs also report where the time went, the model (network and output head) against
+/// the sampler (always on the CPU; on a GPU with --split, which synchronises at every boundary).
 /// </summary>
 public static class SampleQuick
 {
@@ -158,15 +160,17 @@ public static class SampleQuick
                 var model = new Denoiser(b, cfg);
                 model.Initialize(5, zeroInit: false);
                 int tokens = o.Int("tokens", L), steps = o.Int("steps", lp), repeat = o.Int("repeat", 3);
+                var kind = SamplerKindOption(o.Str("sampler", "ddpm"));
                 var sampler = cfg.VocabSize == 50258 ? new BlockSampler(model, 50256, 50256) : new BlockSampler(model, cfg.VocabSize - 4, cfg.VocabSize - 3);
-                Console.WriteLine($"backend {b.Name}; model {cfg.Layers}x{cfg.HiddenDim} ({cfg.Heads} heads), V={cfg.VocabSize}, {model.Params.Count:N0} parameters; L={L} L'={lp} T={steps} batch={batch} tokens={tokens}");
+                Console.WriteLine($"backend {b.Name}; model {cfg.Layers}x{cfg.HiddenDim} ({cfg.Heads} heads), V={cfg.VocabSize}, {model.Params.Count:N0} parameters; L={L} L'={lp} T={steps} batch={batch} tokens={tokens} sampler={kind}");
                 double? cachedTps = null;
                 foreach (bool cached in o.Flag("no-uncached") ? new[] { true } : [true, false])
                 {
                     var opts = new SamplingOptions
                     {
                         MaxTokens = tokens, StepsPerBlock = steps, UseKvCache = cached, BatchSize = batch, Seed = 11,
-                        StopOnEos = false, EntropyThreshold = 0f, Kind = SamplerKind.Ddpm,
+                        StopOnEos = false, EntropyThreshold = 0f, Kind = kind,
+                        MeasureSplit = cached && (b is FastBlockDiff.Kernels.Cpu.CpuBackend || o.Flag("split")),
                     };
                     var runs = new List<SampleResult>();
                     int count = cached ? repeat : Math.Max(1, o.Int("repeat-uncached", 1));
@@ -187,12 +191,24 @@ public static class SampleQuick
                         note += $"; sampler op {op * 1e3:F3} ms per row (top-p {opts.TopP}), ≈ {100 * share:F1}% of the generation";
                         Console.WriteLine($"  sampler  : {op * 1e3:F3} ms per row × V={cfg.VocabSize}, ≈ {100 * share:F1}% of sampling time (one row per generated token)");
                     }
+                    Dictionary<string, double>? split = null;
+                    if (opts.MeasureSplit)
+                    {
+                        // medians over the runs: model (network + head) and sampler seconds of each whole generation
+                        double modelMs = 1e3 * QuickTimer.Median(runs.Select(x => x.ModelSeconds));
+                        double samplerMs = 1e3 * QuickTimer.Median(runs.Select(x => x.SamplerSeconds));
+                        double samplerShare = QuickTimer.Median(runs.Select(x => x.SamplerSeconds / Math.Max(1e-12, x.ModelSeconds + x.SamplerSeconds)));
+                        split = new() { ["model_ms"] = Math.Round(modelMs, 2), ["sampler_ms"] = Math.Round(samplerMs, 2), ["sampler_share"] = Math.Round(samplerShare, 4) };
+                        Console.WriteLine($"  split    : model {modelMs:F1} ms, sampler {samplerMs:F1} ms per generation: sampler {100 * samplerShare:F1}% of sampling time");
+                    }
+                    // the sampler is part of the shape only where it is not the default (DDPM), so earlier peers still pair
+                    var shape = kind == SamplerKind.Ddpm ? BenchModels.Shape(cfg, batch, o.Dtype, ("tokens", tokens), ("steps", steps))
+                        : BenchModels.Shape(cfg, batch, o.Dtype, ("tokens", tokens), ("steps", steps), ("sampler", SamplerKindName(kind)));
                     doc.Results.Add(new BenchResult
                     {
-                        Suite = "sample", Impl = impl, Backend = b.Name,
-                        Shape = BenchModels.Shape(cfg, batch, o.Dtype, ("tokens", tokens), ("steps", steps)),
+                        Suite = "sample", Impl = impl, Backend = b.Name, Shape = shape,
                         Ms = Math.Round(sec * 1e3, 2), TokensPerS = Math.Round(tps, 2), Nfe = mid.Nfe, Runs = runs.Count,
-                        Note = note + $"; cache_passes={mid.CachePasses}; generated={mid.GeneratedTokens}",
+                        Note = note + $"; cache_passes={mid.CachePasses}; generated={mid.GeneratedTokens}", Split = split,
                     });
                     Console.WriteLine($"  {(cached ? "KV-cached" : "uncached"),-9}: {sec:F2} s, {tps:F1} tokens/s, NFE {mid.Nfe}, cache passes {mid.CachePasses}" +
                         (!cached && cachedTps is { } c2 ? $"  → cached is {c2 / tps:F1}x faster" : ""));
@@ -203,6 +219,21 @@ public static class SampleQuick
         o.WriteDoc(doc, "sample");
         return 0;
     }
+
+    static SamplerKind SamplerKindOption(string name) => name switch
+    {
+        "ddpm" => SamplerKind.Ddpm,
+        "first-hitting" => SamplerKind.FirstHitting,
+        "confidence" => SamplerKind.Confidence,
+        _ => throw new ArgumentException($"--sampler must be ddpm, first-hitting or confidence, got '{name}'"),
+    };
+
+    static string SamplerKindName(SamplerKind kind) => kind switch
+    {
+        SamplerKind.FirstHitting => "first-hitting",
+        SamplerKind.Confidence => "confidence",
+        _ => "ddpm",
+    };
 
     /// <summary>Median seconds of one SampleCategorical over rows × vocab random logits (std 3: a few hundred tokens in the nucleus).</summary>
     static double SamplerSeconds(IBackend b, int rows, int vocab, int maskId, float topP)

@@ -269,6 +269,25 @@ public sealed class Denoiser : IDisposable
     }
 
     /// <summary>
+    /// Output layer over the given rows of the workspace (indices into its Batch·SeqLen rows, any order): logits
+    /// [rows.Length, Vocab], row k for rows[k]. For sampling, which needs only some rows; no backward follows it.
+    /// </summary>
+    public FloatView HeadRows(DenoiserWorkspace ws, ReadOnlySpan<int> rows)
+    {
+        PrepareConditioning();
+        int d = _d, r = rows.Length;
+        ws.EnsureHeadRows(r);
+        ws.HeadRowStart = 0; ws.HeadRowCount = 0;
+        var x = ws.Xs[_layers];
+        var input = ws.HeadInput.Slice(0, r * d);
+        for (int k = 0; k < r; k++) _b.Copy(input.Slice(k * d, d), x.Slice(checked(rows[k] * d), d));
+        _b.LayerNormForward(input, EffW(2 * _layers), FinalMod(0), ws.HeadNorm, ws.HeadMean, ws.HeadRstd, r, d, 1e-5f);
+        var logits = ws.Logits.Slice(0, checked(r * Config.VocabSize));
+        Linear(ws.HeadNorm.Slice(0, r * d), "output_layer.linear.weight", "output_layer.linear.bias", logits, r, d, Config.VocabSize);
+        return logits;
+    }
+
+    /// <summary>
     /// Accumulates parameter gradients into <see cref="Grads"/> from dLogits (ws.Logits overwritten by the loss op)
     /// of the last <see cref="Head"/> call, through the whole network. The caller zeroes Grads once per step.
     /// <paramref name="gradientsDoneFrom"/>, when given, is told a flat offset each time this pass has written its last

@@ -64,7 +64,12 @@ public sealed class DenoiserWorkspace : IDisposable
     internal void PrepareHead(int rowStart, int rowCount)
     {
         HeadRowStart = rowStart; HeadRowCount = rowCount;
-        int r = OwnedBuffers.Elements("output head rows (batch × rows)", Batch, rowCount);
+        EnsureHeadRows(OwnedBuffers.Elements("output head rows (batch × rows)", Batch, rowCount));
+    }
+
+    /// <summary>Sizes the head buffers for r rows in all (at least).</summary>
+    internal void EnsureHeadRows(int r)
+    {
         if (r > _headCapacity)
         {
             long d = _c.HiddenDim;

@@ -67,11 +67,13 @@ public sealed class BlockSampler : IDisposable
         var tokens = new int[bs][];
         var reasons = new StopReason[bs];
         int nfe = 0, cachePasses = 0, generated = 0;
+        double modelSeconds = 0, samplerSeconds = 0;
         var pending = Enumerable.Range(0, bs).ToList();
         for (int attempt = 0; pending.Count > 0; attempt++)
         {
             var r = GenerateBatch(prompt, options, pending.Count, rng, null, cancel);
             nfe += r.Nfe; cachePasses += r.CachePasses; generated += r.GeneratedTokens;
+            modelSeconds += r.ModelSeconds; samplerSeconds += r.SamplerSeconds;
             var retry = new List<int>();
             for (int i = 0; i < pending.Count; i++)
             {
@@ -83,7 +85,7 @@ public sealed class BlockSampler : IDisposable
             pending = retry;
         }
         clock.Stop();
-        return new SampleResult(tokens, reasons, nfe, cachePasses, generated, clock.Elapsed);
+        return new SampleResult(tokens, reasons, nfe, cachePasses, generated, clock.Elapsed) { ModelSeconds = modelSeconds, SamplerSeconds = samplerSeconds };
     }
 
     SampleResult GenerateBatch(ReadOnlySpan<int> prompt, SamplingOptions options, int bs, Rng rng, Action<int, int[]>? onBlock, CancellationToken cancel)
@@ -91,6 +93,7 @@ public sealed class BlockSampler : IDisposable
         int lb = _c.BlockSize, steps = BlockStep.Steps(options, _c);
         float entropyThreshold = BlockStep.EntropyThreshold(options, _c);
         var clock = Stopwatch.StartNew();
+        var split = options.MeasureSplit ? new SplitClock(_b) : null;
 
         var prefix = new List<int>(prompt.Length + 1) { _bos };
         foreach (var t in prompt) prefix.Add(t);
@@ -106,12 +109,13 @@ public sealed class BlockSampler : IDisposable
         // commit the prompt's whole blocks
         for (int start = 0; start < committed; start += lb)
         {
-            if (cache != null) { Commit(cache, seqs, start, lb); cachePasses++; }
+            if (cache != null) { Commit(cache, seqs, start, lb, split); cachePasses++; }
         }
 
         var block = new int[bs * lb];
         var fixedMask = new bool[bs * lb];
         using var step = new BlockStep(_b, _c, bs);
+        var logits = new BlockLogits(_c.VocabSize, lb, split);
 
         while (done.Any(d => d == null))
         {
@@ -127,7 +131,6 @@ public sealed class BlockSampler : IDisposable
                     fixedMask[s * lb + i] = given;
                 }
             cache?.MakeRoom(lb);
-            FloatView logits = default;
             bool stale = true;
             for (int k = 0; k < steps || AnyMasked(block); k++)
             {
@@ -135,7 +138,9 @@ public sealed class BlockSampler : IDisposable
                 cancel.ThrowIfCancellationRequested(); // every step: T may be huge and steps without a model call are cheap
                 if (stale)
                 {
-                    logits = Denoise(cache, seqs, committed, block, bs);
+                    split?.ToSampler();
+                    Denoise(cache, seqs, committed, block, bs, logits);
+                    split?.ToModel();
                     nfe++;
                     stale = false;
                 }
@@ -145,7 +150,7 @@ public sealed class BlockSampler : IDisposable
             for (int s = 0; s < bs; s++)
                 for (int i = 0; i < lb; i++)
                     if (!fixedMask[s * lb + i]) seqs[s].Add(block[s * lb + i]);
-            if (cache != null) { Commit(cache, seqs, committed, lb); cachePasses++; }
+            if (cache != null) { Commit(cache, seqs, committed, lb, split); cachePasses++; }
             committed += lb;
 
             for (int s = 0; s < bs; s++)
@@ -157,15 +162,19 @@ public sealed class BlockSampler : IDisposable
                 if (done[s] != null) finalLength[s] = end;
             }
         }
+        split?.ToSampler();
         clock.Stop();
         var tokens = seqs.Select((s, i) => s.Skip(prefix.Count).Take(Math.Max(0, (finalLength[i] > 0 ? finalLength[i] : s.Count) - prefix.Count)).ToArray()).ToArray();
-        return new SampleResult(tokens, [.. done.Select(d => d!.Value)], nfe, cachePasses, generated, clock.Elapsed);
+        return new SampleResult(tokens, [.. done.Select(d => d!.Value)], nfe, cachePasses, generated, clock.Elapsed)
+        {
+            ModelSeconds = split?.ModelSeconds ?? 0, SamplerSeconds = split?.SamplerSeconds ?? 0,
+        };
     }
 
     bool AnyMasked(int[] block) => Array.IndexOf(block, _c.MaskId) >= 0;
 
-    /// <summary>Logits [bs·L', V] of the current block given the committed prefix.</summary>
-    FloatView Denoise(KvCache? cache, List<int>[] seqs, int committed, int[] block, int bs)
+    /// <summary>Runs the network on the current block given the committed prefix; its logits [bs·L', V] are left to the head, row by row as steps ask.</summary>
+    void Denoise(KvCache? cache, List<int>[] seqs, int committed, int[] block, int bs, BlockLogits logits)
     {
         int lb = _c.BlockSize;
         if (cache != null)
@@ -174,7 +183,8 @@ public sealed class BlockSampler : IDisposable
             _b.Upload(ws.Ids, block);
             _b.Upload(ws.Positions, Positions(bs, committed, lb));
             _model.ForwardCached(ws, cache, commit: false);
-            return _model.Head(ws, 0, lb);
+            logits.Pending(_model, ws, 0);
+            return;
         }
         // uncached: the whole window (at most L - L' clean tokens, whole blocks) ⊕ block, block-causal
         int ctx = Math.Min(committed, _c.ModelLength - lb);
@@ -189,11 +199,12 @@ public sealed class BlockSampler : IDisposable
         _b.Upload(wsFull.Ids, ids);
         _b.Upload(wsFull.Positions, Positions(bs, committed - ctx, len));
         _model.Forward(wsFull, new AttentionShape(bs, _c.Heads, _c.HeadDim, len, MaskKind.BlockCausal, lb));
-        return _model.Head(wsFull, ctx, lb);
+        logits.Pending(_model, wsFull, ctx);
     }
 
-    void Commit(KvCache cache, List<int>[] seqs, int start, int lb)
+    void Commit(KvCache cache, List<int>[] seqs, int start, int lb, SplitClock? split)
     {
+        split?.ToSampler();
         int bs = seqs.Length;
         var ws = Workspace(bs, lb);
         var ids = new int[bs * lb];
@@ -202,6 +213,7 @@ public sealed class BlockSampler : IDisposable
         _b.Upload(ws.Ids, ids);
         _b.Upload(ws.Positions, Positions(bs, start, lb));
         _model.ForwardCached(ws, cache, commit: true);
+        split?.ToModel();
     }
 
     static int[] Positions(int bs, int start, int len)

@@ -21,6 +21,7 @@ internal sealed class BlockStep : IDisposable
     bool _hasHitRows;
     readonly int[] _sampled;
     readonly float[] _probs, _u;
+    readonly List<int> _chosen = [];
 
     public BlockStep(IBackend backend, ModelConfig c, int bs)
     {
@@ -41,17 +42,16 @@ internal sealed class BlockStep : IDisposable
     /// Step <paramref name="k"/> of <paramref name="steps"/> on the batch's block [bs·L'] given its logits [bs·L', V];
     /// returns whether any token changed (the logits are then stale).
     /// </summary>
-    public bool Step(SamplingOptions o, Rng rng, FloatView logits, int[] block, int k, int steps)
+    public bool Step(SamplingOptions o, Rng rng, BlockLogits logits, int[] block, int k, int steps)
     {
         if (o.Kind != SamplerKind.Confidence)
         {
-            // DDPM and first-hitting decide first which positions a step reveals: only those rows are gathered and sampled
-            if (!_hasHitRows) { _hitRows = _buffers.Float("first-hitting rows", _bs, _v); _hasHitRows = true; }
+            // DDPM and first-hitting decide first which positions a step reveals: only those rows are computed and sampled
             return SampleChosen(o, rng, logits, ChooseReveals(o, rng, block, k, steps), block);
         }
         for (int i = 0; i < _u.Length; i++) _u[i] = rng.NextFloat();
         _b.Upload(_uniforms, _u);
-        _b.SampleCategorical(logits, _bs * _lb, _v, _mask, o.Temperature, o.TopP, _uniforms, _sampledDev, _probsDev);
+        _b.SampleCategorical(logits.All(), _bs * _lb, _v, _mask, o.Temperature, o.TopP, _uniforms, _sampledDev, _probsDev);
         _b.Download(_sampledDev, _sampled);
         _b.Download(_probsDev, _probs);
         bool changed = false;
@@ -67,7 +67,8 @@ internal sealed class BlockStep : IDisposable
     /// </summary>
     List<int> ChooseReveals(SamplingOptions o, Rng rng, int[] block, int step, int steps)
     {
-        var chosen = new List<int>();
+        var chosen = _chosen;
+        chosen.Clear();
         double t = 1.0 - (double)step / steps, s = Math.Max(0.0, t - 1.0 / steps);
         double mt = NoiseSchedule.MaskProbability(_noise, t), ms = NoiseSchedule.MaskProbability(_noise, s);
         double p = step >= steps - 1 ? 1.0 : (mt - ms) / mt;
@@ -90,21 +91,19 @@ internal sealed class BlockStep : IDisposable
     }
 
     /// <summary>
-    /// Samples a token for each chosen position and reveals it; returns whether any token changed. Up to one row per
-    /// sequence, the chosen rows are gathered and only they are sampled; more (the last step), all rows are.
+    /// Samples a token for each chosen position and reveals it; returns whether any token changed. Only the chosen rows
+    /// are sampled: computed by the head for them alone, or, when the logits exist already, gathered (up to one row
+    /// per sequence; more, the last step, and all rows are sampled).
     /// </summary>
-    bool SampleChosen(SamplingOptions o, Rng rng, FloatView logits, List<int> chosen, int[] block)
+    bool SampleChosen(SamplingOptions o, Rng rng, BlockLogits logits, List<int> chosen, int[] block)
     {
         int v = _v, n = chosen.Count;
         if (n == 0) return false;
-        var rows = _hitRows;
-        if (n <= rows.Length / v)
+        if (!logits.Selective && !_hasHitRows) { _hitRows = _buffers.Float("first-hitting rows", _bs, _v); _hasHitRows = true; }
+        if (logits.Selective || n <= _hitRows.Length / v)
         {
-            for (int k = 0; k < n; k++)
-            {
-                _b.Copy(rows.Slice(k * v, v), logits.Slice(checked(chosen[k] * v), v));
-                _u[k] = rng.NextFloat();
-            }
+            var rows = logits.Rows(chosen, _b, _hitRows);
+            for (int k = 0; k < n; k++) _u[k] = rng.NextFloat();
             _b.Upload(_uniforms.Slice(0, n), _u.AsSpan(0, n));
             _b.SampleCategorical(rows, n, v, _mask, o.Temperature, o.TopP, _uniforms, _sampledDev, _probsDev);
             _b.Download(_sampledDev.Slice(0, n), _sampled.AsSpan(0, n));
@@ -114,7 +113,7 @@ internal sealed class BlockStep : IDisposable
         Array.Clear(_u);
         foreach (int i in chosen) _u[i] = rng.NextFloat();
         _b.Upload(_uniforms, _u);
-        _b.SampleCategorical(logits, block.Length, v, _mask, o.Temperature, o.TopP, _uniforms, _sampledDev, _probsDev);
+        _b.SampleCategorical(logits.All(), block.Length, v, _mask, o.Temperature, o.TopP, _uniforms, _sampledDev, _probsDev);
         _b.Download(_sampledDev, _sampled);
         foreach (int i in chosen) block[i] = _sampled[i];
         return true;

@@ -34,6 +34,9 @@ public sealed record SamplingOptions
     /// <summary>Stop a sequence when the entropy (nats) of the token counts of its last EntropyWindow tokens falls below this. null = min(4, 0.4·ln V); 0 = never.</summary>
     public float? EntropyThreshold { get; init; }
     public int EntropyWindow { get; init; } = 256;
+    /// <summary>Time the model (network and output head) and the sampler apart, into <see cref="SampleResult.ModelSeconds"/>
+    /// and <see cref="SampleResult.SamplerSeconds"/>; synchronises the backend at every boundary (for benchmarks).</summary>
+    public bool MeasureSplit { get; init; }
 
     public void Validate()
     {
@@ -57,5 +60,10 @@ public enum StopReason { MaxTokens, Eos, LowEntropy, Cancelled }
 /// <summary>Output of a sampling run.</summary>
 public sealed record SampleResult(int[][] Tokens, StopReason[] Reasons, int Nfe, int CachePasses, int GeneratedTokens, TimeSpan Elapsed)
 {
+    /// <summary>With <see cref="SamplingOptions.MeasureSplit"/>: seconds in the network and its output head; else 0.</summary>
+    public double ModelSeconds { get; init; }
+    /// <summary>With <see cref="SamplingOptions.MeasureSplit"/>: seconds in everything else (drawing tokens, choosing positions, stop rules); else 0.</summary>
+    public double SamplerSeconds { get; init; }
+
     public double TokensPerSecond => GeneratedTokens / Math.Max(1e-9, Elapsed.TotalSeconds);
 }

@@ -182,7 +182,7 @@ public sealed class RequestScheduler : IBlockGenerator, IDisposable
     /// <summary>One denoising step of one request, with its own random stream: the sampler's step for a batch of one.</summary>
     void Step(Slot a)
     {
-        a.Stale = a.Stepper.Step(a.Options, a.Rng, a.Logits, a.Block, a.StepIndex, a.Steps);
+        a.Stale = a.Stepper.Step(a.Options, a.Rng, new BlockLogits(a.Logits, _c.VocabSize), a.Block, a.StepIndex, a.Steps);
         a.StepIndex++;
         if (a.Request.Body.ReportSteps) a.Send(new GenerationUpdate("", 0, a.PromptTokens, a.Output, a.Nfe, Draft: [.. a.Block]));
     }

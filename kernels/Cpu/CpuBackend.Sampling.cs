@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Numerics.Tensors;
 
 namespace FastBlockDiff.Kernels.Cpu;
@@ -9,41 +8,80 @@ public sealed partial class CpuBackend
     {
         var Lg = Storage(logits); var U = Storage(uniforms); var Tk = Storage(tokens); var Pr = Storage(probs);
         int lo = logits.Offset, uo = uniforms.Offset, tko = tokens.Offset, pro = probs.Offset;
-        bool hasMask = (uint)maskId < (uint)vocab;
+        int mask = (uint)maskId < (uint)vocab ? maskId : -1;
         ParallelRanges(rows, (r0, r1) =>
         {
-            var p = ArrayPool<float>.Shared.Rent(vocab);
-            using var search = topP < 1f && temperature > 0f ? new DescendingMassSearch(vocab) : null;
-            try
+            var q = temperature > 0f ? RowScratch(vocab) : default;
+            var search = topP < 1f && temperature > 0f ? Search(vocab) : null;
+            for (int r = r0; r < r1; r++)
             {
-                for (int r = r0; r < r1; r++)
+                var row = new ReadOnlySpan<float>(Lg, checked(lo + r * vocab), vocab);
+                if (temperature <= 0f)
                 {
-                    var row = new ReadOnlySpan<float>(Lg, checked(lo + r * vocab), vocab);
-                    if (temperature <= 0f)
-                    {
-                        Tk[tko + r] = ArgMaxWithout(row, hasMask ? maskId : -1); Pr[pro + r] = 1f;
-                        continue;
-                    }
-                    var q = p.AsSpan(0, vocab);
-                    SoftMaxWithout(row, 1f / temperature, hasMask ? maskId : -1, q);
-                    double u = U[uo + r];
-                    var (pick, total) = search == null ? (FirstAboveInIdOrder(q, u), 1.0) : DrawFromNucleus(search, q, topP, u);
-                    Tk[tko + r] = pick;
-                    Pr[pro + r] = (float)(q[pick] / total);
+                    Tk[tko + r] = ArgMaxWithout(row, mask); Pr[pro + r] = 1f;
+                    continue;
                 }
+                SoftMaxWithout(row, 1f / temperature, mask, q);
+                double u = U[uo + r];
+                var (pick, total) = search == null ? (FirstAboveInIdOrder(q, u), 1.0) : DrawFromNucleus(search, q, topP, u);
+                Tk[tko + r] = pick;
+                Pr[pro + r] = (float)(q[pick] / total);
             }
-            finally { ArrayPool<float>.Shared.Return(p); }
         });
     }
 
-    /// <summary>q = softmax(row·inv) with the mask column at 0; the max is subtracted first (TensorPrimitives.SoftMax does not, and overflows past 88).</summary>
+    // per thread, kept between calls: a step allocates nothing
+    [ThreadStatic] static float[]? t_row;
+    [ThreadStatic] static BracketedMassSearch? t_search;
+
+    static Span<float> RowScratch(int vocab)
+    {
+        if (t_row == null || t_row.Length < vocab) t_row = new float[vocab];
+        return t_row.AsSpan(0, vocab);
+    }
+
+    static BracketedMassSearch Search(int vocab) => t_search ??= new BracketedMassSearch(vocab);
+
+    /// <summary>
+    /// q = softmax(row·inv) with the mask column at 0 (the max subtracted first): <see cref="ExpShifted"/> divided by its
+    /// sum, three passes over the row in all. The nucleus is then searched on exactly these floats.
+    /// </summary>
     public static void SoftMaxWithout(ReadOnlySpan<float> row, float inv, int maskId, Span<float> q)
     {
-        TensorPrimitives.Multiply(row, inv, q);
-        if (maskId >= 0) q[maskId] = float.NegativeInfinity;
-        TensorPrimitives.Subtract(q, TensorPrimitives.Max(q), q);
-        TensorPrimitives.Exp(q, q);
-        TensorPrimitives.Divide(q, TensorPrimitives.Sum(q), q);
+        double sum = ExpShifted(row, inv, maskId, q);
+        TensorPrimitives.Divide(q, (float)sum, q);
+    }
+
+    /// <summary>
+    /// e = exp(row·inv − max(row·inv)) with the mask column at 0 (maskId −1: none); returns Σe. One pass finds the
+    /// max; the scaling, shift, exp and sum then run a chunk at a time, so the row is read once more and written once.
+    /// </summary>
+    public static double ExpShifted(ReadOnlySpan<float> row, float inv, int maskId, Span<float> e)
+    {
+        const int Chunk = 2048;
+        // a positive scale keeps the order, so the max of the scaled row is the scaled max
+        float max = MaxWithout(row, maskId) * inv;
+        double sum = 0;
+        for (int c = 0; c < row.Length; c += Chunk)
+        {
+            int n = Math.Min(Chunk, row.Length - c);
+            var chunk = e.Slice(c, n);
+            TensorPrimitives.Multiply(row.Slice(c, n), inv, chunk);
+            TensorPrimitives.Subtract(chunk, max, chunk);
+            TensorPrimitives.Exp(chunk, chunk);
+            if ((uint)(maskId - c) < (uint)n) chunk[maskId - c] = 0f;
+            sum += TensorPrimitives.Sum(chunk);
+        }
+        return sum;
+    }
+
+    static float MaxWithout(ReadOnlySpan<float> row, int maskId)
+    {
+        if (maskId < 0) return TensorPrimitives.Max(row);
+        float max = float.NegativeInfinity;
+        if (maskId > 0) max = TensorPrimitives.Max(row[..maskId]);
+        if (maskId < row.Length - 1) max = Math.Max(max, TensorPrimitives.Max(row[(maskId + 1)..]));
+        return max;
     }
 
     /// <summary>The first index of the largest logit, the mask column excluded (as TensorPrimitives.IndexOfMax).</summary>
@@ -94,12 +132,12 @@ public sealed partial class CpuBackend
     /// The nucleus as the reference keeps it: the tokens, in descending order of probability (ties by id), whose
     /// cumulative mass is ≤ topP; the top token always. Draws by inverse CDF in that order; returns the token and the nucleus mass.
     /// </summary>
-    static (int Pick, double Total) DrawFromNucleus(DescendingMassSearch search, ReadOnlySpan<float> q, float topP, double u)
+    static (int Pick, double Total) DrawFromNucleus(BracketedMassSearch search, ReadOnlySpan<float> q, float topP, double u)
     {
-        int end = search.FirstAbove(q, topP, 1.0, out double total); // the first token past the nucleus
+        search.Prepare(q, 1.0);
+        int end = search.FirstAbove(q, topP, out double total);    // the first token past the nucleus
         if (end >= 0 && total == 0) return (end, q[end]);           // the top token alone crosses topP: it alone is kept
-        double target = u * total;
-        int pick = search.FirstAbove(q, target, total, out _);
+        int pick = search.FirstAbove(q, u * total, out _);
         if (pick < 0 || (end >= 0 && !Before(q, pick, end))) pick = LastOfNucleus(q, end); // rounding: the nucleus's last token stands
         return (pick, total);
     }

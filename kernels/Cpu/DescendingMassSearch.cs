@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Numerics;
 using System.Runtime.Intrinsics;
 
@@ -8,25 +7,19 @@ namespace FastBlockDiff.Kernels.Cpu;
 /// Walks a row of probabilities in descending order (ties by id) without sorting it: finds the first element
 /// whose running mass in that order exceeds a target. Elements too small to matter are dropped by a threshold
 /// (their whole mass cannot reach the target), the rest are bucketed by their float bits (positive floats order
-/// as their bits do) and only the bucket that holds the crossing is refined, down to a few elements that are sorted.
+/// as their bits do; the buckets span the candidates' own range of bits) and only the bucket that holds the crossing
+/// is refined, down to a few elements that are sorted.
 /// Cost: a few passes over the row, whatever the size of the nucleus.
 /// </summary>
-sealed class DescendingMassSearch : IDisposable
+sealed class DescendingMassSearch
 {
     const int Bins = 1024, SortBelow = 64;
-    readonly int[] _candidates;
-    readonly int _capacity;
+    int[] _candidates;
     readonly double[] _mass = new double[Bins];
     readonly int[] _count = new int[Bins];
     readonly long[] _keys = new long[SortBelow];
 
-    public DescendingMassSearch(int vocab)
-    {
-        _capacity = vocab;
-        _candidates = ArrayPool<int>.Shared.Rent(vocab);
-    }
-
-    public void Dispose() => ArrayPool<int>.Shared.Return(_candidates);
+    public DescendingMassSearch(int vocab) => _candidates = new int[vocab];
 
     /// <summary>
     /// The first element, in descending order of p (ties by ascending id), whose inclusive running mass exceeds
@@ -40,14 +33,34 @@ sealed class DescendingMassSearch : IDisposable
         double slack = total - target;
         float theta = slack > 1e-4 * total ? (float)(0.5 * slack / p.Length) : 0f;
         int n = Gather(p, theta);
-        var cand = _candidates.AsSpan(0, n);
         before = 0;
-        for (int shift = 20; ; shift -= 10)
+        return FirstAboveAmong(p, _candidates.AsSpan(0, n), target, ref before);
+    }
+
+    /// <summary>
+    /// As <see cref="FirstAbove"/> over <paramref name="cand"/> alone (ids in ascending order; reordered in place):
+    /// the first of them, in descending order of p, whose running mass, starting from <paramref name="before"/>,
+    /// exceeds <paramref name="target"/>; <paramref name="before"/> then holds the mass before it. -1 when their mass
+    /// does not reach past the target.
+    /// </summary>
+    public int FirstAboveAmong(ReadOnlySpan<float> p, Span<int> cand, double target, ref double before)
+    {
+        if (cand.IsEmpty) return -1;
+        // bins over the candidates' own range of float bits: the first level already spreads them out
+        int low = int.MaxValue, high = 0;
+        foreach (int j in cand)
+        {
+            int bits = BitConverter.SingleToInt32Bits(p[j]);
+            low = Math.Min(low, bits); high = Math.Max(high, bits);
+        }
+        int shift = 0;
+        while ((high - low) >> shift >= Bins) shift++;
+        for (int from = low; ; shift = Math.Max(0, shift - 10))
         {
             Array.Clear(_mass); Array.Clear(_count);
             foreach (int j in cand)
             {
-                int b = (BitConverter.SingleToInt32Bits(p[j]) >> shift) & (Bins - 1);
+                int b = (BitConverter.SingleToInt32Bits(p[j]) - from) >> shift;
                 _mass[b] += p[j]; _count[b]++;
             }
             int bin = -1;
@@ -61,9 +74,10 @@ sealed class DescendingMassSearch : IDisposable
             // keep the crossing bin's members, in id order
             int kept = 0;
             foreach (int j in cand)
-                if (((BitConverter.SingleToInt32Bits(p[j]) >> shift) & (Bins - 1)) == bin) cand[kept++] = j;
+                if ((BitConverter.SingleToInt32Bits(p[j]) - from) >> shift == bin) cand[kept++] = j;
             cand = cand[..kept];
             if (kept <= SortBelow || shift == 0) return WalkSorted(p, cand, target, ref before);
+            from += bin << shift;
         }
     }
 
@@ -95,7 +109,7 @@ sealed class DescendingMassSearch : IDisposable
     /// <summary>Indices of the positive entries ≥ theta, in id order.</summary>
     int Gather(ReadOnlySpan<float> p, float theta)
     {
-        if (p.Length > _capacity) throw new ArgumentException($"row of {p.Length} exceeds the search's {_capacity}");
+        if (p.Length > _candidates.Length) _candidates = new int[p.Length];
         var cand = _candidates;
         int n = 0, j = 0;
         if (Vector256.IsHardwareAccelerated)
