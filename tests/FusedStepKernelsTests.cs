@@ -163,4 +163,32 @@ public class FusedStepKernelsTests
         }
         Assert.Equal(maxNorm is > 0 and < 1, clipped);   // the cases clip (or not) as their comments say
     }
+
+    [Fact]
+    public void AdamWWithTheEmaRoundsEveryElementAsTheScalarFormula()
+    {
+        // 16-lane vectors and the scalar tail must give the same bits as the formula element by element (no FMA contraction)
+        const int n = 16 * 5 + 7;
+        var rnd = new Random(9);
+        float[] R(double lo, double hi) => Enumerable.Range(0, n).Select(_ => (float)(lo + (hi - lo) * rnd.NextDouble())).ToArray();
+        float[] p = R(-1, 1), g = R(-2, 2), m = R(-0.1, 0.1), v = R(0, 0.01), e = R(-1, 1);
+        var views = new[] { p, g, m, v, e }.Select(Up).ToArray();
+        var s = new AdamWStep(3e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 3, 0.7f);
+        const float emaDecay = 0.97f;
+        _be.AdamWEma(views[0], views[1], views[2], views[3], views[4], s, emaDecay);
+        float bc1 = 1f - MathF.Pow(s.Beta1, s.Step), bc2 = 1f - MathF.Pow(s.Beta2, s.Step);
+        float decay = 1f - s.LearningRate * s.WeightDecay, stepSize = s.LearningRate / bc1, sqrtBc2 = MathF.Sqrt(bc2);
+        for (int i = 0; i < n; i++)
+        {
+            float gi = g[i] * s.GradScale;
+            m[i] = s.Beta1 * m[i] + (1f - s.Beta1) * gi;
+            v[i] = s.Beta2 * v[i] + (1f - s.Beta2) * gi * gi;
+            p[i] = p[i] * decay - stepSize * m[i] / (MathF.Sqrt(v[i]) / sqrtBc2 + s.Epsilon);
+            e[i] = emaDecay * e[i] + (1f - emaDecay) * p[i];
+        }
+        Assert.Equal(p, Down(views[0]));
+        Assert.Equal(m, Down(views[2]));
+        Assert.Equal(v, Down(views[3]));
+        Assert.Equal(e, Down(views[4]));
+    }
 }
