@@ -128,10 +128,42 @@ public static class TrainQuick
                     Note = "Trainer.DeviceStep: noise, async batch upload, 2L forward with dropout 0.1, head on the noisy half, NELBO, backward, grad norm + clip factor on the device, AdamW + EMA in one pass; no host wait inside the step",
                 });
                 Console.WriteLine($"  train_step: {st * 1e3:F1} ms = {batch * L / st:N0} tokens/s");
+                if (o.Flag("split")) StepSplit(b, cfg, batch, o.Int("split-steps", 3), doc, ours, o.Dtype);
             }
         }
         o.WriteDoc(doc, "train");
         return 0;
+    }
+
+    /// <summary>
+    /// `--split`: the same training step on a fresh model whose backend times every op (<see cref="OpTimingBackend"/>),
+    /// averaged over --split-steps steps after one warm-up step; prints each op's time per step and share of the step.
+    /// </summary>
+    static void StepSplit(IBackend backend, ModelConfig cfg, int batch, int steps, BenchDoc doc, string ours, string dtype)
+    {
+        var timed = new OpTimingBackend(backend);
+        var model = new Denoiser(timed, cfg);
+        model.Initialize(1, zeroInit: false);
+        using var trainer = new Trainer(model, new TrainOptions { BatchSize = batch, Steps = int.MaxValue, WarmupSteps = 1, LearningRate = 1e-5f },
+            new RandomBatchSource(cfg.ModelLength, cfg.VocabSize - 1, 3));
+        trainer.DeviceStep(); backend.Synchronize();
+        timed.Reset();
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        for (int i = 0; i < steps; i++) { trainer.DeviceStep(); backend.Synchronize(); }
+        double step = System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalSeconds / steps, ops = 0;
+        Console.WriteLine($"  split of a step ({step * 1e3:F1} ms, {steps} steps, op-timed backend):");
+        foreach (var (op, seconds, calls) in timed.Totals)
+        {
+            double ms = seconds / steps * 1e3;
+            ops += seconds / steps;
+            Console.WriteLine($"    {op,-32} {ms,9:F2} ms {100 * seconds / steps / step,5:F1}%  ({calls / steps} calls)");
+            doc.Results.Add(new BenchResult
+            {
+                Suite = "train_step_split", Impl = ours, Backend = backend.Name, Shape = BenchModels.Shape(cfg, batch, dtype, ("op", op)),
+                Ms = Math.Round(ms, 3), Runs = steps, Note = $"{100 * seconds / steps / step:F1}% of a {step * 1e3:F1} ms step, {calls / steps} calls per step",
+            });
+        }
+        Console.WriteLine($"    {"(outside the ops)",-32} {(step - ops) * 1e3,9:F2} ms {100 * (step - ops) / step,5:F1}%");
     }
 }
 

@@ -5,7 +5,7 @@ public sealed class QuickOptions
 {
     readonly Dictionary<string, string> _values = new(StringComparer.Ordinal);
     readonly HashSet<string> _flags = [];
-    static readonly HashSet<string> FlagNames = ["no-dense", "no-uncached", "quick"];
+    static readonly HashSet<string> FlagNames = ["no-dense", "no-uncached", "quick", "split"];
 
     public QuickOptions(string[] args, Dictionary<string, string>? defaults = null)
     {

@@ -1,10 +1,16 @@
-using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace FastBlockDiff.Kernels.Cpu;
 
 public sealed partial class CpuBackend
 {
+    /// <summary>
+    /// Row by row, each row read from memory once: a max pass, one SIMD exp-and-sum pass (<see cref="SimdExp"/>) that
+    /// keeps the exponentials in place when the gradient is wanted and prefetches the next row into L2 meanwhile, and
+    /// the gradient as one scaling of those exponentials while the row is still in cache.
+    /// </summary>
     public void SubsCrossEntropy(FloatView logits, IntView targets, FloatView weights, FloatView loss, int rows, int vocab, int maskId, float gradScale, bool writeGrad)
     {
         var Lg = Storage(logits); var T = Storage(targets); var Wt = Storage(weights); var Ls = Storage(loss);
@@ -28,8 +34,9 @@ public sealed partial class CpuBackend
                 int target = T[to + r];
                 float picked = row[target];
                 float max = TensorPrimitives.Max(row);
+                var next = r + 1 < r1 ? new ReadOnlySpan<float>(Lg, lo + (r + 1) * vocab, vocab) : default;
                 // one pass: exp(x - max) summed, and kept in place when the gradient is wanted
-                double sum = ExpShiftedSum(row, max, writeGrad);
+                double sum = ExpShiftedSum(row, max, writeGrad, next);
                 float lse = max + (float)Math.Log(sum);
                 Ls[so + r] = w * (lse - picked);
                 if (writeGrad)
@@ -45,25 +52,33 @@ public sealed partial class CpuBackend
         }, 4);
     }
 
-    /// <summary>Σ exp(x - max) over the row (SIMD exp, float lanes flushed to double every 1024 elements); with store, x becomes exp(x - max).</summary>
-    static double ExpShiftedSum(Span<float> row, float max, bool store)
+    /// <summary>
+    /// Σ exp(x - max) over the row (16 float lanes, flushed to double every 1024 elements); with store, x becomes
+    /// exp(x - max). Each cache line of <paramref name="prefetch"/> (the next row) is asked into L2 while the same
+    /// offset of this row is computed, so that the next row's passes find it there instead of in memory.
+    /// </summary>
+    static unsafe double ExpShiftedSum(Span<float> row, float max, bool store, ReadOnlySpan<float> prefetch)
     {
-        const int Flush = 1024;
-        int w = Vector<float>.Count, j = 0;
-        var vmax = new Vector<float>(max);
+        const int Flush = 1024, W = 16;   // Vector512<float>.Count: one 64-byte cache line
+        var vmax = Vector512.Create(max);
         double sum = 0;
-        while (j + w <= row.Length)
+        int j = 0;
+        bool ahead = Sse.IsSupported && prefetch.Length > 0;
+        fixed (float* x = row)
+        fixed (float* next = prefetch)
         {
-            var acc = Vector<float>.Zero;
-            int end = Math.Min(row.Length - w, j + Flush);
-            for (; j <= end; j += w)
+            while (j + W <= row.Length)
             {
-                var slot = row.Slice(j, w);
-                var e = Vector.Exp(new Vector<float>(slot) - vmax);
-                if (store) e.CopyTo(slot);
-                acc += e;
+                var acc = Vector512<float>.Zero;
+                for (int end = Math.Min(row.Length, j + Flush); j + W <= end; j += W)
+                {
+                    if (ahead && j < prefetch.Length) Sse.Prefetch1(next + j);
+                    var e = SimdExp.Exp(Vector512.Load(x + j) - vmax);
+                    if (store) e.Store(x + j);
+                    acc += e;
+                }
+                sum += Vector512.Sum(acc);
             }
-            sum += Vector.Sum(acc);
         }
         for (; j < row.Length; j++)
         {
