@@ -14,6 +14,9 @@ public static unsafe partial class CpuGemm
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Kernel512(int kc, float* a, float* b, float* c, nint ldc, float beta, float* bias)
     {
+        // The tile of C (12 rows of 128 bytes, three cache lines each when unaligned) is fetched while the k loop runs,
+        // so that its epilogue does not wait on memory (C of a large product lies in L3 or beyond).
+        for (int r = 0; r < 12; r++) PrefetchRow(c + r * ldc, 32);
         var c0_0 = Vector512<float>.Zero; var c0_1 = Vector512<float>.Zero;
         var c1_0 = Vector512<float>.Zero; var c1_1 = Vector512<float>.Zero;
         var c2_0 = Vector512<float>.Zero; var c2_1 = Vector512<float>.Zero;
@@ -96,6 +99,7 @@ public static unsafe partial class CpuGemm
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Kernel256(int kc, float* a, float* b, float* c, nint ldc, float beta, float* bias)
     {
+        for (int r = 0; r < 6; r++) PrefetchRow(c + r * ldc, 16);
         var c0_0 = Vector256<float>.Zero; var c0_1 = Vector256<float>.Zero;
         var c1_0 = Vector256<float>.Zero; var c1_1 = Vector256<float>.Zero;
         var c2_0 = Vector256<float>.Zero; var c2_1 = Vector256<float>.Zero;
@@ -320,6 +324,15 @@ public static unsafe partial class CpuGemm
             float y2 = b2[p]; o[2] += x0 * y2; o[6] += x1 * y2; o[10] += x2 * y2; o[14] += x3 * y2;
             float y3 = b3[p]; o[3] += x0 * y3; o[7] += x1 * y3; o[11] += x2 * y3; o[15] += x3 * y3;
         }
+    }
+
+    /// <summary>Asks for the cache lines of count floats from p (a row of a C tile) to be brought into L1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void PrefetchRow(float* p, int count)
+    {
+        if (!Sse.IsSupported) return;
+        for (int i = 0; i < count; i += 16) Sse.Prefetch0(p + i);
+        Sse.Prefetch0(p + count - 1);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -24,7 +24,8 @@ public enum GemmKernel { Auto, Avx512, Avx2, Portable }
 /// </list>
 /// Small M takes a direct path without packing A: M ≤ 4 (decoding one token) for any transposes, and M ≤ 20
 /// (a decoded block of a few sequences) for A·Bᵀ, the layout of the linear layers.
-/// Transposes are absorbed by the packing routines.
+/// Transposes are absorbed by the packing routines, which read every operand along its rows (B as it lies and
+/// A transposed are dealt row by row to the slivers; B transposed and A as it lies go through 4×4 transposes).
 /// <para>Batch-invariant on request (<c>batchInvariant</c>): every C[i, j] then comes out of the same floating-point
 /// operations whatever M, the path, the tile or the thread that computes row i — the K panels depend on K alone
 /// (<see cref="KcStep"/>), within a panel the sum over k runs in order, one vector lane per column, from zero (fused
@@ -347,7 +348,38 @@ public static unsafe partial class CpuGemm
         public void PackB(int s0, int s1)
         {
             int NR = G.Info.NR;
+            if (!G.TransB)
+            {
+                PackRowsOfB(s0, s1);
+                return;
+            }
             for (int s = s0; s < s1; s++) PackSliver(G, BPack + (long)s * Kc * NR, Jc + s * NR, Pc, Kc, NR);
+        }
+
+        /// <summary>
+        /// <see cref="PackB"/> for B as it lies: row p of the panel holds the slivers' NR-wide pieces side by side, so it
+        /// is read once, in order, and dealt out to the slivers (sliver by sliver would walk all kc rows, ldb apart,
+        /// once per sliver: a new page every 128 bytes when B is wide).
+        /// </summary>
+        void PackRowsOfB(int s0, int s1)
+        {
+            int NR = G.Info.NR, kc = Kc;
+            int cols = Math.Min(s1 * NR, Nc) - s0 * NR;  // columns of op(B) these slivers hold
+            int full = cols / NR;                        // slivers without padding
+            float* src = G.B + Pc * G.Ldb + Jc + s0 * NR;
+            float* dst = BPack + (long)s0 * kc * NR;
+            for (int p = 0; p < kc; p++, src += G.Ldb)
+            {
+                float* dp = dst + p * NR;
+                for (int u = 0; u < full; u++, dp += (long)kc * NR)
+                    Buffer.MemoryCopy(src + u * NR, dp, NR * sizeof(float), NR * sizeof(float));
+                if (full < s1 - s0)
+                {
+                    int c = 0, rest = cols - full * NR;
+                    for (; c < rest; c++) dp[c] = src[full * NR + c];
+                    for (; c < NR; c++) dp[c] = 0;
+                }
+            }
         }
 
         /// <summary>Packs rows [i0, i0+mc) × the current K panel of alpha·op(A) into MR-tall slivers [kc][MR].</summary>
@@ -355,48 +387,58 @@ public static unsafe partial class CpuGemm
         {
             int MR = G.Info.MR, kc = Kc;
             float alpha = G.Alpha;
+            if (G.TransA)
+            {
+                // op(A)[i, p] = A[p*lda + i]: row p of A holds the block's mc values contiguously. Read it once, in
+                // order, and deal MR values to each sliver: A's rows lie lda apart (dLogits of the vocabulary head:
+                // 200 KB), so going sliver by sliver down the rows would touch a new page for every 48 bytes.
+                int full = mc / MR * MR;
+                float* src = G.A + Pc * G.Lda + i0;
+                for (int p = 0; p < kc; p++, src += G.Lda)
+                {
+                    float* dp = dst + p * MR;
+                    for (int ir = 0; ir < full; ir += MR, dp += (long)MR * kc)
+                    {
+                        int r = 0;
+                        for (; r + 8 <= MR; r += 8) Vector256.Store(Vector256.Load(src + ir + r) * alpha, dp + r);
+                        for (; r + 4 <= MR; r += 4) Vector128.Store(Vector128.Load(src + ir + r) * alpha, dp + r);
+                        for (; r < MR; r++) dp[r] = alpha * src[ir + r];
+                    }
+                    if (full < mc)
+                    {
+                        int r = 0;
+                        for (; r < mc - full; r++) dp[r] = alpha * src[full + r];
+                        for (; r < MR; r++) dp[r] = 0;
+                    }
+                }
+                return;
+            }
             for (int ir = 0; ir < mc; ir += MR)
             {
                 int rows = Math.Min(MR, mc - ir);
                 float* d = dst + (long)ir * kc;
-                if (!G.TransA)
+                // op(A)[i, p] = A[i*lda + p]: read rows contiguously, write with stride MR.
+                int r = 0;
+                for (; r + 4 <= rows; r += 4)
                 {
-                    // op(A)[i, p] = A[i*lda + p]: read rows contiguously, write with stride MR.
-                    int r = 0;
-                    for (; r + 4 <= rows; r += 4)
-                    {
-                        // 4×4 transposes, scalar for the last kc % 4 columns.
-                        float* src = G.A + (i0 + ir + r) * G.Lda + Pc;
-                        int p = 0;
-                        for (; p + 4 <= kc; p += 4) Transpose4x4(src + p, G.Lda, d + p * MR + r, MR, alpha);
-                        for (; p < kc; p++)
-                            for (int q = 0; q < 4; q++) d[p * MR + r + q] = alpha * src[q * G.Lda + p];
-                    }
-                    for (; r < rows; r++)
-                    {
-                        float* src = G.A + (i0 + ir + r) * G.Lda + Pc;
-                        float* dp = d + r;
-                        if (alpha == 1) for (int p = 0; p < kc; p++, dp += MR) *dp = src[p];
-                        else for (int p = 0; p < kc; p++, dp += MR) *dp = alpha * src[p];
-                    }
-                    for (r = rows; r < MR; r++)
-                    {
-                        float* dp = d + r;
-                        for (int p = 0; p < kc; p++, dp += MR) *dp = 0;
-                    }
+                    // 4×4 transposes, scalar for the last kc % 4 columns.
+                    float* src = G.A + (i0 + ir + r) * G.Lda + Pc;
+                    int p = 0;
+                    for (; p + 4 <= kc; p += 4) Transpose4x4(src + p, G.Lda, d + p * MR + r, MR, alpha);
+                    for (; p < kc; p++)
+                        for (int q = 0; q < 4; q++) d[p * MR + r + q] = alpha * src[q * G.Lda + p];
                 }
-                else
+                for (; r < rows; r++)
                 {
-                    // op(A)[i, p] = A[p*lda + i]: MR consecutive floats per p.
-                    float* src = G.A + Pc * G.Lda + i0 + ir;
-                    for (int p = 0; p < kc; p++, src += G.Lda)
-                    {
-                        float* dp = d + p * MR;
-                        int r = 0;
-                        for (; r + 4 <= rows; r += 4) Vector128.Store(Vector128.Load(src + r) * alpha, dp + r);
-                        for (; r < rows; r++) dp[r] = alpha * src[r];
-                        for (; r < MR; r++) dp[r] = 0;
-                    }
+                    float* src = G.A + (i0 + ir + r) * G.Lda + Pc;
+                    float* dp = d + r;
+                    if (alpha == 1) for (int p = 0; p < kc; p++, dp += MR) *dp = src[p];
+                    else for (int p = 0; p < kc; p++, dp += MR) *dp = alpha * src[p];
+                }
+                for (r = rows; r < MR; r++)
+                {
+                    float* dp = d + r;
+                    for (int p = 0; p < kc; p++, dp += MR) *dp = 0;
                 }
             }
         }
