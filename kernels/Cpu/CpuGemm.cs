@@ -46,13 +46,13 @@ public static unsafe partial class CpuGemm
     const int DotPathMaxM = 8;
 
     readonly struct KernelInfo(GemmKernel kind, int mr, int nr, int kc, int mc, int nc,
-        delegate*<int, float*, float*, float*, nint, float, float*, void> fn,
+        delegate*<int, float*, nint, float*, float*, nint, float, float*, void> fn,
         delegate*<int, float*, float*, float*, float*, float*, float*, float*, void> rows)
     {
         public readonly GemmKernel Kind = kind;
         public readonly int MR = mr, NR = nr, KC = kc, MC = mc, NC = nc;
-        /// <summary>The micro-kernel: an MR×NR tile from packed A and B.</summary>
-        public readonly delegate*<int, float*, float*, float*, nint, float, float*, void> Fn = fn;
+        /// <summary>The micro-kernel: an MR×NR tile from A (packed, or transposed where it lies) and packed B.</summary>
+        public readonly delegate*<int, float*, nint, float*, float*, nint, float, float*, void> Fn = fn;
         /// <summary>The small-M path's kernel: 4 rows of A as they lie × a packed B sliver of NR, same arithmetic.</summary>
         public readonly delegate*<int, float*, float*, float*, float*, float*, float*, float*, void> Rows = rows;
     }
@@ -463,7 +463,11 @@ public static unsafe partial class CpuGemm
                 fixed (float* aRaw = aArr)
                 {
                     float* apack = Align64(aRaw);
-                    PackA(apack, i0, mc);
+                    // Transposed A unscaled is read where it lies: row p of A holds a sliver's MR values side by side,
+                    // which is what the kernel reads at each step (lda apart instead of MR), so only a partial last
+                    // sliver is packed. The products are the packed path's (alpha = 1 packs exact copies).
+                    int direct = G.TransA && G.Alpha == 1f ? mc / MR * MR : 0;
+                    if (direct < mc) PackA(apack, i0 + direct, mc - direct);
                     for (int s = s0; s < s1; s++)
                     {
                         int j = Jc + s * NR, nr = Math.Min(NR, G.N - j);
@@ -474,13 +478,14 @@ public static unsafe partial class CpuGemm
                         for (int ir = 0; ir < mc; ir += MR)
                         {
                             int i = i0 + ir, mr = Math.Min(MR, mc - ir);
-                            float* ap = apack + (long)ir * kc;
+                            float* ap = ir < direct ? G.A + Pc * G.Lda + i : apack + (long)(ir - direct) * kc;
+                            nint aStep = ir < direct ? G.Lda : MR;
                             float* c = G.C + i * G.Ldc + j;
-                            if (mr == MR && nr == NR) ki.Fn(kc, ap, bp, c, G.Ldc, beta, bias);
+                            if (mr == MR && nr == NR) ki.Fn(kc, ap, aStep, bp, c, G.Ldc, beta, bias);
                             else
                             {
                                 // the kernel's sums plus bias into a scratch tile, then its epilogue on the valid part
-                                ki.Fn(kc, ap, bp, tile, NR, 0f, bias == null ? null : nr < NR ? edgeBias : bias);
+                                ki.Fn(kc, ap, aStep, bp, tile, NR, 0f, bias == null ? null : nr < NR ? edgeBias : bias);
                                 for (int r = 0; r < mr; r++) Store(c + r * G.Ldc, tile + r * NR, nr, beta, fused);
                             }
                         }
