@@ -17,7 +17,9 @@ public enum GemmKernel { Auto, Avx512, Avx2, Portable }
 /// slivers [kc][NR] shared by all threads;</item>
 /// <item>work items are (M block of MC rows) × (range of B slivers); each packs its block of op(A), scaled
 /// by alpha, into MR-tall slivers [kc][MR] (a thread's own pooled buffer, sized for L2), then runs the
-/// micro-kernel over every MR×NR tile: a B sliver stays in L1 while the A slivers stream from L2;</item>
+/// micro-kernel over every MR×NR tile: a B sliver stays in L1 while the A slivers stream from L2. Transposed A with
+/// alpha = 1 (the weight gradients dYᵀ·X) already holds each step's MR values side by side: the kernel reads it
+/// where it lies and only a partial last sliver is packed;</item>
 /// <item>the micro-kernel keeps the MR×NR tile of C in registers (AVX-512: 12×32, AVX2+FMA: 6×16,
 /// portable Vector128: 4×8) and applies beta/bias on the first K panel only (later panels accumulate),
 /// so beta = 0 never reads C. Edge tiles go through a small scratch tile.</item>
