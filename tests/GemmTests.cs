@@ -111,6 +111,35 @@ public class GemmTests
         }
     }
 
+    [Fact]
+    public void VocabularyHeadShapes_PackedPath()
+    {
+        // The head's N = 50,258 (GPT-2 + MASK): 13 N panels, the last sliver 18 columns wide; its dW (op(A) = dLogitsᵀ,
+        // lda = 50,258 + 3, M blocks ending in a partial sliver) and dX (K = 50,258: 197 K panels accumulating).
+        // Small other sides keep the float64 reference cheap.
+        foreach (var kernel in Kernels())
+        {
+            Run(14, 50258, 9, false, true, 1f, 0f, true, kernel, allowSmall: false, maxThreads: 0, seed: 11);    // y = x·Wᵀ + b
+            Run(50258, 9, 14, true, false, 1f, 1f, false, kernel, allowSmall: false, maxThreads: 0, seed: 12);   // dW += dyᵀ·x
+            Run(14, 9, 50258, false, false, 1f, 0f, false, kernel, allowSmall: false, maxThreads: 0, seed: 13);  // dx = dy·W
+        }
+    }
+
+    [Fact]
+    public void RowWisePacking_PartialSliversAcrossPanelsAndPackers()
+    {
+        // B as it lies is packed row by row into several slivers at once, split between two packers: N panels of
+        // 2112 and 2105 columns (the last sliver 25 wide), kc = 131 (not a multiple of 4); A transposed likewise, with
+        // 1000 rows (M blocks ending in a partial sliver) and alpha ≠ 1.
+        foreach (var kernel in Kernels())
+        {
+            Run(37, 4217, 131, false, false, 1f, 0.5f, true, kernel, allowSmall: false, maxThreads: 0, seed: 21);
+            Run(37, 4217, 131, true, false, -0.5f, 0f, false, kernel, allowSmall: false, maxThreads: 2, seed: 22);
+            Run(1000, 37, 45, true, false, 1.5f, 1f, true, kernel, allowSmall: false, maxThreads: 0, seed: 23);
+            Run(1000, 37, 45, true, true, 1f, 0f, false, kernel, allowSmall: false, maxThreads: 1, seed: 24);
+        }
+    }
+
     [Theory]
     [InlineData(0f, 0f)]
     [InlineData(0f, 2f)]

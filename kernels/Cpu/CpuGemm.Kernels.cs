@@ -8,12 +8,16 @@ namespace FastBlockDiff.Kernels.Cpu;
 
 public static unsafe partial class CpuGemm
 {
-    // Each kernel: C[MR×NR] (ldc) = Apack[kc×MR]·Bpack[kc×NR] + (beta==0 ? 0 : beta·C) + bias[NR] (bias may be null).
+    // Each kernel: C[MR×NR] (ldc) = A[kc×MR]·Bpack[kc×NR] + (beta==0 ? 0 : beta·C) + bias[NR] (bias may be null), the MR
+    // values of A for step p at a + p·aStep: a packed sliver (aStep = MR), or transposed A where it lies (aStep = lda).
     // beta == 0 never reads C.
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel512(int kc, float* a, float* b, float* c, nint ldc, float beta, float* bias)
+    static void Kernel512(int kc, float* a, nint aStep, float* b, float* c, nint ldc, float beta, float* bias)
     {
+        // The tile of C (12 rows of 128 bytes, three cache lines each when unaligned) is fetched while the k loop runs,
+        // so that its epilogue does not wait on memory (C of a large product lies in L3 or beyond).
+        for (int r = 0; r < 12; r++) PrefetchRow(c + r * ldc, 32);
         var c0_0 = Vector512<float>.Zero; var c0_1 = Vector512<float>.Zero;
         var c1_0 = Vector512<float>.Zero; var c1_1 = Vector512<float>.Zero;
         var c2_0 = Vector512<float>.Zero; var c2_1 = Vector512<float>.Zero;
@@ -41,7 +45,7 @@ public static unsafe partial class CpuGemm
             var a9 = Vector512.Create(a[9]); c9_0 = Avx512F.FusedMultiplyAdd(a9, b0, c9_0); c9_1 = Avx512F.FusedMultiplyAdd(a9, b1, c9_1);
             var a10 = Vector512.Create(a[10]); c10_0 = Avx512F.FusedMultiplyAdd(a10, b0, c10_0); c10_1 = Avx512F.FusedMultiplyAdd(a10, b1, c10_1);
             var a11 = Vector512.Create(a[11]); c11_0 = Avx512F.FusedMultiplyAdd(a11, b0, c11_0); c11_1 = Avx512F.FusedMultiplyAdd(a11, b1, c11_1);
-            a += 12; b += 32;
+            a += aStep; b += 32;
         }
         var z0 = Vector512<float>.Zero; var z1 = Vector512<float>.Zero;
         if (bias != null) { z0 = Vector512.Load(bias + 0); z1 = Vector512.Load(bias + 16); }
@@ -94,8 +98,9 @@ public static unsafe partial class CpuGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel256(int kc, float* a, float* b, float* c, nint ldc, float beta, float* bias)
+    static void Kernel256(int kc, float* a, nint aStep, float* b, float* c, nint ldc, float beta, float* bias)
     {
+        for (int r = 0; r < 6; r++) PrefetchRow(c + r * ldc, 16);
         var c0_0 = Vector256<float>.Zero; var c0_1 = Vector256<float>.Zero;
         var c1_0 = Vector256<float>.Zero; var c1_1 = Vector256<float>.Zero;
         var c2_0 = Vector256<float>.Zero; var c2_1 = Vector256<float>.Zero;
@@ -111,7 +116,7 @@ public static unsafe partial class CpuGemm
             var a3 = Vector256.Create(a[3]); c3_0 = Fma.MultiplyAdd(a3, b0, c3_0); c3_1 = Fma.MultiplyAdd(a3, b1, c3_1);
             var a4 = Vector256.Create(a[4]); c4_0 = Fma.MultiplyAdd(a4, b0, c4_0); c4_1 = Fma.MultiplyAdd(a4, b1, c4_1);
             var a5 = Vector256.Create(a[5]); c5_0 = Fma.MultiplyAdd(a5, b0, c5_0); c5_1 = Fma.MultiplyAdd(a5, b1, c5_1);
-            a += 6; b += 16;
+            a += aStep; b += 16;
         }
         var z0 = Vector256<float>.Zero; var z1 = Vector256<float>.Zero;
         if (bias != null) { z0 = Vector256.Load(bias + 0); z1 = Vector256.Load(bias + 8); }
@@ -146,7 +151,7 @@ public static unsafe partial class CpuGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel128(int kc, float* a, float* b, float* c, nint ldc, float beta, float* bias)
+    static void Kernel128(int kc, float* a, nint aStep, float* b, float* c, nint ldc, float beta, float* bias)
     {
         var c0_0 = Vector128<float>.Zero; var c0_1 = Vector128<float>.Zero;
         var c1_0 = Vector128<float>.Zero; var c1_1 = Vector128<float>.Zero;
@@ -159,7 +164,7 @@ public static unsafe partial class CpuGemm
             var a1 = Vector128.Create(a[1]); c1_0 = MulAdd128(a1, b0, c1_0); c1_1 = MulAdd128(a1, b1, c1_1);
             var a2 = Vector128.Create(a[2]); c2_0 = MulAdd128(a2, b0, c2_0); c2_1 = MulAdd128(a2, b1, c2_1);
             var a3 = Vector128.Create(a[3]); c3_0 = MulAdd128(a3, b0, c3_0); c3_1 = MulAdd128(a3, b1, c3_1);
-            a += 4; b += 8;
+            a += aStep; b += 8;
         }
         var z0 = Vector128<float>.Zero; var z1 = Vector128<float>.Zero;
         if (bias != null) { z0 = Vector128.Load(bias + 0); z1 = Vector128.Load(bias + 4); }
@@ -320,6 +325,15 @@ public static unsafe partial class CpuGemm
             float y2 = b2[p]; o[2] += x0 * y2; o[6] += x1 * y2; o[10] += x2 * y2; o[14] += x3 * y2;
             float y3 = b3[p]; o[3] += x0 * y3; o[7] += x1 * y3; o[11] += x2 * y3; o[15] += x3 * y3;
         }
+    }
+
+    /// <summary>Asks for the cache lines of count floats from p (a row of a C tile) to be brought into L1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void PrefetchRow(float* p, int count)
+    {
+        if (!Sse.IsSupported) return;
+        for (int i = 0; i < count; i += 16) Sse.Prefetch0(p + i);
+        Sse.Prefetch0(p + count - 1);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -17,14 +17,17 @@ public enum GemmKernel { Auto, Avx512, Avx2, Portable }
 /// slivers [kc][NR] shared by all threads;</item>
 /// <item>work items are (M block of MC rows) × (range of B slivers); each packs its block of op(A), scaled
 /// by alpha, into MR-tall slivers [kc][MR] (a thread's own pooled buffer, sized for L2), then runs the
-/// micro-kernel over every MR×NR tile: a B sliver stays in L1 while the A slivers stream from L2;</item>
+/// micro-kernel over every MR×NR tile: a B sliver stays in L1 while the A slivers stream from L2. Transposed A with
+/// alpha = 1 (the weight gradients dYᵀ·X) already holds each step's MR values side by side: the kernel reads it
+/// where it lies and only a partial last sliver is packed;</item>
 /// <item>the micro-kernel keeps the MR×NR tile of C in registers (AVX-512: 12×32, AVX2+FMA: 6×16,
 /// portable Vector128: 4×8) and applies beta/bias on the first K panel only (later panels accumulate),
 /// so beta = 0 never reads C. Edge tiles go through a small scratch tile.</item>
 /// </list>
 /// Small M takes a direct path without packing A: M ≤ 4 (decoding one token) for any transposes, and M ≤ 20
 /// (a decoded block of a few sequences) for A·Bᵀ, the layout of the linear layers.
-/// Transposes are absorbed by the packing routines.
+/// Transposes are absorbed by the packing routines, which read every operand along its rows (B as it lies and
+/// A transposed are dealt row by row to the slivers; B transposed and A as it lies go through 4×4 transposes).
 /// <para>Batch-invariant on request (<c>batchInvariant</c>): every C[i, j] then comes out of the same floating-point
 /// operations whatever M, the path, the tile or the thread that computes row i — the K panels depend on K alone
 /// (<see cref="KcStep"/>), within a panel the sum over k runs in order, one vector lane per column, from zero (fused
@@ -45,13 +48,13 @@ public static unsafe partial class CpuGemm
     const int DotPathMaxM = 8;
 
     readonly struct KernelInfo(GemmKernel kind, int mr, int nr, int kc, int mc, int nc,
-        delegate*<int, float*, float*, float*, nint, float, float*, void> fn,
+        delegate*<int, float*, nint, float*, float*, nint, float, float*, void> fn,
         delegate*<int, float*, float*, float*, float*, float*, float*, float*, void> rows)
     {
         public readonly GemmKernel Kind = kind;
         public readonly int MR = mr, NR = nr, KC = kc, MC = mc, NC = nc;
-        /// <summary>The micro-kernel: an MR×NR tile from packed A and B.</summary>
-        public readonly delegate*<int, float*, float*, float*, nint, float, float*, void> Fn = fn;
+        /// <summary>The micro-kernel: an MR×NR tile from A (packed, or transposed where it lies) and packed B.</summary>
+        public readonly delegate*<int, float*, nint, float*, float*, nint, float, float*, void> Fn = fn;
         /// <summary>The small-M path's kernel: 4 rows of A as they lie × a packed B sliver of NR, same arithmetic.</summary>
         public readonly delegate*<int, float*, float*, float*, float*, float*, float*, float*, void> Rows = rows;
     }
@@ -347,7 +350,38 @@ public static unsafe partial class CpuGemm
         public void PackB(int s0, int s1)
         {
             int NR = G.Info.NR;
+            if (!G.TransB)
+            {
+                PackRowsOfB(s0, s1);
+                return;
+            }
             for (int s = s0; s < s1; s++) PackSliver(G, BPack + (long)s * Kc * NR, Jc + s * NR, Pc, Kc, NR);
+        }
+
+        /// <summary>
+        /// <see cref="PackB"/> for B as it lies: row p of the panel holds the slivers' NR-wide pieces side by side, so it
+        /// is read once, in order, and dealt out to the slivers (sliver by sliver would walk all kc rows, ldb apart,
+        /// once per sliver: a new page every 128 bytes when B is wide).
+        /// </summary>
+        void PackRowsOfB(int s0, int s1)
+        {
+            int NR = G.Info.NR, kc = Kc;
+            int cols = Math.Min(s1 * NR, Nc) - s0 * NR;  // columns of op(B) these slivers hold
+            int full = cols / NR;                        // slivers without padding
+            float* src = G.B + Pc * G.Ldb + Jc + s0 * NR;
+            float* dst = BPack + (long)s0 * kc * NR;
+            for (int p = 0; p < kc; p++, src += G.Ldb)
+            {
+                float* dp = dst + p * NR;
+                for (int u = 0; u < full; u++, dp += (long)kc * NR)
+                    Buffer.MemoryCopy(src + u * NR, dp, NR * sizeof(float), NR * sizeof(float));
+                if (full < s1 - s0)
+                {
+                    int c = 0, rest = cols - full * NR;
+                    for (; c < rest; c++) dp[c] = src[full * NR + c];
+                    for (; c < NR; c++) dp[c] = 0;
+                }
+            }
         }
 
         /// <summary>Packs rows [i0, i0+mc) × the current K panel of alpha·op(A) into MR-tall slivers [kc][MR].</summary>
@@ -355,48 +389,58 @@ public static unsafe partial class CpuGemm
         {
             int MR = G.Info.MR, kc = Kc;
             float alpha = G.Alpha;
+            if (G.TransA)
+            {
+                // op(A)[i, p] = A[p*lda + i]: row p of A holds the block's mc values contiguously. Read it once, in
+                // order, and deal MR values to each sliver: A's rows lie lda apart (dLogits of the vocabulary head:
+                // 200 KB), so going sliver by sliver down the rows would touch a new page for every 48 bytes.
+                int full = mc / MR * MR;
+                float* src = G.A + Pc * G.Lda + i0;
+                for (int p = 0; p < kc; p++, src += G.Lda)
+                {
+                    float* dp = dst + p * MR;
+                    for (int ir = 0; ir < full; ir += MR, dp += (long)MR * kc)
+                    {
+                        int r = 0;
+                        for (; r + 8 <= MR; r += 8) Vector256.Store(Vector256.Load(src + ir + r) * alpha, dp + r);
+                        for (; r + 4 <= MR; r += 4) Vector128.Store(Vector128.Load(src + ir + r) * alpha, dp + r);
+                        for (; r < MR; r++) dp[r] = alpha * src[ir + r];
+                    }
+                    if (full < mc)
+                    {
+                        int r = 0;
+                        for (; r < mc - full; r++) dp[r] = alpha * src[full + r];
+                        for (; r < MR; r++) dp[r] = 0;
+                    }
+                }
+                return;
+            }
             for (int ir = 0; ir < mc; ir += MR)
             {
                 int rows = Math.Min(MR, mc - ir);
                 float* d = dst + (long)ir * kc;
-                if (!G.TransA)
+                // op(A)[i, p] = A[i*lda + p]: read rows contiguously, write with stride MR.
+                int r = 0;
+                for (; r + 4 <= rows; r += 4)
                 {
-                    // op(A)[i, p] = A[i*lda + p]: read rows contiguously, write with stride MR.
-                    int r = 0;
-                    for (; r + 4 <= rows; r += 4)
-                    {
-                        // 4×4 transposes, scalar for the last kc % 4 columns.
-                        float* src = G.A + (i0 + ir + r) * G.Lda + Pc;
-                        int p = 0;
-                        for (; p + 4 <= kc; p += 4) Transpose4x4(src + p, G.Lda, d + p * MR + r, MR, alpha);
-                        for (; p < kc; p++)
-                            for (int q = 0; q < 4; q++) d[p * MR + r + q] = alpha * src[q * G.Lda + p];
-                    }
-                    for (; r < rows; r++)
-                    {
-                        float* src = G.A + (i0 + ir + r) * G.Lda + Pc;
-                        float* dp = d + r;
-                        if (alpha == 1) for (int p = 0; p < kc; p++, dp += MR) *dp = src[p];
-                        else for (int p = 0; p < kc; p++, dp += MR) *dp = alpha * src[p];
-                    }
-                    for (r = rows; r < MR; r++)
-                    {
-                        float* dp = d + r;
-                        for (int p = 0; p < kc; p++, dp += MR) *dp = 0;
-                    }
+                    // 4×4 transposes, scalar for the last kc % 4 columns.
+                    float* src = G.A + (i0 + ir + r) * G.Lda + Pc;
+                    int p = 0;
+                    for (; p + 4 <= kc; p += 4) Transpose4x4(src + p, G.Lda, d + p * MR + r, MR, alpha);
+                    for (; p < kc; p++)
+                        for (int q = 0; q < 4; q++) d[p * MR + r + q] = alpha * src[q * G.Lda + p];
                 }
-                else
+                for (; r < rows; r++)
                 {
-                    // op(A)[i, p] = A[p*lda + i]: MR consecutive floats per p.
-                    float* src = G.A + Pc * G.Lda + i0 + ir;
-                    for (int p = 0; p < kc; p++, src += G.Lda)
-                    {
-                        float* dp = d + p * MR;
-                        int r = 0;
-                        for (; r + 4 <= rows; r += 4) Vector128.Store(Vector128.Load(src + r) * alpha, dp + r);
-                        for (; r < rows; r++) dp[r] = alpha * src[r];
-                        for (; r < MR; r++) dp[r] = 0;
-                    }
+                    float* src = G.A + (i0 + ir + r) * G.Lda + Pc;
+                    float* dp = d + r;
+                    if (alpha == 1) for (int p = 0; p < kc; p++, dp += MR) *dp = src[p];
+                    else for (int p = 0; p < kc; p++, dp += MR) *dp = alpha * src[p];
+                }
+                for (r = rows; r < MR; r++)
+                {
+                    float* dp = d + r;
+                    for (int p = 0; p < kc; p++, dp += MR) *dp = 0;
                 }
             }
         }
@@ -421,7 +465,11 @@ public static unsafe partial class CpuGemm
                 fixed (float* aRaw = aArr)
                 {
                     float* apack = Align64(aRaw);
-                    PackA(apack, i0, mc);
+                    // Transposed A unscaled is read where it lies: row p of A holds a sliver's MR values side by side,
+                    // which is what the kernel reads at each step (lda apart instead of MR), so only a partial last
+                    // sliver is packed. The products are the packed path's (alpha = 1 packs exact copies).
+                    int direct = G.TransA && G.Alpha == 1f ? mc / MR * MR : 0;
+                    if (direct < mc) PackA(apack, i0 + direct, mc - direct);
                     for (int s = s0; s < s1; s++)
                     {
                         int j = Jc + s * NR, nr = Math.Min(NR, G.N - j);
@@ -432,13 +480,14 @@ public static unsafe partial class CpuGemm
                         for (int ir = 0; ir < mc; ir += MR)
                         {
                             int i = i0 + ir, mr = Math.Min(MR, mc - ir);
-                            float* ap = apack + (long)ir * kc;
+                            float* ap = ir < direct ? G.A + Pc * G.Lda + i : apack + (long)(ir - direct) * kc;
+                            nint aStep = ir < direct ? G.Lda : MR;
                             float* c = G.C + i * G.Ldc + j;
-                            if (mr == MR && nr == NR) ki.Fn(kc, ap, bp, c, G.Ldc, beta, bias);
+                            if (mr == MR && nr == NR) ki.Fn(kc, ap, aStep, bp, c, G.Ldc, beta, bias);
                             else
                             {
                                 // the kernel's sums plus bias into a scratch tile, then its epilogue on the valid part
-                                ki.Fn(kc, ap, bp, tile, NR, 0f, bias == null ? null : nr < NR ? edgeBias : bias);
+                                ki.Fn(kc, ap, aStep, bp, tile, NR, 0f, bias == null ? null : nr < NR ? edgeBias : bias);
                                 for (int r = 0; r < mr; r++) Store(c + r * G.Ldc, tile + r * NR, nr, beta, fused);
                             }
                         }
