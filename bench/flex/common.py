@@ -88,7 +88,7 @@ def shape(B, H, L, Lp, d, dtype, **extra):
 def result(suite, impl, shp, ms, tflops=None, tokens_per_s=None, nfe=None, runs=None, note=None, backend="cuda"):
     r = {"suite": suite, "impl": impl, "backend": backend, "shape": shp, "ms": round(ms, 5)}
     if tflops is not None:
-        r["tflops"] = round(tflops, 4)
+        r["tflops"] = round(tflops, 7)
     if tokens_per_s is not None:
         r["tokens_per_s"] = round(tokens_per_s, 2)
     if nfe is not None:
