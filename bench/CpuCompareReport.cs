@@ -84,6 +84,8 @@ public static class CpuCompareReport
         md.AppendLine($"- commit(s): {string.Join(", ", docs.Select(d => d.Doc.Commit).Where(c => c.Length > 0).Distinct())}");
         md.AppendLine($"- software: {string.Join("; ", docs.SelectMany(d => d.Doc.Software).Where(kv => kv.Key is "dotnet" or "torch" or "openblas" or "simd").GroupBy(kv => kv.Key).Select(g => $"{g.Key} {g.First().Value}"))}");
         md.AppendLine($"- load before: `{Text("load-before.txt")}`; after: `{Text("load-after.txt")}`");
+        if (Busy(Text("load-before.txt")) || Busy(Text("load-after.txt")))
+            md.AppendLine($"- **the machine was busy** (1-minute load above its {Environment.ProcessorCount} cores): two-thread figures, PyTorch's above all, suffer most; take ratios from a quiet run");
         if (Text("timing.txt") is { Length: > 0 } timing) md.AppendLine($"- suite time: {timing}");
         if (Text("failed.txt") is { Length: > 0 } failed) md.AppendLine($"- **failed steps**: {failed.Replace("\n", "; ")}");
         md.AppendLine(string.Create(inv, $"- FMA peak (bench peak): {(peak is { } pk ? pk.ToString("F1", inv) : "not measured")} GFLOP/s on all threads, {(peak1 is { } p1 ? p1.ToString("F1", inv) : "n/a")} on one; every share below is of the all-threads peak"));
@@ -131,6 +133,15 @@ public static class CpuCompareReport
         Console.WriteLine(md.ToString());
         Console.WriteLine($"wrote {stem}.json and {stem}.md");
         return 0;
+    }
+
+    /// <summary>Whether an `uptime` line's 1-minute load exceeds the core count.</summary>
+    static bool Busy(string uptime)
+    {
+        int i = uptime.IndexOf("load average:", StringComparison.Ordinal);
+        if (i < 0) return false;
+        string first = uptime[(i + "load average:".Length)..].Split(',')[0].Trim();
+        return double.TryParse(first, CultureInfo.InvariantCulture, out double load) && load > Environment.ProcessorCount;
     }
 
     static double? Round(double? x) => x is { } v ? Math.Round(v, 2) : null;

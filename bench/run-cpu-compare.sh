@@ -2,7 +2,8 @@
 # The CPU comparison of FastBlockDiff with PyTorch 1.13 (and OpenBLAS), in one command (from anywhere in the checkout):
 #   bench/run-cpu-compare.sh            # the whole suite, about 15 min on a quiet 2-core machine
 #   QUICK=1 bench/run-cpu-compare.sh    # the same paths at small sizes and fewer pairs, about 3 min (a smoke run)
-# Release build; then, alternating process by process (ours, PyTorch, ours, PyTorch, ... PAIRS pairs):
+# Release build; then, alternating process by process (ours, PyTorch, ours, PyTorch, ... PAIRS pairs; BIG_PAIRS,
+# SAMPLE_PAIRS and min(PAIRS, 3) for the L sweep):
 #   peak       `bench peak`: the FMA peak every figure is also reported against (no peer)
 #   tiny       training step and eval forward of `tiny` (4×256, V=260, L=256, L'=4, batch 8)
 #   big        the same of 6×512 (8 heads) with V=50,258 (GPT-2 + MASK), L=512, L'=16, batch BIG_BATCH
@@ -22,12 +23,13 @@ PY=${PYTHON:-/usr/bin/python3}
 THREADS=${THREADS:-2}
 QUICK=${QUICK:-0}
 if [[ "$QUICK" == 1 ]]; then
-  PAIRS=${PAIRS:-2}; BIG_PAIRS=${BIG_PAIRS:-1}; BIG_BATCH=${BIG_BATCH:-1}; STEPS_TIMED=${STEPS_TIMED:-1}
+  PAIRS=${PAIRS:-2}; BIG_PAIRS=${BIG_PAIRS:-1}; SAMPLE_PAIRS=${SAMPLE_PAIRS:-2}; BIG_BATCH=${BIG_BATCH:-1}; STEPS_TIMED=${STEPS_TIMED:-1}
   SAMPLE_TOKENS=${SAMPLE_TOKENS:-32}; SAMPLE_BATCH=${SAMPLE_BATCH:-1,8}; BIG_SAMPLE_BATCH=${BIG_SAMPLE_BATCH:-1}
   ATTN_L=${ATTN_L:-256,512}; SCALING_L=${SCALING_L:-128,512}
   GEMM_NT=${GEMM_NT:-4096x768x256}; GEMM_NN=${GEMM_NN:-4096x256x768}; GEMM_TN=${GEMM_TN:-}
 else
-  PAIRS=${PAIRS:-5}; BIG_PAIRS=${BIG_PAIRS:-3}; BIG_BATCH=${BIG_BATCH:-2}; STEPS_TIMED=${STEPS_TIMED:-3}
+  # 5 pairs where a pair is short; 3 for the 6×512 model, sampling and the L sweep, to stay near 15 min in all
+  PAIRS=${PAIRS:-5}; BIG_PAIRS=${BIG_PAIRS:-3}; SAMPLE_PAIRS=${SAMPLE_PAIRS:-3}; BIG_BATCH=${BIG_BATCH:-2}; STEPS_TIMED=${STEPS_TIMED:-3}
   SAMPLE_TOKENS=${SAMPLE_TOKENS:-64}; SAMPLE_BATCH=${SAMPLE_BATCH:-1,8}; BIG_SAMPLE_BATCH=${BIG_SAMPLE_BATCH:-1,8}
   ATTN_L=${ATTN_L:-256,512,1024,2048}; SCALING_L=${SCALING_L:-128,512,1024}
   # tiny at batch 8 (M = 8·2L = 4096): X·Wᵀ for QKV, MLP up, MLP down; dX = dY·W; dW = dYᵀ·X; the 6×512 model's
@@ -40,12 +42,13 @@ want() { [[ " $STEPS " == *" $1 "* ]]; }
 
 DAY=$(date -u +%F)
 RAW=bench/results/raw/$DAY-cpu-compare
-rm -rf "$RAW"; mkdir -p "$RAW"
+[[ "${APPEND:-0}" == 1 ]] || rm -rf "$RAW"   # APPEND=1 keeps the files of an earlier run (to rerun a part: STEPS="big report" APPEND=1)
+mkdir -p "$RAW"
 export PYTHONUNBUFFERED=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 export FBD_COMMIT=${FBD_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}
 T0=$(date +%s)
 uptime | tee "$RAW/load-before.txt"
-: > "$RAW/failed.txt"; : > "$RAW/timing.txt"
+[[ "${APPEND:-0}" == 1 ]] || { : > "$RAW/failed.txt"; : > "$RAW/timing.txt"; }
 step() { echo "== $*"; "$@" || { echo "!! failed ($?): $*"; echo "$*" >> "$RAW/failed.txt"; }; }
 section() {   # section NAME: times what follows until the next section
   local now; now=$(date +%s)
@@ -91,7 +94,7 @@ if want big; then
 fi
 if want sample; then
   section sample
-  for ((p = 1; p <= PAIRS; p++)); do
+  for ((p = 1; p <= SAMPLE_PAIRS; p++)); do
     step "${BENCH[@]}" sample-quick --no-uncached --model tiny --vocab 260 --L 256 --Lp 16 --batch "$SAMPLE_BATCH" --tokens "$SAMPLE_TOKENS" \
       --repeat 1 --out "$RAW/sample-tiny-$p-ours.json"
     torch_side bench/flex/sampler.py --device cpu --threads "$THREADS" --model tiny --vocab 260 --L 256 --Lp 16 --batch "$SAMPLE_BATCH" \
@@ -138,7 +141,7 @@ fi
 section ""
 uptime | tee "$RAW/load-after.txt"
 echo "total $(( $(date +%s) - T0 )) s" >> "$RAW/timing.txt"
-sed -i ':a;N;$!ba;s/\n/; /g' "$RAW/timing.txt"
+sed -i ':a;N;$!ba;s/\n/; /g' "$RAW/timing.txt"; echo >> "$RAW/timing.txt"
 if want report; then
   step "${BENCH[@]}" cpu-compare-report "$RAW"
 fi
