@@ -88,20 +88,21 @@ public static class CpuCompareReport
             md.AppendLine($"- **the machine was busy** (1-minute load above its {Environment.ProcessorCount} cores): two-thread figures, PyTorch's above all, suffer most; take ratios from a quiet run");
         if (Text("timing.txt") is { Length: > 0 } timing) md.AppendLine($"- suite time: {timing}");
         if (Text("failed.txt") is { Length: > 0 } failed) md.AppendLine($"- **failed steps**: {failed.Replace("\n", "; ")}");
-        md.AppendLine(string.Create(inv, $"- FMA peak (bench peak): {(peak is { } pk ? pk.ToString("F1", inv) : "not measured")} GFLOP/s on all threads, {(peak1 is { } p1 ? p1.ToString("F1", inv) : "n/a")} on one; every share below is of the all-threads peak"));
+        md.AppendLine((peak is { } pk ? $"- FMA peak (bench peak): {pk.ToString("F1", inv)} GFLOP/s on all threads, {(peak1 is { } p1 ? p1.ToString("F1", inv) : "n/a")} on one; every share below is of the all-threads peak" : "- FMA peak: not measured in this run (no shares of it)"));
         md.AppendLine($"- ratio = median of the peer's per-run medians / median of ours (> 1 = ours faster); runs alternate ours and the peer process by process");
         md.AppendLine($"- FLOPs: {ModelFlops.Convention}; attention: allowed pairs only (bench/README.md); GEMM 2·M·N·K");
         md.AppendLine();
         md.AppendLine("| suite | shape | ours | ours ms (runs) | ours tokens/s | ours GFLOP/s (% peak) | peer | peer ms (runs) | peer tokens/s | peer GFLOP/s (% peak) | ratio |");
         md.AppendLine("|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|");
         string Num(double? x, string fmt) => x is { } v ? v.ToString(fmt, inv) : "";
-        string Gf(Group? g) => g?.Gflops is { } x ? $"{x.ToString("F1", inv)} ({Share(x)})" : "";
+        string Tps(double? x) => x is { } v ? v.ToString(v >= 100 ? "N0" : "G3", inv) : "";
+        string Gf(Group? g) => g?.Gflops is { } x ? x.ToString("F1", inv) + (Share(x) is { } sh ? $" ({sh})" : "") : "";
         var json = new JsonArray();
         foreach (var (o, p) in rows)
         {
             double? ratio = p != null ? p.Ms / o.Ms : null;
-            md.AppendLine($"| {o.Suite} | {ShortShape(o.Shape)} | {o.Impl} | {Num(o.Ms, "G5")} ({o.Runs.Count}) | {Num(o.TokensPerS, "N1")} | {Gf(o)} | " +
-                $"{p?.Impl ?? ""} | {(p != null ? $"{Num(p.Ms, "G5")} ({p.Runs.Count})" : "")} | {Num(p?.TokensPerS, "N1")} | {Gf(p)} | {(ratio is { } r ? $"**{r.ToString("F2", inv)}**" : "")} |");
+            md.AppendLine($"| {o.Suite} | {ShortShape(o.Shape)} | {o.Impl} | {Num(o.Ms, "G5")} ({o.Runs.Count}) | {Tps(o.TokensPerS)} | {Gf(o)} | " +
+                $"{p?.Impl ?? ""} | {(p != null ? $"{Num(p.Ms, "G5")} ({p.Runs.Count})" : "")} | {Tps(p?.TokensPerS)} | {Gf(p)} | {(ratio is { } r ? $"**{r.ToString(r >= 10 ? "F1" : "F2", inv)}**" : "")} |");
             json.Add(new JsonObject
             {
                 ["suite"] = o.Suite, ["shape"] = o.Shape, ["ours"] = o.Impl, ["ours_ms"] = Math.Round(o.Ms, 4), ["ours_runs"] = o.Runs.Count,
