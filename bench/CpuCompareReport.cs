@@ -86,7 +86,7 @@ public static class CpuCompareReport
         md.AppendLine($"- load before: `{Text("load-before.txt")}`; after: `{Text("load-after.txt")}`");
         if (Busy(Text("load-before.txt")) || Busy(Text("load-after.txt")))
             md.AppendLine($"- **the machine was busy** (1-minute load above its {Environment.ProcessorCount} cores): two-thread figures, PyTorch's above all, suffer most; take ratios from a quiet run");
-        if (Text("timing.txt") is { Length: > 0 } timing) md.AppendLine($"- suite time: {timing}");
+        if (Text("timing.txt") is { Length: > 0 } timing) md.AppendLine($"- suite time: {timing.Replace("\n", "; ")}");
         if (Text("failed.txt") is { Length: > 0 } failed) md.AppendLine($"- **failed steps**: {failed.Replace("\n", "; ")}");
         md.AppendLine((peak is { } pk ? $"- FMA peak (bench peak): {pk.ToString("F1", inv)} GFLOP/s on all threads, {(peak1 is { } p1 ? p1.ToString("F1", inv) : "n/a")} on one; every share below is of the all-threads peak" : "- FMA peak: not measured in this run (no shares of it)"));
         md.AppendLine($"- ratio = median of the peer's per-run medians / median of ours (> 1 = ours faster); runs alternate ours and the peer process by process");
