@@ -16,6 +16,9 @@ if (args.Length > 0)
         case "parity-dump": return ParityDump.Run(rest);
         case "compare": return Compare.Run(rest);
         case "dataparallel-quick": return DataParallelQuick.Run(rest);
+        case "peak": return PeakQuick.Run(rest);
+        case "step-quick": return StepQuick.Run(rest);
+        case "cpu-compare-report": return CpuCompareReport.Run(rest);
     }
 }
 

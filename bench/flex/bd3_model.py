@@ -164,4 +164,5 @@ def config_from_json(cfg):
 SIZES = {
     "tiny": dict(dim=256, layers=4, heads=4, cond=128),
     "small": dict(dim=768, layers=12, heads=12, cond=128),
+    "6x512": dict(dim=512, layers=6, heads=8, cond=128),  # the CPU comparison's GPT-2-vocabulary model (bench custom --width 512 --layers 6 --heads 8)
 }

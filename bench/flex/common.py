@@ -49,7 +49,20 @@ def device_name():
     import torch
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return platform.processor() or "cpu"
+    try:  # the same words as the engine's bench (BenchEnv.Device): "<model name>, <n> cores"
+        with open("/proc/cpuinfo") as f:
+            model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+        return f"{model}, {os.cpu_count()} cores"
+    except Exception:
+        return platform.processor() or "cpu"
+
+
+def load_average():
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
 
 
 def new_doc(timing):
@@ -61,6 +74,7 @@ def new_doc(timing):
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "timing": timing,
         "flops_convention": FLOPS_CONVENTION,
+        "load": load_average(),
         "results": [],
     }
 
@@ -74,7 +88,7 @@ def shape(B, H, L, Lp, d, dtype, **extra):
 def result(suite, impl, shp, ms, tflops=None, tokens_per_s=None, nfe=None, runs=None, note=None, backend="cuda"):
     r = {"suite": suite, "impl": impl, "backend": backend, "shape": shp, "ms": round(ms, 5)}
     if tflops is not None:
-        r["tflops"] = round(tflops, 4)
+        r["tflops"] = round(tflops, 7)
     if tokens_per_s is not None:
         r["tokens_per_s"] = round(tokens_per_s, 2)
     if nfe is not None:
@@ -112,6 +126,24 @@ def cuda_time(fn, warmup=5, runs=20, rotate=None):
     torch.cuda.synchronize()
     times = [s.elapsed_time(e) for s, e in zip(starts, ends)]
     return statistics.median(times), len(times)
+
+
+def masked_attention(q, k, v, mask=None):
+    """softmax(q·kᵀ/√d + mask)·v for [B, H, T, d] tensors and a boolean mask (True = allowed): SDPA where this torch
+    has it (>= 2.0), else the dense masked computation (torch 1.13 has neither SDPA nor FlexAttention)."""
+    import torch
+    import torch.nn.functional as F
+    if hasattr(F, "scaled_dot_product_attention"):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = torch.matmul(q, k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
+def attention_kind():
+    import torch.nn.functional as F
+    return "sdpa" if hasattr(F, "scaled_dot_product_attention") else "dense-masked"
 
 
 # ---------------------------------------------------------------- the BD3 mask (DESIGN.md 1.1)

@@ -90,7 +90,7 @@ def main():
     mask = common.dense_from_mask_mod(common.bd3_mask_mod(L, Lp), 2 * L, dev)
 
     def attention(q, k, v):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return common.masked_attention(q, k, v, mask)  # SDPA, or dense masked softmax on torch < 2.0
 
     t0 = time.perf_counter()
     logits = model(ids, positions, attention, head_rows=slice(0, L))

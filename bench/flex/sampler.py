@@ -4,9 +4,12 @@ bd3_model.py and random weights. Per block: L' tokens start as MASK (the first b
 each revealing a still-masked token with probability (t - s)/t (the last step reveals all), tokens drawn by nucleus
 sampling (top-p 0.9) with the MASK logit at -inf; a step that changed nothing reuses the last logits (no NFE); a
 finished block is run once more as clean input to append its keys and values to the cache (a sliding window of L).
-No EOS or entropy stop: every sequence generates --tokens tokens. bf16 autocast, SDPA for attention.
+No EOS or entropy stop: every sequence generates --tokens tokens. On a GPU: bf16 autocast and a bf16 cache; on the
+CPU (--device cpu, the CPU comparison of bench/run-cpu-compare.sh): fp32, no autocast. SDPA for attention where this
+torch has it, else the dense computation (torch 1.13).
 
   python3 bench/flex/sampler.py --out bench/results/raw/torch-sample.json [--model small] [--batch 1,32] [--tokens 1024]
+  /usr/bin/python3 bench/flex/sampler.py --device cpu --threads 2 --model tiny --vocab 260 --L 256 --batch 1,8 --tokens 64
 """
 import argparse
 import os
@@ -50,7 +53,7 @@ def decode(model, cache, ids, start, commit, rope):
         q, k, v, mods = blk.qkv(x, c, cos, sin)
         kk = torch.cat([cache.k[l][:, :n], k.to(cache.k[l].dtype)], dim=1)
         vv = torch.cat([cache.v[l][:, :n], v.to(cache.v[l].dtype)], dim=1)
-        o = F.scaled_dot_product_attention(q.transpose(1, 2), kk.transpose(1, 2).to(q.dtype), vv.transpose(1, 2).to(q.dtype)).transpose(1, 2)
+        o = common.masked_attention(q.transpose(1, 2), kk.transpose(1, 2).to(q.dtype), vv.transpose(1, 2).to(q.dtype)).transpose(1, 2)
         x = blk.finish(x, o, mods, 0.0)
         if commit:
             cache.k[l][:, n:n + ids.shape[1]] = k
@@ -76,7 +79,8 @@ def nucleus(logits, mask_id, top_p, gen):
 def generate(model, batch, tokens, L, Lp, steps, mask_id, bos, device, seed):
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
-    cache = KvCache(model, batch, L, device, torch.bfloat16)
+    gpu = device.type == "cuda"
+    cache = KvCache(model, batch, L, device, torch.bfloat16 if gpu else torch.float32)
     nfe = 0
     out = []
     committed = 0
@@ -94,7 +98,7 @@ def generate(model, batch, tokens, L, Lp, steps, mask_id, bos, device, seed):
             if not bool(masked.any()):
                 break
             if stale:
-                with torch.autocast("cuda", dtype=torch.bfloat16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
                     logits = decode(model, cache, block, committed, commit=False, rope=rope)
                 nfe += 1
             sampled = nucleus(logits, mask_id, 0.9, gen)
@@ -104,11 +108,12 @@ def generate(model, batch, tokens, L, Lp, steps, mask_id, bos, device, seed):
             reveal = masked & (torch.rand(block.shape, generator=gen, device=device) < p)
             block = torch.where(reveal, sampled, block)
             stale = bool(reveal.any())
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
             decode(model, cache, block, committed, commit=True, rope=rope)
         out.append(block)
         committed += Lp
-    torch.cuda.synchronize()
+    if gpu:
+        torch.cuda.synchronize()
     return torch.cat(out, dim=1)[:, 1:total], nfe
 
 
@@ -122,14 +127,19 @@ def main():
     ap.add_argument("--tokens", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=0, help="DDPM steps per block; 0 = L'")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     ap.add_argument("--out", default="torch-sample.json")
     a = ap.parse_args()
-    dev = torch.device("cuda")
+    dev = torch.device(a.device)
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    gpu = dev.type == "cuda"
     size = SIZES[a.model]
     torch.manual_seed(5)
     model = DiT(a.vocab, size["dim"], size["layers"], size["heads"], size["cond"], dropout=0.0).to(dev).eval()
     mask_id, bos = a.vocab - 1, (50256 if a.vocab == 50258 else a.vocab - 4)
-    doc = common.new_doc("wall time (CUDA synchronised) of whole generations, median of --repeat after one warm-up generation")
+    doc = common.new_doc(f"wall time ({'CUDA synchronised' if gpu else f'{torch.get_num_threads()} CPU threads'}) of whole generations, median of --repeat after one warm-up generation")
     for Lp in [int(x) for x in a.Lp.split(",")]:
         steps = a.steps or Lp
         for batch in [int(x) for x in a.batch.split(",")]:
@@ -142,11 +152,13 @@ def main():
                 nfes.append(nfe)
             sec = statistics.median(times)
             tps = batch * a.tokens / sec
-            shp = common.shape(batch, size["heads"], a.L, Lp, size["dim"] // size["heads"], "bf16",
+            shp = common.shape(batch, size["heads"], a.L, Lp, size["dim"] // size["heads"], "bf16" if gpu else "fp32",
                                V=a.vocab, width=size["dim"], layers=size["layers"], tokens=a.tokens, steps=steps)
             doc["results"].append(common.result("sample", "pytorch-kvcache", shp, sec * 1e3, tokens_per_s=tps,
                                                 nfe=int(statistics.median(nfes)), runs=len(times),
-                                                note="eager PyTorch, bf16 autocast, SDPA against the KV cache"))
+                                                backend=dev.type,
+                                                note=(f"eager PyTorch, {'bf16 autocast' if gpu else f'fp32, {torch.get_num_threads()} threads'}, "
+                                                      f"{common.attention_kind()} attention against the KV cache; nucleus (sort) over every position of the block at every NFE")))
             print(f"sample {a.model} L'={Lp} T={steps} batch={batch}: {sec:.2f} s, {tps:,.1f} tokens/s, NFE {statistics.median(nfes)}")
     common.write_doc(doc, a.out)
 
