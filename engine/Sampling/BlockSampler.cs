@@ -10,6 +10,11 @@ namespace FastBlockDiff.Engine.Sampling;
 /// KV cache of the clean prefix, and is then committed to the cache. A step whose input equals the previous
 /// step's reuses its logits (no NFE). L' = 1 is autoregressive decoding.
 /// </summary>
+/// <remarks>
+/// On a device backend a first-hitting or DDPM block stays on the device while it is denoised: its ids are uploaded
+/// once, each step writes the tokens it samples into them, and they are read back once, at block end (see
+/// <see cref="BlockStep"/>). The confidence rule, and the CPU, take the block through the host every step.
+/// </remarks>
 public sealed class BlockSampler : IDisposable
 {
     readonly Denoiser _model;
@@ -112,6 +117,7 @@ public sealed class BlockSampler : IDisposable
         var block = new int[bs * lb];
         var fixedMask = new bool[bs * lb];
         using var step = new BlockStep(_b, _c, bs);
+        bool resident = _b.ReadBackWaits && BlockStep.CanStayOnDevice(options);
 
         while (done.Any(d => d == null))
         {
@@ -127,6 +133,8 @@ public sealed class BlockSampler : IDisposable
                     fixedMask[s * lb + i] = given;
                 }
             cache?.MakeRoom(lb);
+            var input = Input(cache, bs, committed);
+            if (resident) UploadInput(input, seqs, committed, block);
             FloatView logits = default;
             bool stale = true;
             for (int k = 0; k < steps || AnyMasked(block); k++)
@@ -135,12 +143,14 @@ public sealed class BlockSampler : IDisposable
                 cancel.ThrowIfCancellationRequested(); // every step: T may be huge and steps without a model call are cheap
                 if (stale)
                 {
-                    logits = Denoise(cache, seqs, committed, block, bs);
+                    if (!resident) UploadInput(input, seqs, committed, block);
+                    logits = Denoise(cache, input);
                     nfe++;
                     stale = false;
                 }
-                stale = step.Step(options, rng, logits, block, k, steps);
+                stale = step.Step(options, rng, logits, block, k, steps, resident ? input.Block : null);
             }
+            if (resident) step.ReadBlock(input.Block, block);
             // commit: the block becomes clean context
             for (int s = 0; s < bs; s++)
                 for (int i = 0; i < lb; i++)
@@ -164,32 +174,46 @@ public sealed class BlockSampler : IDisposable
 
     bool AnyMasked(int[] block) => Array.IndexOf(block, _c.MaskId) >= 0;
 
-    /// <summary>Logits [bs·L', V] of the current block given the committed prefix.</summary>
-    FloatView Denoise(KvCache? cache, List<int>[] seqs, int committed, int[] block, int bs)
+    /// <summary>
+    /// The model's input while a block is denoised: with the cache the block alone; without, the window of at most
+    /// L - L' clean tokens (whole blocks) ⊕ the block, block-causal. Block: where the block sits in the ids.
+    /// </summary>
+    readonly record struct BlockInput(DenoiserWorkspace Ws, int Length, int Context, DeviceBlock Block);
+
+    BlockInput Input(KvCache? cache, int bs, int committed)
     {
         int lb = _c.BlockSize;
-        if (cache != null)
-        {
-            var ws = Workspace(bs, lb);
-            _b.Upload(ws.Ids, block);
-            _b.Upload(ws.Positions, Positions(bs, committed, lb));
-            _model.ForwardCached(ws, cache, commit: false);
-            return _model.Head(ws, 0, lb);
-        }
-        // uncached: the whole window (at most L - L' clean tokens, whole blocks) ⊕ block, block-causal
-        int ctx = Math.Min(committed, _c.ModelLength - lb);
+        int ctx = cache != null ? 0 : Math.Min(committed, _c.ModelLength - lb);
         int len = ctx + lb;
-        var wsFull = Workspace(bs, len);
+        var ws = Workspace(bs, len);
+        return new BlockInput(ws, len, ctx, new DeviceBlock(ws.Ids, len, ctx));
+    }
+
+    /// <summary>Uploads the ids (context ⊕ the block as the host has it) and positions of the model's input.</summary>
+    void UploadInput(BlockInput input, List<int>[] seqs, int committed, int[] block)
+    {
+        int lb = _c.BlockSize, bs = seqs.Length, len = input.Length, ctx = input.Context;
         var ids = new int[bs * len];
         for (int s = 0; s < bs; s++)
         {
             for (int i = 0; i < ctx; i++) ids[s * len + i] = seqs[s][committed - ctx + i];
             block.AsSpan(s * lb, lb).CopyTo(ids.AsSpan(s * len + ctx));
         }
-        _b.Upload(wsFull.Ids, ids);
-        _b.Upload(wsFull.Positions, Positions(bs, committed - ctx, len));
-        _model.Forward(wsFull, new AttentionShape(bs, _c.Heads, _c.HeadDim, len, MaskKind.BlockCausal, lb));
-        return _model.Head(wsFull, ctx, lb);
+        _b.Upload(input.Ws.Ids, ids);
+        _b.Upload(input.Ws.Positions, Positions(bs, committed - ctx, len));
+    }
+
+    /// <summary>Logits [bs·L', V] of the current block given the committed prefix (its input uploaded).</summary>
+    FloatView Denoise(KvCache? cache, BlockInput input)
+    {
+        int lb = _c.BlockSize;
+        if (cache != null)
+        {
+            _model.ForwardCached(input.Ws, cache, commit: false);
+            return _model.Head(input.Ws, 0, lb);
+        }
+        _model.Forward(input.Ws, new AttentionShape(input.Ws.Batch, _c.Heads, _c.HeadDim, input.Length, MaskKind.BlockCausal, lb));
+        return _model.Head(input.Ws, input.Context, lb);
     }
 
     void Commit(KvCache cache, List<int>[] seqs, int start, int lb)
