@@ -11,9 +11,10 @@ namespace FastBlockDiff.Engine.Sampling;
 /// step's reuses its logits (no NFE). L' = 1 is autoregressive decoding.
 /// </summary>
 /// <remarks>
-/// On a device backend a first-hitting or DDPM block stays on the device while it is denoised: its ids are uploaded
-/// once, each step writes the tokens it samples into them, and they are read back once, at block end (see
-/// <see cref="BlockStep"/>). The confidence rule, and the CPU, take the block through the host every step.
+/// A first-hitting or DDPM block stays in the backend's ids buffer while it is denoised: its ids are uploaded once, each
+/// step writes the tokens it samples into them, and they are read back once, at block end (see <see cref="BlockStep"/>);
+/// on a device no step waits for it. The confidence rule takes the block through the host every step. The CPU runs the
+/// same path (its read-backs are copies), so the CPU tests check the bookkeeping the devices rely on.
 /// </remarks>
 public sealed class BlockSampler : IDisposable
 {
@@ -117,7 +118,7 @@ public sealed class BlockSampler : IDisposable
         var block = new int[bs * lb];
         var fixedMask = new bool[bs * lb];
         using var step = new BlockStep(_b, _c, bs);
-        bool resident = _b.ReadBackWaits && BlockStep.CanStayOnDevice(options);
+        bool resident = BlockStep.CanStayOnDevice(options);
 
         while (done.Any(d => d == null))
         {
