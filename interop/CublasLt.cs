@@ -13,7 +13,7 @@ public static unsafe partial class CublasLtNative
     public const int ComputeType32F = 68;      // CUBLAS_COMPUTE_32F
     public const int DescTransA = 3, DescTransB = 4, DescEpilogue = 7, DescBiasPointer = 8; // cublasLtMatmulDescAttributes_t
     public const int DescEpilogueAuxPointer = 11, DescEpilogueAuxLd = 12;
-    public const int EpilogueDefault = 1, EpilogueBias = 4, EpilogueGeluAuxBias = 164, EpilogueDGelu = 192;   // cublasLtEpilogue_t
+    public const int EpilogueDefault = 1, EpilogueBias = 4, EpilogueGeluAuxBias = 164, EpilogueDGelu = 192, EpilogueBGradB = 512;   // cublasLtEpilogue_t
     public const int LayoutOrder = 1, LayoutBatchCount = 5, LayoutStridedBatchOffset = 6;  // cublasLtMatrixLayoutAttribute_t
     public const int OrderCol = 0, OrderRow = 1;
     public const int PrefMaxWorkspaceBytes = 1;
@@ -52,9 +52,11 @@ public readonly record struct LtOperand(CudaDataType Type, long Rows, long Cols,
 
 /// <summary>
 /// What cuBLASLt does to the product before it stores D: nothing; + bias per row; + bias, then GELU (tanh), storing the
-/// GELU's input in the aux matrix (the MLP's forward); × GELU'(aux) (the MLP's backward into the GELU's input).
+/// GELU's input in the aux matrix (the MLP's forward); × GELU'(aux) (the MLP's backward into the GELU's input); the
+/// sums of op(B) over k written to the bias pointer, one per column of D (a linear layer's bias gradient, taken in the
+/// weight-gradient GEMM instead of a second pass over the output gradient).
 /// </summary>
-public enum LtEpilogue { None, Bias, BiasGeluAux, DGelu }
+public enum LtEpilogue { None, Bias, BiasGeluAux, DGelu, BGradB }
 
 /// <summary>
 /// The shape of one cuBLASLt call; the key of the plan cache. Alignment: the bytes every pointer of the call is aligned
@@ -63,7 +65,7 @@ public enum LtEpilogue { None, Bias, BiasGeluAux, DGelu }
 /// </summary>
 public readonly record struct LtShape(LtOperand A, LtOperand B, LtOperand C, int Batch, LtEpilogue Epilogue, int Alignment = 256, long AuxLd = 0)
 {
-    public bool Bias => Epilogue is LtEpilogue.Bias or LtEpilogue.BiasGeluAux;
+    public bool Bias => Epilogue is LtEpilogue.Bias or LtEpilogue.BiasGeluAux or LtEpilogue.BGradB;
     public bool Aux => Epilogue is LtEpilogue.BiasGeluAux or LtEpilogue.DGelu;
 
     /// <summary>The largest power of two (at most 256) dividing every non-zero address.</summary>
@@ -155,6 +157,7 @@ public sealed unsafe class CublasLt : IDisposable
             LtEpilogue.Bias => CublasLtNative.EpilogueBias,
             LtEpilogue.BiasGeluAux => CublasLtNative.EpilogueGeluAuxBias,
             LtEpilogue.DGelu => CublasLtNative.EpilogueDGelu,
+            LtEpilogue.BGradB => CublasLtNative.EpilogueBGradB,
             _ => CublasLtNative.EpilogueDefault,
         };
         Check(CublasLtNative.cublasLtMatmulDescSetAttribute(p.Desc, CublasLtNative.DescEpilogue, &epi, 4), "cublasLtMatmulDescSetAttribute(EPILOGUE)");
@@ -192,8 +195,9 @@ public sealed unsafe class CublasLt : IDisposable
     }
 
     /// <summary>
-    /// Column-major D = C = epilogue(alpha·op(A)·op(B) + beta·C) on a stream: bias per row of D, aux the GELU input
-    /// matrix (written by <see cref="LtEpilogue.BiasGeluAux"/>, read by <see cref="LtEpilogue.DGelu"/>). Device addresses.
+    /// Column-major D = C = epilogue(alpha·op(A)·op(B) + beta·C) on a stream: bias per row of D (written, one per column
+    /// of D, by <see cref="LtEpilogue.BGradB"/>), aux the GELU input matrix (written by <see cref="LtEpilogue.BiasGeluAux"/>,
+    /// read by <see cref="LtEpilogue.DGelu"/>). Device addresses.
     /// </summary>
     public void Matmul(LtShape shape, float alpha, ulong a, ulong b, float beta, ulong c, ulong bias, CudaStream stream, ulong aux = 0)
     {

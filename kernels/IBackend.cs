@@ -75,6 +75,17 @@ public interface IBackend : IDisposable
         GeluBackward(preActivation.Slice(0, cells), dPre.Slice(0, cells), dPre.Slice(0, cells));
     }
 
+    /// <summary>
+    /// A linear layer's weight gradients: dWeight[outDim, inDim] += dyᵀ·x and dBias[outDim] += Σ_r dy[r, :], for
+    /// dy [rows, outDim] and x [rows, inDim]. Device backends take the bias gradient in the GEMM's epilogue (one pass
+    /// over dy instead of two).
+    /// </summary>
+    void LinearWeightGradients(FloatView dy, FloatView x, FloatView dWeight, FloatView? dBias, int rows, int inDim, int outDim)
+    {
+        Gemm(true, false, outDim, inDim, rows, 1f, dy, outDim, x, inDim, 1f, dWeight, inDim);
+        if (dBias is { } db) ColumnSum(db, dy, rows, outDim, accumulate: true);
+    }
+
     // ---- normalisation and activations ----
     /// <summary>y = (x-mean)·rstd·weight (+bias) per row of dim; saves mean and rstd per row.</summary>
     void LayerNormForward(FloatView x, FloatView weight, FloatView? bias, FloatView y, FloatView mean, FloatView rstd, int rows, int dim, float eps);
@@ -193,4 +204,16 @@ public interface IBackend : IDisposable
     /// and writes it with its (renormalised) probability.
     /// </summary>
     void SampleCategorical(FloatView logits, int rows, int vocab, int maskId, float temperature, float topP, FloatView uniforms, IntView tokens, FloatView probs);
+    /// <summary>
+    /// dst[dstIndex[k]] = src[srcIndex[k]] for k &lt; n: sampled tokens written into the block's ids where they stay on
+    /// the device between denoising steps. Device backends run it as a kernel; this default reads and writes through the host.
+    /// </summary>
+    void ScatterTokens(IntView dst, IntView dstIndex, IntView src, IntView srcIndex, int n)
+    {
+        if (n <= 0) return;
+        var (d, di, sv, si) = (new int[dst.Length], new int[n], new int[src.Length], new int[n]);
+        Download(dst, d); Download(dstIndex.Slice(0, n), di); Download(src, sv); Download(srcIndex.Slice(0, n), si);
+        for (int k = 0; k < n; k++) d[di[k]] = sv[si[k]];
+        Upload(dst, d);
+    }
 }

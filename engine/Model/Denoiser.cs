@@ -158,8 +158,7 @@ public sealed class Denoiser : IDisposable
     /// <summary>dW += dyᵀ·x, db += Σ dy, and dx (+)= dy·W.</summary>
     void LinearBackward(FloatView x, FloatView dy, string weight, string? bias, FloatView? dx, int rows, int inDim, int outDim, bool accumulateDx = false)
     {
-        _b.Gemm(true, false, outDim, inDim, rows, 1f, dy, outDim, x, inDim, 1f, G(weight), inDim);
-        if (bias != null) _b.ColumnSum(G(bias), dy, rows, outDim, accumulate: true);
+        _b.LinearWeightGradients(dy, x, G(weight), bias is null ? null : G(bias), rows, inDim, outDim);
         if (dx is { } d) LinearBackwardInput(dy, weight, d, rows, inDim, outDim, accumulateDx);
     }
 

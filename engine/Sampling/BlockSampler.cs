@@ -10,6 +10,12 @@ namespace FastBlockDiff.Engine.Sampling;
 /// KV cache of the clean prefix, and is then committed to the cache. A step whose input equals the previous
 /// step's reuses its logits (no NFE). L' = 1 is autoregressive decoding.
 /// </summary>
+/// <remarks>
+/// A first-hitting or DDPM block stays in the backend's ids buffer while it is denoised: its ids are uploaded once, each
+/// step writes the tokens it samples into them, and they are read back once, at block end (see <see cref="BlockStep"/>);
+/// on a device no step waits for it. The confidence rule takes the block through the host every step. The CPU runs the
+/// same path (its read-backs are copies), so the CPU tests check the bookkeeping the devices rely on.
+/// </remarks>
 public sealed class BlockSampler : IDisposable
 {
     readonly Denoiser _model;
@@ -116,6 +122,7 @@ public sealed class BlockSampler : IDisposable
         var fixedMask = new bool[bs * lb];
         using var step = new BlockStep(_b, _c, bs);
         var logits = new BlockLogits(_c.VocabSize, lb, split);
+        bool resident = BlockStep.CanStayOnDevice(options);
 
         while (done.Any(d => d == null))
         {
@@ -131,6 +138,8 @@ public sealed class BlockSampler : IDisposable
                     fixedMask[s * lb + i] = given;
                 }
             cache?.MakeRoom(lb);
+            var input = Input(cache, bs, committed);
+            if (resident) UploadInput(input, seqs, committed, block);
             bool stale = true;
             for (int k = 0; k < steps || AnyMasked(block); k++)
             {
@@ -139,13 +148,15 @@ public sealed class BlockSampler : IDisposable
                 if (stale)
                 {
                     split?.ToSampler();
-                    Denoise(cache, seqs, committed, block, bs, logits);
+                    if (!resident) UploadInput(input, seqs, committed, block);
+                    Denoise(cache, input, logits);
                     split?.ToModel();
                     nfe++;
                     stale = false;
                 }
-                stale = step.Step(options, rng, logits, block, k, steps);
+                stale = step.Step(options, rng, logits, block, k, steps, resident ? input.Block : null);
             }
+            if (resident) step.ReadBlock(input.Block, block);
             // commit: the block becomes clean context
             for (int s = 0; s < bs; s++)
                 for (int i = 0; i < lb; i++)
@@ -173,33 +184,46 @@ public sealed class BlockSampler : IDisposable
 
     bool AnyMasked(int[] block) => Array.IndexOf(block, _c.MaskId) >= 0;
 
-    /// <summary>Runs the network on the current block given the committed prefix; its logits [bs·L', V] are left to the head, row by row as steps ask.</summary>
-    void Denoise(KvCache? cache, List<int>[] seqs, int committed, int[] block, int bs, BlockLogits logits)
+    /// <summary>
+    /// The model's input while a block is denoised: with the cache the block alone; without, the window of at most
+    /// L - L' clean tokens (whole blocks) ⊕ the block, block-causal. Block: where the block sits in the ids.
+    /// </summary>
+    readonly record struct BlockInput(DenoiserWorkspace Ws, int Length, int Context, DeviceBlock Block);
+
+    BlockInput Input(KvCache? cache, int bs, int committed)
     {
         int lb = _c.BlockSize;
-        if (cache != null)
-        {
-            var ws = Workspace(bs, lb);
-            _b.Upload(ws.Ids, block);
-            _b.Upload(ws.Positions, Positions(bs, committed, lb));
-            _model.ForwardCached(ws, cache, commit: false);
-            logits.Pending(_model, ws, 0);
-            return;
-        }
-        // uncached: the whole window (at most L - L' clean tokens, whole blocks) ⊕ block, block-causal
-        int ctx = Math.Min(committed, _c.ModelLength - lb);
+        int ctx = cache != null ? 0 : Math.Min(committed, _c.ModelLength - lb);
         int len = ctx + lb;
-        var wsFull = Workspace(bs, len);
+        var ws = Workspace(bs, len);
+        return new BlockInput(ws, len, ctx, new DeviceBlock(ws.Ids, len, ctx));
+    }
+
+    /// <summary>Uploads the ids (context ⊕ the block as the host has it) and positions of the model's input.</summary>
+    void UploadInput(BlockInput input, List<int>[] seqs, int committed, int[] block)
+    {
+        int lb = _c.BlockSize, bs = seqs.Length, len = input.Length, ctx = input.Context;
         var ids = new int[bs * len];
         for (int s = 0; s < bs; s++)
         {
             for (int i = 0; i < ctx; i++) ids[s * len + i] = seqs[s][committed - ctx + i];
             block.AsSpan(s * lb, lb).CopyTo(ids.AsSpan(s * len + ctx));
         }
-        _b.Upload(wsFull.Ids, ids);
-        _b.Upload(wsFull.Positions, Positions(bs, committed - ctx, len));
-        _model.Forward(wsFull, new AttentionShape(bs, _c.Heads, _c.HeadDim, len, MaskKind.BlockCausal, lb));
-        logits.Pending(_model, wsFull, ctx);
+        _b.Upload(input.Ws.Ids, ids);
+        _b.Upload(input.Ws.Positions, Positions(bs, committed - ctx, len));
+    }
+
+    /// <summary>Runs the network on the current block given the committed prefix (its input uploaded); its logits [bs·L', V] are left to the head, row by row as steps ask.</summary>
+    void Denoise(KvCache? cache, BlockInput input, BlockLogits logits)
+    {
+        if (cache != null)
+        {
+            _model.ForwardCached(input.Ws, cache, commit: false);
+            logits.Pending(_model, input.Ws, 0);
+            return;
+        }
+        _model.Forward(input.Ws, new AttentionShape(input.Ws.Batch, _c.Heads, _c.HeadDim, input.Length, MaskKind.BlockCausal, _c.BlockSize));
+        logits.Pending(_model, input.Ws, input.Context);
     }
 
     void Commit(KvCache cache, List<int>[] seqs, int start, int lb, SplitClock? split)

@@ -5,7 +5,8 @@ namespace FastBlockDiff.Kernels.Cuda;
 
 /// <summary>
 /// GEMMs through cuBLASLt, with the work that follows a product folded into its epilogue where cuBLASLt has an
-/// algorithm for it: the bias, the MLP's bias + GELU (saving the GELU input for the backward), and the GELU backward.
+/// algorithm for it: the bias, the MLP's bias + GELU (saving the GELU input for the backward), the GELU backward, and
+/// a linear layer's bias gradient in its weight-gradient GEMM (BGRADB).
 /// Where it has none (remembered per shape) the plain GEMM runs and our kernels do the rest.
 /// </summary>
 public sealed unsafe partial class CudaBackend
@@ -15,6 +16,9 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>GEMMs that ran with a fused epilogue beyond the bias (GELU forward or backward), for tests.</summary>
     public long FusedGeluGemms { get; private set; }
+
+    /// <summary>Weight-gradient GEMMs that took the bias gradient in their epilogue (BGRADB), for tests.</summary>
+    public long FusedBiasGradientGemms { get; private set; }
 
     /// <summary>The operands as cuBLASLt reads them: bf16 in bf16 mode (the persistent copy for weights, converted scratch for activations).</summary>
     (ulong A, ulong B, CudaDataType Type) Operands(FloatView a, FloatView b)
@@ -107,5 +111,28 @@ public sealed unsafe partial class CudaBackend
         }
         Gemm(transA, transB, m, n, k, 1f, a, lda, b, ldb, 0f, d, n);
         GeluBackward(preActivation.Slice(0, (int)cells), d, d);
+    }
+
+    public void LinearWeightGradients(FloatView dy, FloatView x, FloatView dWeight, FloatView? dBias, int rows, int inDim, int outDim)
+    {
+        if (dBias is { } db && rows > 0 && inDim > 0 && outDim > 0)
+        {
+            // dWᵀ[in, out] += xᵀ·dy column-major: cuBLASLt's B is dy, so BGRADB's sums over k are Σ_r dy[r, :]. It
+            // writes them (no accumulate): into scratch, then added to dBias (outDim elements, not rows·outDim).
+            Enter();
+            var (pa, pb, type) = Operands(dy, x);
+            ulong sums = Scratch("gemm.bgradb", outDim * 4L);
+            Wrote(dWeight); Wrote(db);
+            var fused = Shape(type, true, false, outDim, inDim, rows, outDim, inDim, inDim, 1, 0, 0, 0, LtEpilogue.BGradB,
+                LtShape.AlignmentOf(pa, pb, Ptr(dWeight), sums));
+            if (TryEpilogue(fused, 1f, pa, pb, 1f, Ptr(dWeight), sums, 0))
+            {
+                FusedBiasGradientGemms++;
+                Flat(EW, "fbd_axpy", outDim, Ptr(db), 1f, sums, outDim);
+                return;
+            }
+        }
+        Gemm(true, false, outDim, inDim, rows, 1f, dy, outDim, x, inDim, 1f, dWeight, inDim);
+        if (dBias is { } b) ColumnSum(b, dy, rows, outDim, accumulate: true);
     }
 }

@@ -187,4 +187,7 @@ public sealed unsafe partial class CudaBackend
         Launch(SAMPLE, "fbd_sample", ((uint)rows, 1, 1), (256, 1, 1), 0,
             Ptr(logits), rows, vocab, maskId, temperature, topP, Ptr(uniforms), Ptr(tokens), Ptr(probs), p);
     }
+
+    public void ScatterTokens(IntView dst, IntView dstIndex, IntView src, IntView srcIndex, int n) =>
+        Flat(SAMPLE, "fbd_scatter_tokens", n, Ptr(dst), Ptr(dstIndex), Ptr(src), Ptr(srcIndex), n);
 }

@@ -200,3 +200,9 @@ extern "C" __global__ void fbd_sample(const float* logits, int rows, int vocab, 
     int pick = kmax > 0 ? kth_equal(p, vocab, sigP, kP, sh) : -1;
     if (t == 0) { tokens[r] = pick; probs[r] = pick >= 0 ? (float)(p[pick] / total) : 0.f; }
 }
+
+// dst[dstIndex[k]] = src[srcIndex[k]]: sampled tokens written into the block's ids, which stay on the device between steps
+extern "C" __global__ void fbd_scatter_tokens(int* dst, const int* dstIndex, const int* src, const int* srcIndex, int n)
+{
+    for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < n; k += blockDim.x * gridDim.x) dst[dstIndex[k]] = src[srcIndex[k]];
+}

@@ -1,6 +1,7 @@
 // A fake libcublasLt for the CPU emulator: naive column-major matmul with transposes, strided batches, fp32/bf16
 // inputs, fp32 output and the epilogues the backend uses: bias, GELU_AUX_BIAS (bias, then tanh GELU, the GELU input
-// stored in the aux matrix) and DGELU (× GELU'(aux)). Like cuBLASLt, the heuristic finds no algorithm for another
+// stored in the aux matrix), DGELU (× GELU'(aux)) and BGRADB (the sums of op(B) over k, one per column of D, written to
+// the bias pointer). Like cuBLASLt, the heuristic finds no algorithm for another
 // epilogue, or for an aux leading dimension that is not a multiple of 8; otherwise it answers one algorithm.
 #include <cmath>
 #include <dlfcn.h>
@@ -9,7 +10,7 @@
 #include <cstddef>
 #define API extern "C" __attribute__((visibility("default")))
 struct Desc { int transA = 0, transB = 0, epilogue = 1; const float* bias = nullptr; float* aux = nullptr; int64_t auxLd = 0; };
-enum { EpiDefault = 1, EpiBias = 4, EpiGeluAuxBias = 164, EpiDGelu = 192 };
+enum { EpiDefault = 1, EpiBias = 4, EpiGeluAuxBias = 164, EpiDGelu = 192, EpiBGradB = 512 };
 static int g_fused_gelu = 0;
 extern "C" __attribute__((visibility("default"))) int fake_fused_gelu_matmuls() { return g_fused_gelu; }
 static double gelu(double x) { return 0.5 * x * (1 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
@@ -45,7 +46,7 @@ API int cublasLtMatmulPreferenceSetAttribute(void*, int, const void*, size_t) { 
 API int cublasLtMatmulAlgoGetHeuristic(void*, void* desc, void*, void*, void*, void*, void*, int, Heur* r, int* n) {
     std::memset(r, 0, sizeof(Heur));
     Desc* d = (Desc*)desc;
-    bool known = d->epilogue == EpiDefault || d->epilogue == EpiBias || d->epilogue == EpiGeluAuxBias || d->epilogue == EpiDGelu;
+    bool known = d->epilogue == EpiDefault || d->epilogue == EpiBias || d->epilogue == EpiGeluAuxBias || d->epilogue == EpiDGelu || d->epilogue == EpiBGradB;
     bool aux = d->epilogue == EpiGeluAuxBias || d->epilogue == EpiDGelu;
     if (!known || (aux && (d->auxLd <= 0 || d->auxLd % 8 != 0))) { *n = 0; return 15; }   // CUBLAS_STATUS_NOT_SUPPORTED
     *n = 1; return 0;
@@ -64,6 +65,12 @@ static void compute(void* arg) {
     for (int p = 0; p < c->batch; p++) {
         const char* pa = (const char*)x.A + p * a->stride * ea; const char* pb = (const char*)x.B + p * b->stride * eb;
         float* pc = (float*)x.D + p * c->stride; const float* pcin = (const float*)x.C + p * c->stride;
+        if (d->epilogue == EpiBGradB && d->bias)
+            for (int64_t j = 0; j < N; j++) {
+                double s = 0;
+                for (int64_t k = 0; k < K; k++) s += d->transB ? ld(b, pb, j + k * b->ld) : ld(b, pb, k + j * b->ld);
+                const_cast<float*>(d->bias)[j] = (float)s;
+            }
         for (int64_t j = 0; j < N; j++) for (int64_t i = 0; i < M; i++) {
             double s = 0;
             for (int64_t k = 0; k < K; k++) {
@@ -94,6 +101,7 @@ API int cublasLtMatmul(void*, void* desc, const void* alpha, const void* A, void
     const void* C, void* Cd, void* D, void* Dd, const void*, void*, size_t, void* stream) {
     Desc* d = (Desc*)desc;
     if ((d->epilogue == EpiGeluAuxBias || d->epilogue == EpiDGelu) && !d->aux) return 7;   // CUBLAS_STATUS_INVALID_VALUE
+    if (d->epilogue == EpiBGradB && (!d->bias || ((Layout*)Cd)->batch != 1)) return 7;
     if (d->epilogue == EpiGeluAuxBias || d->epilogue == EpiDGelu) g_fused_gelu++;
     Call* x = new Call{ *d, *(Layout*)Ad, *(Layout*)Bd, *(Layout*)Cd, *(const float*)alpha, *(const float*)beta, A, B, C, D };
     if (Enqueue e = stream_enqueue()) return e(stream, compute, x, release) == 0 ? 0 : 13;   // CUBLAS_STATUS_EXECUTION_FAILED
