@@ -31,7 +31,7 @@ else
   # 5 pairs where a pair is short; 3 for the 6×512 model, sampling and the L sweep, to stay near 15 min in all
   PAIRS=${PAIRS:-5}; BIG_PAIRS=${BIG_PAIRS:-3}; SAMPLE_PAIRS=${SAMPLE_PAIRS:-3}; BIG_BATCH=${BIG_BATCH:-2}; STEPS_TIMED=${STEPS_TIMED:-3}
   SAMPLE_TOKENS=${SAMPLE_TOKENS:-64}; SAMPLE_BATCH=${SAMPLE_BATCH:-1,8}; BIG_SAMPLE_BATCH=${BIG_SAMPLE_BATCH:-1,8}
-  ATTN_L=${ATTN_L:-256,512,1024,2048}; SCALING_L=${SCALING_L:-128,512,1024}
+  ATTN_L=${ATTN_L:-256,512,1024,2048}; SCALING_L=${SCALING_L:-128,512,1024}; GEMM_MODELS=${GEMM_MODELS:-tiny,gpt2-6x512}
   # tiny at batch 8 (M = 8·2L = 4096): X·Wᵀ for QKV, MLP up, MLP down; dX = dY·W; dW = dYᵀ·X; the 6×512 model's
   # vocabulary head at batch 2 (M = 2·L = 1024, N = 50,258); 1024³ for the share of the peak
   GEMM_NT=${GEMM_NT:-4096x768x256,4096x1024x256,4096x256x1024,1024x50258x512}
@@ -44,6 +44,14 @@ DAY=$(date -u +%F)
 RAW=bench/results/raw/$DAY-cpu-compare
 [[ "${APPEND:-0}" == 1 ]] || rm -rf "$RAW"   # APPEND=1 keeps the files of an earlier run (to rerun a part: STEPS="big report" APPEND=1)
 mkdir -p "$RAW"
+# PyTorch 1.13 (Debian) multiplies through OpenBLAS, whose 0.3.21 takes this CPU for a Haswell (AVX2) and whose core
+# this machine's environment may force: the peers get OpenBLAS's AVX-512 kernels where the CPU has them (the same
+# choice gemm-quick makes for its OpenBLAS column), so that PyTorch is measured at its best; PEER_OPENBLAS_CORE overrides
+if [[ -z "${PEER_OPENBLAS_CORE:-}" ]]; then
+  if grep -q avx512_bf16 /proc/cpuinfo 2>/dev/null; then PEER_OPENBLAS_CORE=Cooperlake
+  elif grep -q avx512f /proc/cpuinfo 2>/dev/null; then PEER_OPENBLAS_CORE=SkylakeX; fi
+fi
+[[ -n "${PEER_OPENBLAS_CORE:-}" ]] && export OPENBLAS_CORETYPE=$PEER_OPENBLAS_CORE
 export PYTHONUNBUFFERED=1 DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 export FBD_COMMIT=${FBD_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}
 T0=$(date +%s)
@@ -123,6 +131,8 @@ if want gemm; then
   # gemm-quick writes bench/results/<date>-cpu-gemm.json; each call's file is moved into the raw directory (a file of
   # that name from an earlier run is kept aside and put back)
   kept=""; [[ -f "bench/results/$DAY-cpu-gemm.json" ]] && { kept="$RAW/.kept-cpu-gemm"; cp "bench/results/$DAY-cpu-gemm.json" "$kept"; }
+  # every GEMM of the two models (forward X·Wᵀ, dX = dY·W, dW = dYᵀ·X, the vocabulary head), then the transposes below
+  [[ -n "${GEMM_MODELS:-}" ]] && step "${BENCH[@]}" gemm-quick --model-shapes "$GEMM_MODELS" && mv "bench/results/$DAY-cpu-gemm.json" "$RAW/gemm-models.json"
   for t in NT NN TN; do
     shapes_var=GEMM_$t; shapes=${!shapes_var}
     [[ -z "$shapes" ]] && continue
@@ -130,7 +140,7 @@ if want gemm; then
     step "${BENCH[@]}" gemm-quick --shapes "$shapes" "${flags[@]}" && mv "bench/results/$DAY-cpu-gemm.json" "$RAW/gemm-$t.json"
   done
   [[ -n "$kept" ]] && mv "$kept" "bench/results/$DAY-cpu-gemm.json"
-  [[ -f bench/cpu/torch_gemm.py ]] && torch_side bench/cpu/torch_gemm.py --threads "$THREADS" --out "$RAW/gemm-torch.json"
+  [[ -f bench/cpu/torch_gemm.py && -n "${GEMM_MODELS:-}" ]] && torch_side bench/cpu/torch_gemm.py --model-shapes "$GEMM_MODELS" --threads "$THREADS" --out "$RAW/gemm-torch.json"
 fi
 if want parity; then
   section parity
