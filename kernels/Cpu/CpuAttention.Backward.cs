@@ -40,6 +40,13 @@ public static partial class CpuAttention
     /// </summary>
     static readonly ConcurrentBag<BackwardScratch> SpareBackwardScratch = [];
 
+    /// <summary>
+    /// At most one task per processor: each holds megabytes of scratch, and Parallel.For left to itself adds workers
+    /// when the machine is busy, each with its own scratch (past the pool's ProcessorCount spares: large-object-heap
+    /// allocations and collections in every backward).
+    /// </summary>
+    static readonly ParallelOptions OnePerProcessor = new() { MaxDegreeOfParallelism = Environment.ProcessorCount };
+
     static BackwardScratch RentBackwardScratch(int hd, int seqLen)
     {
         int rows = (seqLen + QueryTile - 1) / QueryTile * QueryTile;
@@ -80,7 +87,7 @@ public static partial class CpuAttention
         long partsLength = (long)BH * parts * T * hp;
         if (partsLength > Array.MaxLength) throw new ArgumentException($"attention backward: {partsLength} floats of dQ partials exceed an array");
         float[]? dQParts = parts > 1 ? ArrayPool<float>.Shared.Rent((int)partsLength) : null;
-        Parallel.For(0, BH * parts, () => RentBackwardScratch(hd, T), (task, _, sc) =>
+        Parallel.For(0, BH * parts, OnePerProcessor, () => RentBackwardScratch(hd, T), (task, _, sc) =>
         {
             int part = task % parts, bh = task / parts, h = bh % H, b = bh / H;
             PackBackward(s, sc, b, h, scale, delta, qkv, qkvOff, lse, lseOff, dO, dOOff);

@@ -25,7 +25,7 @@ public static partial class CpuAttention
         int nqt = (T + QueryTile - 1) / QueryTile;
         float scale = 1f / MathF.Sqrt(hd);
         int[] order = HeaviestQueryTilesFirst(s, nqt);
-        Parallel.For(0, BH * nqt, () => new ForwardScratch(hd), (task, _, sc) =>
+        Parallel.For(0, BH * nqt, OnePerProcessor, () => new ForwardScratch(hd), (task, _, sc) =>
         {
             int bh = task % BH;
             ForwardQueryTile(s, sc, bh / H, bh % H, order[task / BH], scale, qkv, qkvOff, output, outOff, lse, lseOff);
