@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CPU comparison of FastBlockDiff with PyTorch 1.13 (and OpenBLAS), in one command (from anywhere in the checkout):
-#   bench/run-cpu-compare.sh            # the whole suite, about 15 min on a quiet 2-core machine
+#   bench/run-cpu-compare.sh            # the whole suite: about 35 min on the quiet 2-core development machine (measured
+#                                       # 2026-11-30: peak 13 s, tiny 184, big 403, sample 694, attention ~190, scaling ~430, gemm ~100)
 #   QUICK=1 bench/run-cpu-compare.sh    # the same paths at small sizes and fewer pairs, about 3 min (a smoke run)
 # Release build; then, alternating process by process (ours, PyTorch, ours, PyTorch, ... PAIRS pairs; BIG_PAIRS,
 # SAMPLE_PAIRS and min(PAIRS, 3) for the L sweep):
