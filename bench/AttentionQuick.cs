@@ -147,63 +147,11 @@ public static class AttentionQuick
         if (note.Length > 0) Console.WriteLine("  " + note);
     }
 
-    /// <summary>
-    /// The machine's FMA peak in GFLOP/s: every processor runs twelve independent FMA chains on registers (512-bit
-    /// vectors where accelerated, else 256-bit), no memory traffic; the best of five runs of about 0.1 s.
-    /// </summary>
+    /// <summary>The machine's FMA peak in GFLOP/s (<see cref="FmaPeak"/> on every processor): the best of five runs of about 0.1 s after a warm-up.</summary>
     public static double FmaPeakGflops()
     {
-        int threads = Environment.ProcessorCount;
-        const int iterations = 2_000_000;
-        int lanes = Vector512.IsHardwareAccelerated ? 16 : 8;
-        double best = 0;
-        float sink = 0;
-        for (int run = 0; run < 6; run++)
-        {
-            var sums = new float[threads];
-            var sw = System.Diagnostics.Stopwatch.StartNew();
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t => sums[t] = FmaChains(iterations, 1f + t * 1e-7f));
-            double sec = sw.Elapsed.TotalSeconds;
-            sink += sums.Sum();
-            if (run > 0) best = Math.Max(best, 2.0 * 12 * lanes * (double)iterations * threads / sec / 1e9); // run 0 warms up the JIT
-        }
-        return sink == float.MaxValue ? 0 : best;   // the sink keeps the chains from being optimised away
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    static float FmaChains(int iterations, float seed)
-    {
-        if (Vector512.IsHardwareAccelerated)
-        {
-            var m = Vector512.Create(0.999999f);
-            var a = Vector512.Create(1e-7f);
-            var c0 = Vector512.Create(seed); var c1 = c0 + a; var c2 = c1 + a; var c3 = c2 + a;
-            var c4 = c3 + a; var c5 = c4 + a; var c6 = c5 + a; var c7 = c6 + a; var c8 = c7 + a; var c9 = c8 + a; var c10 = c9 + a; var c11 = c10 + a;
-            for (int i = 0; i < iterations; i++)
-            {
-                c0 = Vector512.FusedMultiplyAdd(c0, m, a); c1 = Vector512.FusedMultiplyAdd(c1, m, a);
-                c2 = Vector512.FusedMultiplyAdd(c2, m, a); c3 = Vector512.FusedMultiplyAdd(c3, m, a);
-                c4 = Vector512.FusedMultiplyAdd(c4, m, a); c5 = Vector512.FusedMultiplyAdd(c5, m, a);
-                c6 = Vector512.FusedMultiplyAdd(c6, m, a); c7 = Vector512.FusedMultiplyAdd(c7, m, a);
-                c8 = Vector512.FusedMultiplyAdd(c8, m, a); c9 = Vector512.FusedMultiplyAdd(c9, m, a);
-                c10 = Vector512.FusedMultiplyAdd(c10, m, a); c11 = Vector512.FusedMultiplyAdd(c11, m, a);
-            }
-            return Vector512.Sum(c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10 + c11);
-        }
-        var n = Vector256.Create(0.999999f);
-        var b = Vector256.Create(1e-7f);
-        var d0 = Vector256.Create(seed); var d1 = d0 + b; var d2 = d1 + b; var d3 = d2 + b;
-        var d4 = d3 + b; var d5 = d4 + b; var d6 = d5 + b; var d7 = d6 + b; var d8 = d7 + b; var d9 = d8 + b; var d10 = d9 + b; var d11 = d10 + b;
-        for (int i = 0; i < iterations; i++)
-        {
-            d0 = Vector256.MultiplyAddEstimate(d0, n, b); d1 = Vector256.MultiplyAddEstimate(d1, n, b);
-            d2 = Vector256.MultiplyAddEstimate(d2, n, b); d3 = Vector256.MultiplyAddEstimate(d3, n, b);
-            d4 = Vector256.MultiplyAddEstimate(d4, n, b); d5 = Vector256.MultiplyAddEstimate(d5, n, b);
-            d6 = Vector256.MultiplyAddEstimate(d6, n, b); d7 = Vector256.MultiplyAddEstimate(d7, n, b);
-            d8 = Vector256.MultiplyAddEstimate(d8, n, b); d9 = Vector256.MultiplyAddEstimate(d9, n, b);
-            d10 = Vector256.MultiplyAddEstimate(d10, n, b); d11 = Vector256.MultiplyAddEstimate(d11, n, b);
-        }
-        return Vector256.Sum(d0 + d1 + d2 + d3 + d4 + d5 + d6 + d7 + d8 + d9 + d10 + d11);
+        FmaPeak.Measure(0, 0.05);
+        return Enumerable.Range(0, 5).Max(_ => FmaPeak.Measure(0, 0.1));
     }
 
     static void RunDecode(BenchDoc doc, QuickOptions o, IBackend b, string ours, DecodeShape s)

@@ -23,8 +23,8 @@ public static class PeakQuick
         var doc = BenchDoc.ForThisRun("peak", args, $"median of --runs timed loops of about {seconds} s each after one warm-up loop; with several threads, the slowest thread's time");
         doc.FlopsConvention = "one fused multiply-add of a W-bit fp32 vector = 2·W/32 FLOPs";
         var widths = new List<(int Bits, Func<long, float> Loop)>();
-        if (Fma.IsSupported) widths.Add((256, Loop256));
-        if (Avx512F.IsSupported) widths.Add((512, Loop512));
+        if (Fma.IsSupported) widths.Add((256, iters => FmaPeak.Chains(iters, 8)));
+        if (Avx512F.IsSupported) widths.Add((512, iters => FmaPeak.Chains(iters, 16)));
         if (widths.Count == 0) { Console.WriteLine("peak: no FMA instructions on this CPU; nothing measured"); o.WriteDoc(doc, "peak"); return 0; }
         Console.WriteLine($"{"vector",8} {"threads",8} {"GFLOP/s",10} {"per thread",11}");
         foreach (var (bits, loop) in widths)
@@ -78,40 +78,5 @@ public static class PeakQuick
         start.SignalAndWait();
         foreach (var w in workers) w.Join();
         return done.Max();
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    static float Loop256(long iters)
-    {
-        var a = Vector256.Create(0.999999f); var b = Vector256.Create(1e-6f);
-        Vector256<float> c0 = Vector256.Create(0.1f), c1 = Vector256.Create(0.2f), c2 = Vector256.Create(0.3f), c3 = Vector256.Create(0.4f),
-            c4 = Vector256.Create(0.5f), c5 = Vector256.Create(0.6f), c6 = Vector256.Create(0.7f), c7 = Vector256.Create(0.8f),
-            c8 = Vector256.Create(0.9f), c9 = Vector256.Create(1.0f), c10 = Vector256.Create(1.1f), c11 = Vector256.Create(1.2f);
-        for (long i = 0; i < iters; i++)
-        {
-            c0 = Fma.MultiplyAdd(c0, a, b); c1 = Fma.MultiplyAdd(c1, a, b); c2 = Fma.MultiplyAdd(c2, a, b); c3 = Fma.MultiplyAdd(c3, a, b);
-            c4 = Fma.MultiplyAdd(c4, a, b); c5 = Fma.MultiplyAdd(c5, a, b); c6 = Fma.MultiplyAdd(c6, a, b); c7 = Fma.MultiplyAdd(c7, a, b);
-            c8 = Fma.MultiplyAdd(c8, a, b); c9 = Fma.MultiplyAdd(c9, a, b); c10 = Fma.MultiplyAdd(c10, a, b); c11 = Fma.MultiplyAdd(c11, a, b);
-        }
-        var s = ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7)) + ((c8 + c9) + (c10 + c11));
-        return Vector256.Sum(s);
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    static float Loop512(long iters)
-    {
-        var a = Vector512.Create(0.999999f); var b = Vector512.Create(1e-6f);
-        Vector512<float> c0 = Vector512.Create(0.1f), c1 = Vector512.Create(0.2f), c2 = Vector512.Create(0.3f), c3 = Vector512.Create(0.4f),
-            c4 = Vector512.Create(0.5f), c5 = Vector512.Create(0.6f), c6 = Vector512.Create(0.7f), c7 = Vector512.Create(0.8f),
-            c8 = Vector512.Create(0.9f), c9 = Vector512.Create(1.0f), c10 = Vector512.Create(1.1f), c11 = Vector512.Create(1.2f);
-        for (long i = 0; i < iters; i++)
-        {
-            c0 = Avx512F.FusedMultiplyAdd(c0, a, b); c1 = Avx512F.FusedMultiplyAdd(c1, a, b); c2 = Avx512F.FusedMultiplyAdd(c2, a, b);
-            c3 = Avx512F.FusedMultiplyAdd(c3, a, b); c4 = Avx512F.FusedMultiplyAdd(c4, a, b); c5 = Avx512F.FusedMultiplyAdd(c5, a, b);
-            c6 = Avx512F.FusedMultiplyAdd(c6, a, b); c7 = Avx512F.FusedMultiplyAdd(c7, a, b); c8 = Avx512F.FusedMultiplyAdd(c8, a, b);
-            c9 = Avx512F.FusedMultiplyAdd(c9, a, b); c10 = Avx512F.FusedMultiplyAdd(c10, a, b); c11 = Avx512F.FusedMultiplyAdd(c11, a, b);
-        }
-        var s = ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7)) + ((c8 + c9) + (c10 + c11));
-        return Vector512.Sum(s);
     }
 }
