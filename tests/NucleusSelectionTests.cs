@@ -21,18 +21,7 @@ public class NucleusSelectionTests
     {
         var q = new float[row.Length];
         CpuBackend.SoftMaxWithout(row, 1f / temperature, MaskId, q);
-        var order = topP < 1 ? Enumerable.Range(0, q.Length).Where(j => q[j] > 0).OrderByDescending(j => q[j]).ThenBy(j => j).ToArray()
-            : Enumerable.Range(0, q.Length).Where(j => q[j] > 0).ToArray();
-        double total = q[order[0]]; int kept = 1;
-        if (topP < 1) while (kept < order.Length && total + q[order[kept]] <= topP) total += q[order[kept++]];
-        else { total = 1; kept = order.Length; }
-        double target = u * total, acc = 0;
-        for (int i = 0; i < kept; i++)
-        {
-            acc += q[order[i]];
-            if (target < acc) return (order[i], q[order[i]] / total);
-        }
-        return (order[kept - 1], q[order[kept - 1]] / total);
+        return NucleusReference.DrawBySort(q, topP, u);
     }
 
     /// <summary>Rows of one kind: logits of the given spread; "ties" rounds them, "ordered" sorts each row by id, "dominant" gives one token most of the mass.</summary>

@@ -676,22 +676,6 @@ public class OpGradientTests
                 $"token {j}: frequency {freq[j]:g5} vs {expect[j]:g5} (random uniforms)");
     }
 
-    /// <summary>The nucleus and the draw by a full sort of the row: descending, ties by id, running mass in double.</summary>
-    static (int Token, double Prob) NucleusDrawBySort(float[] q, double topP, double u)
-    {
-        var order = Enumerable.Range(0, q.Length).Where(j => q[j] > 0).OrderByDescending(j => q[j]).ThenBy(j => j).ToArray();
-        double total = q[order[0]]; int kept = 1;
-        if (topP < 1) while (kept < order.Length && total + q[order[kept]] <= topP) total += q[order[kept++]];
-        else { total = 1; kept = order.Length; }
-        double target = u * total, acc = 0;
-        for (int i = 0; i < kept; i++)
-        {
-            acc += q[order[i]];
-            if (target < acc) return (order[i], q[order[i]] / total);
-        }
-        return (order[kept - 1], q[order[kept - 1]] / total);
-    }
-
     [Theory]
     [InlineData(3.0, false, 0.9f)]   // peaked: a few hundred tokens in the nucleus
     [InlineData(0.01, false, 0.9f)]  // nearly flat: most of the vocabulary is, bucketed down to equal float bits
@@ -720,7 +704,7 @@ public class OpGradientTests
             var q = new float[vocab];
             CpuBackend.SoftMaxWithout(logits.AsSpan(r * vocab, vocab), 1f / temperature, maskId, q);
             Assert.Equal(1.0, q.Sum(x => (double)x), 4);
-            var (token, prob) = NucleusDrawBySort(q, topP, u[r]);
+            var (token, prob) = NucleusReference.DrawBySort(q, topP, u[r]);
             Assert.Equal(token, CpuBackend.Span(tokens)[r]);
             Assert.Equal(prob, CpuBackend.Span(probs)[r], 5);
         }
